@@ -1,0 +1,1 @@
+//! Host <-> agent protocol (placeholder, being written).

@@ -1,0 +1,1 @@
+//! husk-vmm library (placeholder, being written).
