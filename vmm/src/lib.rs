@@ -1,1 +1,3 @@
-//! husk-vmm library (placeholder, being written).
+//! husk-vmm: a small KVM virtual machine monitor built on the rust-vmm crates.
+
+pub mod devices;
