@@ -1,1 +1,361 @@
-//! Host <-> agent protocol (placeholder, being written).
+//! Host <-> guest-agent protocol of husk.
+//!
+//! # Wire format
+//!
+//! The transport is a byte stream (virtio-vsock inside the guest; on the host a
+//! Unix socket after the Firecracker `CONNECT <port>` handshake, see
+//! [`client`]). Each message is one *frame*: a 4-byte big-endian length `N`
+//! (`1 <= N <= MAX_FRAME`) followed by `N` bytes of UTF-8 JSON. See [`frame`].
+//!
+//! The host sends [`RequestFrame`]s, the agent answers each with exactly one
+//! [`ResponseFrame`] carrying the same `id`:
+//!
+//! ```json
+//! {"version":1,"id":7,"request":{"type":"ping"}}
+//! {"version":1,"id":7,"response":{"type":"pong","agent_version":"0.1.0",...}}
+//! {"version":1,"id":8,"response":{"type":"error","code":"bad_request","message":"..."}}
+//! ```
+//!
+//! # Tagging (why internally tagged)
+//!
+//! [`Request`] and [`Response`] are *internally tagged* with a `"type"` field and
+//! `snake_case` variant names; a variant's payload fields sit next to the tag.
+//! This keeps every request an object (`{"type":"ping"}`), whether or not the
+//! variant has fields, so new variants (issue 4: `create_container`, `exec`,
+//! `signal`, `wait`, ...) are added without changing the shape of existing
+//! ones, and a peer can always read the `type` of a message it does not know.
+//! Payload-carrying variants must therefore be struct variants or newtypes of
+//! structs (serde cannot internally tag a newtype of a non-struct).
+//!
+//! # Compatibility rules
+//!
+//! * Unknown *fields* are ignored (serde's default), so adding an optional field
+//!   (with `#[serde(default)]`) is backwards compatible.
+//! * An unknown request `type` is answered with
+//!   `Error{code: unknown_request}` and the connection stays usable.
+//! * A frame whose `version` differs from [`PROTOCOL_VERSION`] is answered with
+//!   `Error{code: unsupported_version}` (echoing its `id`).
+//! * Unknown [`ErrorCode`]s deserialize to [`ErrorCode::Unknown`].
+
+use serde::{Deserialize, Serialize};
+
+pub mod client;
+pub mod frame;
+
+pub use frame::{
+    decode_body, encode_frame, read_frame, read_frame_body, write_frame, FrameDecoder, FrameError,
+};
+
+/// Version of the protocol spoken by this crate; carried in every frame.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// vsock port the agent listens on inside the guest.
+pub const AGENT_PORT: u32 = 1024;
+
+/// Largest frame body (the JSON after the 4-byte length prefix), in bytes.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Size of the big-endian length prefix of a frame.
+pub const LEN_PREFIX: usize = 4;
+
+/// Longest [`ErrorInfo::message`] the agent produces (it may quote peer input).
+pub const MAX_ERROR_MESSAGE: usize = 512;
+
+/// A request from the host, wrapped with its version and id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub version: u32,
+    pub id: u64,
+    pub request: Request,
+}
+
+impl RequestFrame {
+    /// A frame of the current [`PROTOCOL_VERSION`].
+    pub fn new(id: u64, request: Request) -> Self {
+        RequestFrame {
+            version: PROTOCOL_VERSION,
+            id,
+            request,
+        }
+    }
+}
+
+/// The agent's answer to the [`RequestFrame`] with the same `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    pub version: u32,
+    pub id: u64,
+    pub response: Response,
+}
+
+impl ResponseFrame {
+    /// A frame of the current [`PROTOCOL_VERSION`].
+    pub fn new(id: u64, response: Response) -> Self {
+        ResponseFrame {
+            version: PROTOCOL_VERSION,
+            id,
+            response,
+        }
+    }
+}
+
+/// Only the envelope of a request: enough to answer a request whose body is
+/// not understood (wrong version, unknown type) with the right `id`.
+/// Every other field is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct FrameHeader {
+    pub version: u32,
+    pub id: u64,
+}
+
+/// Requests from the host to the agent (internally tagged by `"type"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Request {
+    /// Liveness and basic facts about the guest; answered with [`Response::Pong`].
+    Ping,
+    /// Power the guest off. Answered with [`Response::Ok`] before the agent
+    /// syncs and reboots the VM (the VMM exits on the reset).
+    Shutdown,
+}
+
+impl Request {
+    /// The wire name (`"type"` tag) of this request, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Responses from the agent (internally tagged by `"type"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Response {
+    Pong(PingInfo),
+    Ok,
+    Error(ErrorInfo),
+}
+
+/// Answer to [`Request::Ping`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingInfo {
+    /// `CARGO_PKG_VERSION` of the agent.
+    pub agent_version: String,
+    /// The agent's [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// Time since the guest kernel booted (CLOCK_BOOTTIME), in milliseconds.
+    pub uptime_ms: u64,
+    /// Online CPUs in the guest.
+    pub vcpus: u32,
+    /// `MemTotal` of the guest, in KiB.
+    pub mem_total_kib: u64,
+}
+
+/// Answer to a request that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorInfo {
+    /// An error whose message is cut to [`MAX_ERROR_MESSAGE`] bytes (on a
+    /// character boundary), since messages may quote peer input.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        truncate_utf8(&mut message, MAX_ERROR_MESSAGE);
+        ErrorInfo { code, message }
+    }
+}
+
+impl std::fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+/// Machine-readable class of an [`ErrorInfo`] (serialized in `snake_case`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame or its JSON could not be understood.
+    BadRequest,
+    /// The frame's `version` is not one the agent speaks.
+    UnsupportedVersion,
+    /// The request `type` is not known to this agent.
+    UnknownRequest,
+    /// The agent is at its connection limit.
+    Busy,
+    /// The agent failed while carrying out a valid request.
+    Internal,
+    /// A code this side does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The wire name of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, on a character boundary.
+pub fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_ping() -> PingInfo {
+        PingInfo {
+            agent_version: "0.1.0".into(),
+            protocol_version: PROTOCOL_VERSION,
+            uptime_ms: 1234,
+            vcpus: 2,
+            mem_total_kib: 123_456,
+        }
+    }
+
+    fn all_requests() -> Vec<Request> {
+        vec![Request::Ping, Request::Shutdown]
+    }
+
+    fn all_responses() -> Vec<Response> {
+        let mut v = vec![Response::Pong(sample_ping()), Response::Ok];
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::UnknownRequest,
+            ErrorCode::Busy,
+            ErrorCode::Internal,
+            ErrorCode::Unknown,
+        ] {
+            v.push(Response::Error(ErrorInfo::new(code, "boom \u{e9}")));
+        }
+        v
+    }
+
+    #[test]
+    fn roundtrip_every_request() {
+        for (i, r) in all_requests().into_iter().enumerate() {
+            let f = RequestFrame::new(u64::MAX - 5 + i as u64, r);
+            let bytes = encode_frame(&f).unwrap();
+            let back: RequestFrame = read_frame(&mut &bytes[..]).unwrap();
+            assert_eq!(back, f);
+        }
+    }
+
+    #[test]
+    fn roundtrip_every_response() {
+        for (i, r) in all_responses().into_iter().enumerate() {
+            let f = ResponseFrame::new(i as u64, r);
+            let bytes = encode_frame(&f).unwrap();
+            let back: ResponseFrame = read_frame(&mut &bytes[..]).unwrap();
+            assert_eq!(back, f);
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_documented_one() {
+        let j = serde_json::to_string(&RequestFrame::new(7, Request::Ping)).unwrap();
+        assert_eq!(j, r#"{"version":1,"id":7,"request":{"type":"ping"}}"#);
+        let j = serde_json::to_string(&ResponseFrame::new(3, Response::Ok)).unwrap();
+        assert_eq!(j, r#"{"version":1,"id":3,"response":{"type":"ok"}}"#);
+        let j = serde_json::to_string(&Response::Error(ErrorInfo::new(
+            ErrorCode::UnsupportedVersion,
+            "x",
+        )))
+        .unwrap();
+        assert_eq!(
+            j,
+            r#"{"type":"error","code":"unsupported_version","message":"x"}"#
+        );
+        let j = serde_json::to_value(Response::Pong(sample_ping())).unwrap();
+        assert_eq!(j["type"], "pong");
+        assert_eq!(j["vcpus"], 2);
+        assert_eq!(j["mem_total_kib"], 123_456);
+    }
+
+    #[test]
+    fn unknown_error_code_is_tolerated() {
+        let r: Response =
+            serde_json::from_str(r#"{"type":"error","code":"from_the_future","message":"m"}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            Response::Error(ErrorInfo {
+                code: ErrorCode::Unknown,
+                message: "m".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let f: RequestFrame = serde_json::from_str(
+            r#"{"version":1,"id":2,"extra":[1],"request":{"type":"ping","x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(f, RequestFrame::new(2, Request::Ping));
+    }
+
+    #[test]
+    fn header_parses_without_understanding_request() {
+        let h: FrameHeader = serde_json::from_str(
+            r#"{"version":9,"id":5,"request":{"type":"teleport","to":"mars"}}"#,
+        )
+        .unwrap();
+        assert_eq!(h, FrameHeader { version: 9, id: 5 });
+    }
+
+    #[test]
+    fn request_names_match_wire_tags() {
+        for r in all_requests() {
+            let v = serde_json::to_value(&r).unwrap();
+            assert_eq!(v["type"], r.name());
+        }
+    }
+
+    #[test]
+    fn error_code_names_match_wire() {
+        for r in all_responses() {
+            if let Response::Error(e) = r {
+                let v = serde_json::to_value(e.code).unwrap();
+                assert_eq!(v, e.code.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn error_message_is_truncated_on_char_boundary() {
+        let long = "\u{e9}".repeat(MAX_ERROR_MESSAGE); // 2 bytes each
+        let e = ErrorInfo::new(ErrorCode::Internal, long);
+        assert!(e.message.len() <= MAX_ERROR_MESSAGE);
+        assert_eq!(e.message.len(), MAX_ERROR_MESSAGE);
+        let e = ErrorInfo::new(ErrorCode::Internal, format!("a{}", "\u{e9}".repeat(400)));
+        assert_eq!(e.message.len(), MAX_ERROR_MESSAGE - 1);
+        assert!(e.message.starts_with('a'));
+    }
+}

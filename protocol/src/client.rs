@@ -1,0 +1,522 @@
+//! Blocking host-side client of the agent.
+//!
+//! The VMM exposes the guest's virtio-vsock device as a Unix socket
+//! (Firecracker convention). To reach guest port `P` the host connects to that
+//! socket, writes `CONNECT P\n` and reads one line `OK <hostport>\n`; from then
+//! on the stream carries the agent protocol. If nothing listens on `P` in the
+//! guest yet, the VMM closes the connection instead of answering:
+//! [`Client::connect_uds_retry`] retries with a short backoff for that case.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::frame::{read_frame, write_frame, FrameError};
+use crate::{
+    ErrorInfo, PingInfo, Request, RequestFrame, Response, ResponseFrame, PROTOCOL_VERSION,
+};
+
+/// Longest handshake reply accepted, newline included.
+pub const MAX_HANDSHAKE_LINE: usize = 64;
+
+/// First and largest pause between attempts of [`Client::connect_uds_retry`].
+const RETRY_BACKOFF_START: Duration = Duration::from_millis(1);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(20);
+
+/// Smallest timeout applied to a socket (a zero timeout is invalid for it).
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// Why the vsock `CONNECT` handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The VMM closed the connection before replying: usually nothing listens
+    /// on the port in the guest (yet).
+    #[error("connection closed before the handshake reply (is the guest listening?)")]
+    Closed,
+    /// No newline within [`MAX_HANDSHAKE_LINE`] bytes.
+    #[error("handshake reply longer than {MAX_HANDSHAKE_LINE} bytes without a newline")]
+    TooLong,
+    /// A complete line that is not `OK <port>\n`.
+    #[error("unexpected handshake reply {0:?}, expected \"OK <port>\"")]
+    Rejected(String),
+    #[error("handshake I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Errors of [`Client`].
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to vsock socket {}: {source}", path.display())]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("vsock handshake on {} for port {port}: {source}", path.display())]
+    Handshake {
+        path: PathBuf,
+        port: u32,
+        #[source]
+        source: HandshakeError,
+    },
+    #[error("agent not reachable on {} port {port} within {} ms: {last}", path.display(), waited.as_millis())]
+    RetryTimeout {
+        path: PathBuf,
+        port: u32,
+        waited: Duration,
+        last: Box<ClientError>,
+    },
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("response id {got} does not match request id {expected}")]
+    IdMismatch { expected: u64, got: u64 },
+    #[error("response has protocol version {got}, expected {PROTOCOL_VERSION}")]
+    VersionMismatch { got: u32 },
+    /// The agent answered with [`Response::Error`] (from the typed helpers).
+    #[error("agent error: {0}")]
+    Agent(ErrorInfo),
+    /// The agent answered with a response of the wrong kind (typed helpers).
+    #[error("unexpected response to {request}: {response:?}")]
+    UnexpectedResponse {
+        request: &'static str,
+        response: Box<Response>,
+    },
+    #[error("cannot set socket timeout: {0}")]
+    Timeout(#[source] io::Error),
+    /// An earlier I/O or framing error left the stream out of sync.
+    #[error("connection unusable after an earlier error")]
+    Broken,
+}
+
+impl ClientError {
+    /// Worth retrying while the guest boots: the socket is not there yet, the
+    /// VMM refused or closed the connection (guest not listening yet).
+    fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::WouldBlock
+                    | io::ErrorKind::Interrupted
+            ),
+            ClientError::Handshake { source, .. } => match source {
+                HandshakeError::Closed => true,
+                HandshakeError::Io(e) => matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::Interrupted
+                ),
+                HandshakeError::TooLong | HandshakeError::Rejected(_) => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Parses a complete handshake reply line (`OK <hostport>\n`) and returns the
+/// host port.
+pub fn parse_handshake_reply(line: &[u8]) -> Result<u32, HandshakeError> {
+    let rejected = || HandshakeError::Rejected(String::from_utf8_lossy(line).into_owned());
+    if line.len() > MAX_HANDSHAKE_LINE {
+        return Err(HandshakeError::TooLong);
+    }
+    let text = line.strip_suffix(b"\n").ok_or_else(rejected)?;
+    let digits = text.strip_prefix(b"OK ").ok_or_else(rejected)?;
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(rejected());
+    }
+    // Only ASCII digits: valid UTF-8; at most 10 digits: may still overflow u32.
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .ok_or_else(rejected)
+}
+
+/// Reads the handshake reply one byte at a time (so that no byte of the agent
+/// stream behind it is consumed) up to and including the newline.
+pub fn read_handshake_reply<R: Read + ?Sized>(r: &mut R) -> Result<u32, HandshakeError> {
+    let mut line = Vec::with_capacity(16);
+    loop {
+        if line.len() >= MAX_HANDSHAKE_LINE {
+            return Err(HandshakeError::TooLong);
+        }
+        let mut b = [0u8; 1];
+        match r.read(&mut b) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(_) => {
+                line.push(b[0]);
+                if b[0] == b'\n' {
+                    return parse_handshake_reply(&line);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(HandshakeError::Io(e)),
+        }
+    }
+}
+
+/// A blocking connection to the agent. Requests are sent one at a time; each
+/// gets a fresh id, and the response must carry the same id and version.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    next_id: u64,
+    broken: bool,
+}
+
+impl Client {
+    /// Connects to the VMM's vsock Unix socket at `uds_path` and does the
+    /// `CONNECT port` handshake. `timeout` bounds the handshake and becomes
+    /// the read/write timeout of later calls (see [`Client::set_timeout`]).
+    pub fn connect_uds(uds_path: impl AsRef<Path>, port: u32, timeout: Duration) -> Result<Client> {
+        let path = uds_path.as_ref();
+        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut client = Client::from_stream(stream);
+        client.set_timeout(timeout)?;
+        let hs = |source| ClientError::Handshake {
+            path: path.to_owned(),
+            port,
+            source,
+        };
+        client
+            .stream
+            .write_all(format!("CONNECT {port}\n").as_bytes())
+            .map_err(|e| hs(HandshakeError::Io(e)))?;
+        read_handshake_reply(&mut client.stream).map_err(hs)?;
+        Ok(client)
+    }
+
+    /// Like [`Client::connect_uds`], but retries connection and handshake
+    /// (backoff from 1 ms doubling to 20 ms) while the socket is missing or the
+    /// VMM closes the connection because the agent does not listen yet, until
+    /// `total_timeout` has passed. `total_timeout` also becomes the call timeout.
+    pub fn connect_uds_retry(
+        uds_path: impl AsRef<Path>,
+        port: u32,
+        total_timeout: Duration,
+    ) -> Result<Client> {
+        let path = uds_path.as_ref();
+        let start = Instant::now();
+        let deadline = start + total_timeout;
+        let mut backoff = RETRY_BACKOFF_START;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let err = match Client::connect_uds(path, port, remaining.max(MIN_TIMEOUT)) {
+                Ok(mut c) => {
+                    c.set_timeout(total_timeout)?;
+                    return Ok(c);
+                }
+                Err(e) if e.is_transient() => e,
+                Err(e) => return Err(e),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::RetryTimeout {
+                    path: path.to_owned(),
+                    port,
+                    waited: now - start,
+                    last: Box::new(err),
+                });
+            }
+            std::thread::sleep(backoff.min(deadline - now));
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+    }
+
+    /// Wraps an already connected stream (no handshake), e.g. a Unix socket
+    /// served by `husk-agent --listen-unix`. No timeout is set.
+    pub fn from_stream(stream: UnixStream) -> Client {
+        Client {
+            stream,
+            next_id: 1,
+            broken: false,
+        }
+    }
+
+    /// Sets the read and write timeout of the stream (at least 1 ms).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let t = Some(timeout.max(MIN_TIMEOUT));
+        self.stream
+            .set_read_timeout(t)
+            .map_err(ClientError::Timeout)?;
+        self.stream
+            .set_write_timeout(t)
+            .map_err(ClientError::Timeout)?;
+        Ok(())
+    }
+
+    /// The underlying stream.
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Sends `request` and waits for its response. After an I/O error, a
+    /// timeout or a response with the wrong id the connection is marked broken
+    /// and later calls fail with [`ClientError::Broken`].
+    pub fn call(&mut self, request: Request) -> Result<Response> {
+        if self.broken {
+            return Err(ClientError::Broken);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        if let Err(e) = write_frame(&mut self.stream, &RequestFrame::new(id, request)) {
+            self.broken = true;
+            return Err(e.into());
+        }
+        let frame: ResponseFrame = match read_frame(&mut self.stream) {
+            Ok(f) => f,
+            Err(e) => {
+                self.broken = !e.stream_in_sync();
+                return Err(e.into());
+            }
+        };
+        if frame.version != PROTOCOL_VERSION {
+            return Err(ClientError::VersionMismatch { got: frame.version });
+        }
+        if frame.id != id {
+            self.broken = true;
+            return Err(ClientError::IdMismatch {
+                expected: id,
+                got: frame.id,
+            });
+        }
+        Ok(frame.response)
+    }
+
+    /// [`Request::Ping`], typed.
+    pub fn ping(&mut self) -> Result<PingInfo> {
+        match self.call(Request::Ping)? {
+            Response::Pong(info) => Ok(info),
+            Response::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::UnexpectedResponse {
+                request: "ping",
+                response: Box::new(other),
+            }),
+        }
+    }
+
+    /// [`Request::Shutdown`], typed. Closes the connection afterwards, which
+    /// lets the agent reboot without waiting for the host to hang up.
+    pub fn shutdown(mut self) -> Result<()> {
+        match self.call(Request::Shutdown)? {
+            Response::Ok => Ok(()),
+            Response::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::UnexpectedResponse {
+                request: "shutdown",
+                response: Box::new(other),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::read_frame;
+    use std::os::unix::net::UnixListener;
+    use std::thread;
+
+    #[test]
+    fn handshake_ok() {
+        assert_eq!(parse_handshake_reply(b"OK 123\n").unwrap(), 123);
+        assert_eq!(parse_handshake_reply(b"OK 4294967295\n").unwrap(), u32::MAX);
+        assert_eq!(
+            read_handshake_reply(&mut &b"OK 1073741824\nrest"[..]).unwrap(),
+            1 << 30
+        );
+    }
+
+    #[test]
+    fn handshake_rejects() {
+        for bad in [
+            &b"OK\n"[..],
+            b"NOPE\n",
+            b"OK \n",
+            b"OK 12a\n",
+            b"OK -1\n",
+            b"OK 4294967296\n",
+            b"OK 99999999999\n",
+            b"ok 1\n",
+            b"OK  1\n",
+            b"OK 1 \n",
+            b"OK 1\r\n",
+        ] {
+            let e = read_handshake_reply(&mut &bad[..]).unwrap_err();
+            assert!(matches!(e, HandshakeError::Rejected(_)), "{bad:?}: {e}");
+        }
+        assert!(matches!(
+            parse_handshake_reply(b"OK 1"),
+            Err(HandshakeError::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn handshake_too_long_or_closed() {
+        let long = [b'7'; 100];
+        let mut r = &long[..];
+        assert!(matches!(
+            read_handshake_reply(&mut r),
+            Err(HandshakeError::TooLong)
+        ));
+        assert_eq!(
+            r.len(),
+            100 - MAX_HANDSHAKE_LINE,
+            "must stop reading at the bound"
+        );
+        assert!(matches!(
+            read_handshake_reply(&mut &b"OK 12"[..]),
+            Err(HandshakeError::Closed)
+        ));
+        assert!(matches!(
+            read_handshake_reply(&mut &b""[..]),
+            Err(HandshakeError::Closed)
+        ));
+    }
+
+    fn tmp_sock(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("husk-protocol-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    /// A fake VMM vsock muxer: closes the first `refuse` connections after the
+    /// CONNECT line (guest not listening), then answers OK and echoes pings.
+    fn fake_vmm(path: &Path, refuse: usize, reply_id_offset: u64) -> thread::JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        thread::spawn(move || {
+            for (i, conn) in listener.incoming().enumerate() {
+                let mut s = conn.unwrap();
+                let mut line = Vec::new();
+                let mut b = [0u8; 1];
+                while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+                    line.push(b[0]);
+                }
+                assert_eq!(line, b"CONNECT 1024");
+                if i < refuse {
+                    continue; // dropped: closed
+                }
+                s.write_all(b"OK 77\n").unwrap();
+                loop {
+                    let req: RequestFrame = match read_frame(&mut s) {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    };
+                    let resp = match req.request {
+                        Request::Ping => Response::Pong(PingInfo {
+                            agent_version: "t".into(),
+                            protocol_version: PROTOCOL_VERSION,
+                            uptime_ms: 1,
+                            vcpus: 1,
+                            mem_total_kib: 1,
+                        }),
+                        _ => Response::Ok,
+                    };
+                    write_frame(&mut s, &ResponseFrame::new(req.id + reply_id_offset, resp))
+                        .unwrap();
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn retry_until_guest_listens() {
+        let p = tmp_sock("retry.sock");
+        let h = fake_vmm(&p, 3, 0);
+        let mut c =
+            Client::connect_uds_retry(&p, crate::AGENT_PORT, Duration::from_secs(5)).unwrap();
+        assert_eq!(c.ping().unwrap().agent_version, "t");
+        assert_eq!(
+            c.call(Request::Ping).unwrap(),
+            c.call(Request::Ping).unwrap()
+        );
+        c.shutdown().unwrap();
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn retry_waits_for_socket_to_appear() {
+        let p = tmp_sock("late.sock");
+        let p2 = p.clone();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            fake_vmm(&p2, 0, 0).join().unwrap();
+        });
+        let mut c =
+            Client::connect_uds_retry(&p, crate::AGENT_PORT, Duration::from_secs(5)).unwrap();
+        c.ping().unwrap();
+        drop(c);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn retry_gives_up_at_deadline() {
+        let p = tmp_sock("never.sock");
+        let start = Instant::now();
+        let e = Client::connect_uds_retry(&p, crate::AGENT_PORT, Duration::from_millis(60))
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(matches!(e, ClientError::RetryTimeout { .. }), "{e}");
+        assert!(
+            took >= Duration::from_millis(60) && took < Duration::from_millis(500),
+            "{took:?}"
+        );
+        assert!(e.to_string().contains("never.sock"), "{e}");
+    }
+
+    #[test]
+    fn id_mismatch_breaks_connection() {
+        let p = tmp_sock("badid.sock");
+        let _h = fake_vmm(&p, 0, 1);
+        let mut c = Client::connect_uds(&p, crate::AGENT_PORT, Duration::from_secs(5)).unwrap();
+        let e = c.call(Request::Ping).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClientError::IdMismatch {
+                    expected: 1,
+                    got: 2
+                }
+            ),
+            "{e}"
+        );
+        assert!(matches!(c.call(Request::Ping), Err(ClientError::Broken)));
+    }
+
+    #[test]
+    fn call_times_out() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut c = Client::from_stream(a);
+        c.set_timeout(Duration::from_millis(30)).unwrap();
+        let e = c.call(Request::Ping).unwrap_err();
+        match &e {
+            ClientError::Frame(f) => assert!(f.is_timeout(), "{e}"),
+            _ => panic!("{e}"),
+        }
+        assert!(matches!(c.call(Request::Ping), Err(ClientError::Broken)));
+    }
+
+    #[test]
+    fn wrong_version_reply() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let t = thread::spawn(move || {
+            let req: RequestFrame = read_frame(&mut b).unwrap();
+            let mut f = ResponseFrame::new(req.id, Response::Ok);
+            f.version = 2;
+            write_frame(&mut b, &f).unwrap();
+        });
+        let mut c = Client::from_stream(a);
+        let e = c.call(Request::Shutdown).unwrap_err();
+        assert!(matches!(e, ClientError::VersionMismatch { got: 2 }), "{e}");
+        t.join().unwrap();
+    }
+}
