@@ -1,0 +1,242 @@
+//! A test "guest driver": programs a `VirtioMmioDevice` through its register
+//! window, builds split virtqueues with virtio-queue's `MockSplitQueue`, and
+//! runs a real `EventManager` the way the VMM does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use virtio_bindings::virtio_config::{
+    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
+    VIRTIO_CONFIG_S_FEATURES_OK,
+};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::{VirtioDevice, VirtioMmioDevice};
+use crate::devices::BusDevice;
+
+pub const MEM_SIZE: usize = 32 << 20;
+/// Guest buffers are carved from here up.
+const BUF_BASE: u64 = 0x10_0000;
+
+pub fn guest_memory() -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
+}
+
+/// (address, length, device-writable)
+pub type Buf = (GuestAddress, u32, bool);
+
+pub type Em = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
+
+pub struct Driver<'a> {
+    pub mem: &'a GuestMemoryMmap,
+    pub dev: Arc<Mutex<VirtioMmioDevice>>,
+    pub queues: Vec<MockSplitQueue<'a, GuestMemoryMmap>>,
+    pub em: Em,
+    next_desc: Vec<u16>,
+    used_seen: Vec<u16>,
+    next_buf: u64,
+    /// Buffers of chains handed out, by (queue, head).
+    pub chains: HashMap<(usize, u16), Vec<Buf>>,
+}
+
+impl<'a> Driver<'a> {
+    pub fn new(mem: &'a GuestMemoryMmap, device: Box<dyn VirtioDevice>) -> Self {
+        let sizes = device.queue_max_sizes().to_vec();
+        let dev = Arc::new(Mutex::new(
+            VirtioMmioDevice::new(mem.clone(), device).unwrap(),
+        ));
+        let queues = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| MockSplitQueue::create(mem, GuestAddress(0x1_0000 * (i as u64 + 1)), n))
+            .collect();
+        let mut em = Em::new().unwrap();
+        em.add_subscriber(dev.clone());
+        Driver {
+            mem,
+            dev,
+            queues,
+            em,
+            next_desc: vec![0; sizes.len()],
+            used_seen: vec![0; sizes.len()],
+            next_buf: BUF_BASE,
+            chains: HashMap::new(),
+        }
+    }
+
+    /// Fresh, empty rings at the same addresses (for after a reset).
+    pub fn reinit_queues(&mut self) {
+        for q in self.queues.iter_mut() {
+            let size = (q.desc_table().total_size() / 16) as u16;
+            *q = MockSplitQueue::create(self.mem, q.desc_table_addr(), size);
+        }
+        self.next_desc.iter_mut().for_each(|d| *d = 0);
+        self.used_seen.iter_mut().for_each(|d| *d = 0);
+        self.chains.clear();
+    }
+
+    pub fn read32(&self, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        self.dev.lock().unwrap().read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    pub fn write32(&self, off: u64, v: u32) {
+        self.dev.lock().unwrap().write(off, &v.to_le_bytes());
+    }
+
+    pub fn read_config(&self, off: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        self.dev.lock().unwrap().read(0x100 + off, &mut b);
+        b
+    }
+
+    pub fn device_features(&self) -> u64 {
+        self.write32(0x14, 0);
+        let lo = self.read32(0x10);
+        self.write32(0x14, 1);
+        let hi = self.read32(0x10);
+        (u64::from(hi) << 32) | u64::from(lo)
+    }
+
+    /// Negotiate `features` and program all queues, without DRIVER_OK.
+    /// Returns whether FEATURES_OK stuck.
+    pub fn setup_queues(&mut self, features: u64) -> bool {
+        self.write32(0x70, 0);
+        self.write32(0x70, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        self.write32(0x70, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+        self.write32(0x24, 0);
+        self.write32(0x20, features as u32);
+        self.write32(0x24, 1);
+        self.write32(0x20, (features >> 32) as u32);
+        let s = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
+        self.write32(0x70, s);
+        if self.read32(0x70) & VIRTIO_CONFIG_S_FEATURES_OK == 0 {
+            return false;
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            self.write32(0x30, i as u32);
+            assert_eq!(self.read32(0x44), 0, "queue {i} ready before setup");
+            let max = self.read32(0x34);
+            assert!(max > 0);
+            self.write32(0x38, max);
+            let (d, a, u) = (q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0);
+            self.write32(0x80, d as u32);
+            self.write32(0x84, (d >> 32) as u32);
+            self.write32(0x90, a as u32);
+            self.write32(0x94, (a >> 32) as u32);
+            self.write32(0xa0, u as u32);
+            self.write32(0xa4, (u >> 32) as u32);
+            self.write32(0x44, 1);
+        }
+        true
+    }
+
+    /// Full bring-up with VERSION_1 plus `extra` features. Returns whether
+    /// the device is active.
+    pub fn activate(&mut self, extra: u64) -> bool {
+        let features = (1u64 << 32) | extra;
+        assert!(self.setup_queues(features), "FEATURES_OK refused");
+        let s = VIRTIO_CONFIG_S_ACKNOWLEDGE
+            | VIRTIO_CONFIG_S_DRIVER
+            | VIRTIO_CONFIG_S_FEATURES_OK
+            | VIRTIO_CONFIG_S_DRIVER_OK;
+        self.write32(0x70, s);
+        self.dev.lock().unwrap().is_activated()
+    }
+
+    /// Carve `len` bytes of guest memory (16-byte aligned).
+    pub fn alloc(&mut self, len: u32) -> GuestAddress {
+        let a = self.next_buf;
+        self.next_buf = (a + u64::from(len) + 15) & !15;
+        assert!(
+            self.next_buf < MEM_SIZE as u64,
+            "test ran out of guest memory"
+        );
+        GuestAddress(a)
+    }
+
+    /// Put a chain of raw (addr, len, device-writable) buffers on queue `q`.
+    pub fn add_chain(&mut self, q: usize, bufs: &[(GuestAddress, u32, bool)]) -> u16 {
+        let size = self.queues[q].desc_table().total_size() as u16 / 16;
+        let n = bufs.len() as u16;
+        let mut start = self.next_desc[q];
+        if start + n > size {
+            start = 0;
+        }
+        self.next_desc[q] = (start + n) % size;
+        let descs: Vec<RawDescriptor> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, &(addr, len, w))| {
+                let mut flags = if w { VRING_DESC_F_WRITE as u16 } else { 0 };
+                let last = i + 1 == bufs.len();
+                if !last {
+                    flags |= VRING_DESC_F_NEXT as u16;
+                }
+                let next = if last { 0 } else { start + i as u16 + 1 };
+                RawDescriptor::from(Descriptor::new(addr.0, len, flags, next))
+            })
+            .collect();
+        self.queues[q].add_desc_chains(&descs, start).unwrap();
+        self.chains.insert((q, start), bufs.to_vec());
+        start
+    }
+
+    pub fn kick(&self, q: usize) {
+        self.write32(0x50, q as u32);
+    }
+
+    /// Used elements (head, len) that appeared since the last call.
+    pub fn take_used(&mut self, q: usize) -> Vec<(u16, u32)> {
+        let idx = u16::from_le(self.queues[q].used().idx().load());
+        let size = self.queues[q].desc_table().total_size() as u16 / 16;
+        let mut out = Vec::new();
+        while self.used_seen[q] != idx {
+            let slot = self.used_seen[q] % size;
+            let e = self.queues[q]
+                .used()
+                .ring()
+                .ref_at(slot as usize)
+                .unwrap()
+                .load();
+            out.push((e.id() as u16, e.len()));
+            self.used_seen[q] = self.used_seen[q].wrapping_add(1);
+        }
+        out
+    }
+
+    /// Run the event loop once (up to `ms`).
+    pub fn poll(&mut self, ms: i32) {
+        self.em.run_with_timeout(ms).unwrap();
+    }
+
+    /// Run the event loop until `cond` holds or `secs` pass.
+    pub fn run_until(&mut self, secs: u64, mut cond: impl FnMut(&mut Self) -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            self.poll(10);
+        }
+    }
+
+    pub fn write_mem(&self, addr: GuestAddress, data: &[u8]) {
+        self.mem.write_slice(data, addr).unwrap();
+    }
+
+    pub fn read_mem(&self, addr: GuestAddress, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.mem.read_slice(&mut v, addr).unwrap();
+        v
+    }
+}
