@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use event_manager::EventOps;
-use log::{error, warn};
+use log::{debug, error, warn};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES,
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
@@ -284,7 +284,7 @@ impl Block {
             let (head, flat) = chain::collect(desc_chain);
             let used_len = match flat {
                 Err(e) => {
-                    warn!("virtio-blk: bad descriptor chain: {e}");
+                    debug!("virtio-blk: bad descriptor chain: {e}");
                     0
                 }
                 Ok(flat) => self.disk.serve(&active.mem, &flat),
@@ -315,14 +315,14 @@ impl Disk {
                 data_written.saturating_add(1)
             }
             Err(RequestError::Malformed { status, why }) => {
-                warn!("virtio-blk: bad request: {why}");
+                debug!("virtio-blk: bad request: {why}");
                 match mem.write_obj(VIRTIO_BLK_S_IOERR as u8, status) {
                     Ok(()) => 1,
                     Err(_) => 0,
                 }
             }
             Err(RequestError::NoStatus) => {
-                warn!("virtio-blk: request without a status byte");
+                debug!("virtio-blk: request without a status byte");
                 0
             }
         }

@@ -209,14 +209,14 @@ impl VirtioMmioDevice {
         let mut new = value & STATUS_MASK;
         // Bits only ever get added (a reset is the only way back).
         if new & old != old {
-            warn!("virtio-mmio: driver cleared status bits ({old:#x} -> {value:#x}); ignored");
+            debug!("virtio-mmio: driver cleared status bits ({old:#x} -> {value:#x}); ignored");
             return;
         }
         let added = new & !old;
         if added & VIRTIO_CONFIG_S_FEATURES_OK != 0
             && (new & VIRTIO_CONFIG_S_DRIVER == 0 || !self.features_ok())
         {
-            warn!(
+            debug!(
                 "virtio-mmio: refusing FEATURES_OK (acked {:#x}, offered {:#x})",
                 self.acked_features,
                 self.device.avail_features()
@@ -225,7 +225,7 @@ impl VirtioMmioDevice {
         }
         if added & VIRTIO_CONFIG_S_DRIVER_OK != 0 {
             if new & VIRTIO_CONFIG_S_FEATURES_OK == 0 {
-                warn!("virtio-mmio: DRIVER_OK without FEATURES_OK; ignored");
+                debug!("virtio-mmio: DRIVER_OK without FEATURES_OK; ignored");
                 new &= !VIRTIO_CONFIG_S_DRIVER_OK;
             } else if !self.activated {
                 self.status = new;

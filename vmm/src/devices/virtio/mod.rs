@@ -28,7 +28,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use block::{Block, BlockError};
-pub use mmio::VirtioMmioDevice;
+pub use mmio::{VirtioMmioDevice, MMIO_WINDOW_SIZE};
 pub use vsock::{Vsock, VsockError};
 
 /// virtio device id of a block device (spec §5.2).

@@ -603,7 +603,7 @@ impl Muxer {
         if self.pending_rsts.len() < MAX_PENDING_RSTS {
             self.pending_rsts.push_back((host_port, guest_port));
         } else {
-            warn!("vsock: too many pending resets; dropping one");
+            debug!("vsock: too many pending resets; dropping one");
         }
     }
 
@@ -835,7 +835,7 @@ impl Muxer {
             let (head, flat) = chain::collect(desc_chain);
             match flat {
                 Ok(flat) => self.handle_tx_chain(&active.mem, &flat),
-                Err(e) => warn!("vsock: bad tx descriptor chain: {e}"),
+                Err(e) => debug!("vsock: bad tx descriptor chain: {e}"),
             }
             if let Err(e) = active.queues[TX].add_used(&active.mem, head, 0) {
                 error!("vsock: cannot return tx descriptor {head}: {e}");
@@ -855,7 +855,7 @@ impl Muxer {
         let hdr = match parse_tx(&raw[..n], flat.readable_len(), self.guest_cid) {
             Ok(h) => h,
             Err(e) => {
-                warn!("vsock: dropping bad tx packet: {e}");
+                debug!("vsock: dropping bad tx packet: {e}");
                 if n == HDR_SIZE {
                     // A broken packet on a live connection desynchronises
                     // it: reset that connection.
@@ -920,7 +920,7 @@ impl Muxer {
         }
         let len = hdr.len as usize;
         if c.buffered_guest_bytes() + len > CONN_BUF_SIZE as usize {
-            warn!(
+            debug!(
                 "vsock: guest overran its credit on port {}; resetting",
                 c.host_port
             );
@@ -950,7 +950,7 @@ impl Muxer {
 
     fn guest_connect(&mut self, hdr: &Header) {
         if self.conns.len() >= self.max_connections {
-            warn!("vsock: connection limit reached; refusing guest connection");
+            debug!("vsock: connection limit reached; refusing guest connection");
             return self.queue_rst(hdr.dst_port, hdr.src_port);
         }
         let mut path = self.uds_path.clone().into_os_string();
@@ -990,7 +990,7 @@ impl Muxer {
             let flat = match flat {
                 Ok(f) if f.readable.is_empty() && f.writable_len() >= HDR_SIZE as u64 => f,
                 Ok(_) => {
-                    warn!("vsock: rx buffer too small or not device-writable");
+                    debug!("vsock: rx buffer too small or not device-writable");
                     if active.queues[RX].add_used(&active.mem, head, 0).is_err() {
                         break;
                     }
@@ -998,7 +998,7 @@ impl Muxer {
                     continue;
                 }
                 Err(e) => {
-                    warn!("vsock: bad rx descriptor chain: {e}");
+                    debug!("vsock: bad rx descriptor chain: {e}");
                     if active.queues[RX].add_used(&active.mem, head, 0).is_err() {
                         break;
                     }
