@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use event_manager::EventOps;
-use log::{debug, error, warn};
+use log::{debug, warn};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES,
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
@@ -290,8 +290,8 @@ impl Block {
                 Ok(flat) => self.disk.serve(&active.mem, &flat),
             };
             if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
-                error!("virtio-blk: cannot return descriptor {head}: {e}");
-                break;
+                debug!("virtio-blk: cannot return descriptor {head}: {e}");
+                continue;
             }
             used_any = true;
         }

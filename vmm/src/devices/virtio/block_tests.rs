@@ -341,3 +341,23 @@ fn parse_request_is_strict() {
         Err(RequestError::NoStatus)
     );
 }
+
+#[test]
+fn bogus_head_index_does_not_stall_the_queue() {
+    let mem = guest_memory();
+    let t = disk();
+    let mut b = Blk::new(&mem, t.as_path(), false);
+    // An avail entry naming descriptor 300 of a 256-entry table...
+    let q = &b.drv.queues[0];
+    let idx = u16::from_le(q.avail().idx().load());
+    q.avail()
+        .ring()
+        .ref_at(usize::from(idx % 256))
+        .unwrap()
+        .store(u16::to_le(300));
+    q.avail().idx().store(u16::to_le(idx.wrapping_add(1)));
+    // ...and a good request right behind it.
+    let buf = b.drv.alloc(512);
+    let (st, used) = b.request(VIRTIO_BLK_T_IN, 0, buf, 512, true);
+    assert_eq!((st, used), (VIRTIO_BLK_S_OK as u8, 513));
+}

@@ -838,8 +838,8 @@ impl Muxer {
                 Err(e) => debug!("vsock: bad tx descriptor chain: {e}"),
             }
             if let Err(e) = active.queues[TX].add_used(&active.mem, head, 0) {
-                error!("vsock: cannot return tx descriptor {head}: {e}");
-                break;
+                debug!("vsock: cannot return tx descriptor {head}: {e}");
+                continue;
             }
             used_any = true;
         }
@@ -992,7 +992,7 @@ impl Muxer {
                 Ok(_) => {
                     debug!("vsock: rx buffer too small or not device-writable");
                     if active.queues[RX].add_used(&active.mem, head, 0).is_err() {
-                        break;
+                        continue;
                     }
                     used_any = true;
                     continue;
@@ -1000,7 +1000,7 @@ impl Muxer {
                 Err(e) => {
                     debug!("vsock: bad rx descriptor chain: {e}");
                     if active.queues[RX].add_used(&active.mem, head, 0).is_err() {
-                        break;
+                        continue;
                     }
                     used_any = true;
                     continue;
@@ -1012,8 +1012,8 @@ impl Muxer {
                 break;
             };
             if let Err(e) = active.queues[RX].add_used(&active.mem, head, len) {
-                error!("vsock: cannot return rx descriptor {head}: {e}");
-                break;
+                debug!("vsock: cannot return rx descriptor {head}: {e}");
+                continue;
             }
             used_any = true;
         }
