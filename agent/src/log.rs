@@ -1,0 +1,39 @@
+//! Console logging: one `write` per line on stderr (the console when PID 1),
+//! prefixed `husk-agent:`. Every serial byte costs the guest a VM exit, so
+//! the boot path prints at most one line unless `husk.debug` is set.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, Ordering::Relaxed);
+}
+
+pub fn debug_enabled() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+/// Writes one line; errors (no console) are ignored: logging must never
+/// take the agent down.
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    let line = format!("husk-agent: {args}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Always printed: start-up line, errors.
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log::write_line(format_args!($($arg)*)) };
+}
+
+/// Printed only with `husk.debug` (PID 1) or `--debug`.
+macro_rules! debug {
+    ($($arg:tt)*) => {
+        if $crate::log::debug_enabled() {
+            $crate::log::write_line(format_args!($($arg)*))
+        }
+    };
+}
+
+pub(crate) use {debug, info};

@@ -1,0 +1,162 @@
+//! Minimal AF_VSOCK stream sockets over libc (std has none).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// A listening vsock socket bound to (VMADDR_CID_ANY, port).
+#[derive(Debug)]
+pub struct VsockListener {
+    fd: OwnedFd,
+}
+
+impl VsockListener {
+    pub fn bind(port: u32) -> io::Result<VsockListener> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = cvt(unsafe {
+            libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        })?;
+        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_vm is plain data; all-zero is valid (reserved fields must be 0).
+        let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+        addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+        addr.svm_port = port;
+        addr.svm_cid = libc::VMADDR_CID_ANY;
+        // SAFETY: `addr` is a valid sockaddr_vm and the length passed is its size.
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            )
+        })?;
+        // SAFETY: listen(2) on a descriptor we own.
+        cvt(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
+        Ok(VsockListener { fd })
+    }
+
+    /// Accepts one connection (blocking unless the listener is non-blocking).
+    /// The accepted socket is blocking and close-on-exec.
+    pub fn accept(&self) -> io::Result<VsockStream> {
+        // SAFETY: accept4 with null address pointers is allowed; fd is ours.
+        let raw = cvt(unsafe {
+            libc::accept4(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        })?;
+        // SAFETY: `raw` is a freshly accepted descriptor that nothing else owns.
+        Ok(VsockStream {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
+    }
+}
+
+impl AsRawFd for VsockListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A connected vsock stream.
+#[derive(Debug)]
+pub struct VsockStream {
+    fd: OwnedFd,
+}
+
+impl VsockStream {
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: shutdown(2) on a descriptor we own.
+        cvt(unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        set_timeout(self.fd.as_raw_fd(), libc::SO_RCVTIMEO, t)
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        set_timeout(self.fd.as_raw_fd(), libc::SO_SNDTIMEO, t)
+    }
+}
+
+fn set_timeout(fd: RawFd, opt: libc::c_int, t: Option<Duration>) -> io::Result<()> {
+    let tv = match t {
+        // A zero timeval means "no timeout": round tiny timeouts up to 1 us.
+        Some(d) => libc::timeval {
+            tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_usec: (d.subsec_micros() as libc::suseconds_t).max(if d.as_secs() == 0 {
+                1
+            } else {
+                0
+            }),
+        },
+        None => libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    };
+    // SAFETY: `tv` is a valid timeval and the length passed is its size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+impl Read for VsockStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+impl Write for VsockStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes. MSG_NOSIGNAL:
+        // a closed peer gives EPIPE, never SIGPIPE.
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for VsockStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
