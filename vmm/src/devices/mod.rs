@@ -1,5 +1,7 @@
 //! Emulated devices and the trait the VMM's I/O buses dispatch to.
 
+pub mod i8042;
+pub mod serial;
 pub mod virtio;
 
 /// A device on the PIO or MMIO bus. vCPU threads call these on every exit that
