@@ -1,3 +1,13 @@
 //! husk-vmm: a small KVM virtual machine monitor built on the rust-vmm crates.
 
+pub mod arch;
+pub mod bus;
+pub mod cli;
+pub mod cmdline;
+pub mod config;
 pub mod devices;
+pub mod host;
+pub mod kernel;
+pub mod vcpu;
+pub mod virtio_attach;
+pub mod vm;

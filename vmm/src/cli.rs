@@ -1,0 +1,377 @@
+//! `husk-vmm run | smoke | ping`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use husk_protocol::client::Client;
+use husk_protocol::AGENT_PORT;
+
+use crate::config::{ConfigInput, DiskConfig, VmConfig};
+use crate::vcpu::VmExit;
+use crate::vm::{self, format_tail, Outcome, Vm};
+
+#[derive(Parser, Debug)]
+#[command(name = "husk-vmm", version, about = "husk's microVM monitor")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Boot a VM and run it until the guest reboots, powers off or fails.
+    Run(RunArgs),
+    /// Boot the default kernel + initramfs, ping the agent over vsock, shut down.
+    Smoke(SmokeArgs),
+    /// Ping the agent of a running VM through its vsock Unix socket.
+    Ping(PingArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// JSON file with the same fields (flags given here override it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Uncompressed ELF vmlinux with a PVH entry [default: $HUSK_KERNEL or /usr/share/husk/vmlinux]
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// initramfs [default: $HUSK_INITRAMFS or /usr/share/husk/initramfs.img]
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Replace the base kernel command line.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cmdline: Option<String>,
+    /// Add to the kernel command line.
+    #[arg(long, allow_hyphen_values = true)]
+    pub append: Option<String>,
+    /// Number of vCPUs, 1..=32 [default: 1]
+    #[arg(long, value_name = "N")]
+    pub vcpus: Option<u32>,
+    /// Guest memory in MiB, at least 64 [default: 128]
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// virtio-blk disk (repeatable).
+    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    pub disks: Vec<String>,
+    /// Host Unix socket of the virtio-vsock device.
+    #[arg(long, value_name = "PATH")]
+    pub vsock_uds: Option<PathBuf>,
+    /// Guest vsock CID [default: 3]
+    #[arg(long, value_name = "CID")]
+    pub vsock_cid: Option<u64>,
+    /// Guest console: stdout, file:PATH or none [default: stdout]
+    #[arg(long, value_name = "SPEC")]
+    pub serial: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SmokeArgs {
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u32,
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    pub memory: u64,
+    /// Seconds to wait for the agent's answer.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+    /// Guest console: stdout, file:PATH or none.
+    #[arg(long, value_name = "SPEC", default_value = "none")]
+    pub serial: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PingArgs {
+    #[arg(long, value_name = "PATH")]
+    pub vsock_uds: PathBuf,
+    /// Seconds to keep retrying the connection.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+}
+
+/// Time allowed between the agent's Shutdown answer and the VM's end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn fail(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("husk-vmm: {msg}");
+    1
+}
+
+fn timing(t0: Instant, what: &str) {
+    if std::env::var_os("HUSK_VMM_TIMING").is_some() {
+        eprintln!(
+            "husk-vmm: timing: {what} at {:.3} ms",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// Entry point; `t0` is the process start as seen by `main`.
+pub fn main(t0: Instant) -> i32 {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run(a) => run(a, t0),
+        Cmd::Smoke(a) => smoke(a, t0),
+        Cmd::Ping(a) => ping(a),
+    }
+}
+
+fn run_input(a: RunArgs) -> Result<ConfigInput, crate::config::ConfigError> {
+    let file = match &a.config {
+        Some(p) => ConfigInput::from_json_file(p)?,
+        None => ConfigInput::default(),
+    };
+    let disks = if a.disks.is_empty() {
+        None
+    } else {
+        Some(
+            a.disks
+                .iter()
+                .map(|d| d.parse::<DiskConfig>())
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    };
+    Ok(file.merge(ConfigInput {
+        kernel: a.kernel,
+        initrd: a.initrd,
+        cmdline: a.cmdline,
+        append: a.append,
+        vcpus: a.vcpus,
+        memory: a.memory,
+        disks,
+        vsock_uds: a.vsock_uds,
+        vsock_cid: a.vsock_cid,
+        serial: a.serial,
+    }))
+}
+
+/// Validates, prepares and starts a VM. On failure, removes the vsock socket
+/// if it was created.
+fn start(config: VmConfig, t0: Instant) -> Result<Vm, String> {
+    let uds = config.vsock.as_ref().map(|v| v.uds.clone());
+    let prepared = vm::prepare(config).map_err(|e| e.to_string())?;
+    timing(t0, "kernel and initrd validated");
+    Vm::start(prepared).map_err(|e| {
+        if let Some(p) = uds {
+            let _ = std::fs::remove_file(p);
+        }
+        e.to_string()
+    })
+}
+
+fn report(outcome: &Outcome) {
+    match outcome.exit {
+        VmExit::Signal(_) => eprintln!("husk-vmm: {}", outcome.describe()),
+        _ => eprintln!(
+            "husk-vmm: {}\n{}",
+            outcome.describe(),
+            format_tail(&outcome.serial_tail)
+        ),
+    }
+}
+
+fn run(a: RunArgs, t0: Instant) -> i32 {
+    let config = match run_input(a).and_then(|i| VmConfig::from_input(i, env)) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let vm = match start(config, t0) {
+        Ok(vm) => vm,
+        Err(e) => return fail(e),
+    };
+    timing(t0, "vCPUs started");
+    let outcome = vm.run(None);
+    if !outcome.is_clean() {
+        report(&outcome);
+    }
+    outcome.exit_code()
+}
+
+/// A private directory for the smoke test's socket.
+fn temp_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut last = None;
+    for i in 0..16u32 {
+        let dir = base.join(format!("husk-smoke-{}-{:x}", std::process::id(), nanos ^ i));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temp dir")))
+}
+
+fn smoke(a: SmokeArgs, t0: Instant) -> i32 {
+    let dir = match temp_dir() {
+        Ok(d) => d,
+        Err(e) => return fail(format_args!("creating a temp dir: {e}")),
+    };
+    let code = smoke_in(&a, t0, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
+    let uds = dir.join("vsock.sock");
+    let input = ConfigInput {
+        vcpus: Some(a.vcpus),
+        memory: Some(a.memory),
+        vsock_uds: Some(uds.clone()),
+        serial: Some(a.serial.clone()),
+        ..Default::default()
+    };
+    let config = match VmConfig::from_input(input, env) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let vm = match start(config, t0) {
+        Ok(vm) => vm,
+        Err(e) => return fail(e),
+    };
+    timing(t0, "vCPUs started");
+    let timeout = Duration::from_secs(a.timeout.max(1));
+    let exit = vm.exit_state();
+    let client = std::thread::Builder::new()
+        .name("smoke-client".into())
+        .spawn(move || -> Result<(), String> {
+            let r = (|| {
+                let mut c = Client::connect_uds_retry(&uds, AGENT_PORT, timeout)?;
+                let info = c.ping()?;
+                let ms = t0.elapsed().as_millis();
+                println!("agent {} ready in {ms} ms", info.agent_version);
+                eprintln!(
+                    "ping: {}",
+                    serde_json::to_string(&info)
+                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                );
+                c.shutdown()
+            })();
+            r.map_err(|e: husk_protocol::client::ClientError| {
+                let msg = format!("agent: {e}");
+                exit.request(VmExit::Timeout(msg.clone()));
+                msg
+            })
+        });
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => return fail(format_args!("starting the smoke client: {e}")),
+    };
+    let outcome = vm.run(Some(Instant::now() + timeout + SHUTDOWN_GRACE));
+    let client_result = client
+        .join()
+        .unwrap_or_else(|_| Err("smoke client panicked".into()));
+    match client_result {
+        Ok(()) if outcome.is_clean() => 0,
+        _ => {
+            report(&outcome);
+            1
+        }
+    }
+}
+
+fn ping(a: PingArgs) -> i32 {
+    let r = Client::connect_uds_retry(
+        &a.vsock_uds,
+        AGENT_PORT,
+        Duration::from_secs(a.timeout.max(1)),
+    )
+    .and_then(|mut c| c.ping());
+    match r {
+        Ok(info) => match serde_json::to_string(&info) {
+            Ok(s) => {
+                println!("{s}");
+                0
+            }
+            Err(e) => fail(e),
+        },
+        Err(e) => fail(format_args!("{}: {e}", a.vsock_uds.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("husk-vmm").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn run_flags() {
+        let Cmd::Run(a) = parse(&[
+            "run",
+            "--vcpus",
+            "2",
+            "--memory",
+            "256",
+            "--disk",
+            "/a,ro",
+            "--disk",
+            "/b",
+            "--append",
+            "-- init-arg",
+            "--serial",
+            "none",
+        ])
+        .cmd
+        else {
+            panic!("not run")
+        };
+        assert_eq!(a.append.as_deref(), Some("-- init-arg"));
+        let i = run_input(a).unwrap();
+        assert_eq!((i.vcpus, i.memory), (Some(2), Some(256)));
+        let disks = i.disks.unwrap();
+        assert_eq!(disks.len(), 2);
+        assert!(disks[0].read_only && !disks[1].read_only);
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let p = std::env::temp_dir().join(format!("husk-cli-{}.json", std::process::id()));
+        std::fs::write(
+            &p,
+            r#"{"vcpus": 4, "memory": 512, "disks": [{"path": "/x"}]}"#,
+        )
+        .unwrap();
+        let Cmd::Run(a) = parse(&["run", "--config", p.to_str().unwrap(), "--vcpus", "2"]).cmd
+        else {
+            panic!()
+        };
+        let i = run_input(a).unwrap();
+        assert_eq!((i.vcpus, i.memory), (Some(2), Some(512)));
+        assert_eq!(i.disks.unwrap()[0].path, PathBuf::from("/x"));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_or_named() {
+        assert!(Cli::try_parse_from(["husk-vmm", "run", "--vcpus", "two"]).is_err());
+        let Cmd::Run(a) = parse(&["run", "--disk", "/a,rx"]).cmd else {
+            panic!()
+        };
+        assert_eq!(
+            run_input(a).unwrap_err().to_string(),
+            "disk: unknown option 'rx' in '/a,rx' (expected PATH[,ro])"
+        );
+        let Cmd::Smoke(s) = parse(&["smoke"]).cmd else {
+            panic!()
+        };
+        assert_eq!(
+            (s.vcpus, s.memory, s.timeout, s.serial.as_str()),
+            (1, 128, 60, "none")
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! vCPU threads: the KVM_RUN loop, dispatching PIO/MMIO exits to the buses.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::bus::{lock, Bus};
+
+/// vCPU threads need little stack: KVM_RUN and register-level device
+/// emulation only (queue processing happens on the main thread).
+pub const VCPU_STACK_SIZE: usize = 256 << 10;
+
+/// Why the VM stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest pulsed the reset line (reboot, or a panic with panic=-1).
+    Reset,
+    /// The guest powered off or halted its boot CPU.
+    PowerOff,
+    /// KVM_EXIT_SHUTDOWN: a triple fault.
+    TripleFault { cpu: u8 },
+    /// Any other fatal vCPU condition.
+    Fatal(String),
+    /// SIGTERM / SIGINT.
+    Signal(i32),
+    /// A bounded wait ran out.
+    Timeout(String),
+}
+
+/// First-wins record of why the VM stops, plus an eventfd that wakes the
+/// main thread.
+pub struct ExitState {
+    reason: Mutex<Option<VmExit>>,
+    stopping: AtomicBool,
+    evt: EventFd,
+}
+
+impl ExitState {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(ExitState {
+            reason: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            evt: EventFd::new(libc::EFD_NONBLOCK)?,
+        })
+    }
+
+    /// Records `why` unless a reason was recorded before, and wakes the main
+    /// thread.
+    pub fn request(&self, why: VmExit) {
+        let mut r = lock(&self.reason);
+        if r.is_none() {
+            *r = Some(why);
+        }
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.evt.write(1);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    pub fn reason(&self) -> Option<VmExit> {
+        lock(&self.reason).clone()
+    }
+
+    pub fn evt(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+pub struct Vcpu {
+    pub fd: VcpuFd,
+    pub id: u8,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub exit: Arc<ExitState>,
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The signal that kicks vCPU threads out of KVM_RUN.
+pub fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+/// Installs the (empty) kick handler; without SA_RESTART, the signal makes
+/// KVM_RUN return EINTR.
+pub fn install_kick_handler() -> std::io::Result<()> {
+    register_signal_handler(kick_signal(), kick_handler)
+        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+}
+
+impl Vcpu {
+    /// Runs the guest until the VM stops. Every outcome is reported through
+    /// `self.exit`.
+    pub fn run(mut self) {
+        let id = self.id;
+        while !self.exit.stopping() {
+            let why = match self.fd.run() {
+                Ok(exit) => match exit {
+                    VcpuExit::IoIn(port, data) => {
+                        // Nothing on the port: the ISA bus floats high.
+                        if !self.pio.read(port as u64, data) {
+                            data.fill(0xff);
+                        }
+                        None
+                    }
+                    VcpuExit::IoOut(port, data) => {
+                        self.pio.write(port as u64, data);
+                        None
+                    }
+                    VcpuExit::MmioRead(addr, data) => {
+                        if !self.mmio.read(addr, data) {
+                            data.fill(0);
+                        }
+                        None
+                    }
+                    VcpuExit::MmioWrite(addr, data) => {
+                        self.mmio.write(addr, data);
+                        None
+                    }
+                    // With the in-kernel LAPIC, HLT only exits when the guest
+                    // halts for good.
+                    VcpuExit::Hlt => Some(VmExit::PowerOff),
+                    VcpuExit::Shutdown => Some(VmExit::TripleFault { cpu: id }),
+                    VcpuExit::SystemEvent(kind, _) => Some(match kind {
+                        kvm_bindings::KVM_SYSTEM_EVENT_RESET => VmExit::Reset,
+                        kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::PowerOff,
+                        k => VmExit::Fatal(format!("vCPU {id}: KVM system event {k}")),
+                    }),
+                    VcpuExit::FailEntry(reason, cpu) => Some(VmExit::Fatal(format!(
+                        "vCPU {id}: KVM_EXIT_FAIL_ENTRY (hardware entry failure reason {reason:#x} on host CPU {cpu})"
+                    ))),
+                    VcpuExit::InternalError => {
+                        let sub = self.internal_error_suberror();
+                        Some(VmExit::Fatal(format!(
+                            "vCPU {id}: KVM_EXIT_INTERNAL_ERROR (suberror {sub})"
+                        )))
+                    }
+                    VcpuExit::Intr | VcpuExit::IrqWindowOpen => None,
+                    other => Some(VmExit::Fatal(format!("vCPU {id}: unexpected KVM exit {other:?}"))),
+                },
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    None
+                }
+                Err(e) => Some(VmExit::Fatal(format!("vCPU {id}: KVM_RUN failed: {e}"))),
+            };
+            if let Some(why) = why {
+                self.exit.request(why);
+            }
+        }
+    }
+
+    fn internal_error_suberror(&mut self) -> u32 {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so KVM filled
+        // the `internal` member of the exit union.
+        unsafe { run.__bindgen_anon_1.internal.suberror }
+    }
+
+    /// Starts the vCPU on its own thread.
+    pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("vcpu{}", self.id))
+            .stack_size(VCPU_STACK_SIZE)
+            .spawn(move || self.run())
+    }
+}
+
+/// Kicks `threads` out of KVM_RUN until they have all returned, for at most
+/// `budget`. Returns the threads that did not stop.
+pub fn stop_all(threads: Vec<JoinHandle<()>>, budget: std::time::Duration) -> Vec<JoinHandle<()>> {
+    let deadline = std::time::Instant::now() + budget;
+    let mut running = threads;
+    loop {
+        let (done, rest): (Vec<_>, Vec<_>) = running.into_iter().partition(|t| t.is_finished());
+        for t in done {
+            let _ = t.join();
+        }
+        running = rest;
+        if running.is_empty() || std::time::Instant::now() >= deadline {
+            return running;
+        }
+        for t in &running {
+            // Repeated kicks cover a signal landing just before KVM_RUN.
+            let _ = t.kill(kick_signal());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_exit_reason_wins() {
+        let s = ExitState::new().unwrap();
+        assert!(!s.stopping());
+        s.request(VmExit::Reset);
+        s.request(VmExit::TripleFault { cpu: 0 });
+        assert!(s.stopping());
+        assert_eq!(s.reason(), Some(VmExit::Reset));
+        assert!(s.evt().read().unwrap() >= 1);
+    }
+
+    #[test]
+    fn kicks_interrupt_blocking_threads() {
+        install_kick_handler().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        // A thread blocked in a syscall (like KVM_RUN) until a signal arrives.
+        let t = std::thread::spawn(move || {
+            while !s2.load(Ordering::SeqCst) {
+                // SAFETY: pause() has no memory-safety preconditions.
+                unsafe { libc::pause() };
+            }
+        });
+        stop.store(true, Ordering::SeqCst);
+        let left = stop_all(vec![t], std::time::Duration::from_secs(5));
+        assert!(left.is_empty());
+    }
+}
