@@ -11,3 +11,20 @@ expect_in() { grep -q -- "$2" "$1" || { echo "--- $1:" >&2; tail -n 20 "$1" >&2;
 # assert_eq GOT WANT WHAT
 assert_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', want '$2'"; }
 : "${HUSK_KERNEL:?HUSK_KERNEL unset: run VM tests through tests/lab/run}"
+# mk_initramfs OUT: a busybox initramfs whose /init is the script read from
+# stdin (busybox sh, applets on PATH via /bin/busybox --install).
+mk_initramfs() {
+    _d=$(mktemp -d)
+    mkdir -p "$_d/bin" "$_d/dev" "$_d/proc" "$_d/sys"
+    cp /bin/busybox "$_d/bin/busybox"
+    mknod -m 600 "$_d/dev/console" c 5 1
+    { echo '#!/bin/busybox sh'; echo '/bin/busybox --install -s /bin; export PATH=/bin'; cat; } >"$_d/init"
+    chmod 755 "$_d" "$_d/init"
+    (cd "$_d" && find . | busybox cpio -o -H newc 2>/dev/null) >"$1"
+    rm -rf "$_d"
+}
+# no_leftovers: fail if a husk-vmm process is still running
+no_leftovers() {
+    _p=$(pgrep -x husk-vmm || true)
+    [ -z "$_p" ] || fail "husk-vmm processes left behind: $_p"
+}
