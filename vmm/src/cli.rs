@@ -1,5 +1,6 @@
 //! `husk-vmm run | smoke | ping`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use husk_protocol::client::Client;
 use husk_protocol::AGENT_PORT;
 
 use crate::config::{ConfigInput, DiskConfig, VmConfig};
+use crate::timing;
 use crate::vcpu::VmExit;
 use crate::vm::{self, format_tail, Outcome, Vm};
 
@@ -90,6 +92,8 @@ pub struct PingArgs {
 
 /// Time allowed between the agent's Shutdown answer and the VM's end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Time the smoke client gets to finish once the VM has stopped.
+const CLIENT_GRACE: Duration = Duration::from_secs(2);
 
 fn env(k: &str) -> Option<String> {
     std::env::var(k).ok()
@@ -100,20 +104,13 @@ fn fail(msg: impl std::fmt::Display) -> i32 {
     1
 }
 
-fn timing(t0: Instant, what: &str) {
-    if std::env::var_os("HUSK_VMM_TIMING").is_some() {
-        eprintln!(
-            "husk-vmm: timing: {what} at {:.3} ms",
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-    }
-}
-
 /// Entry point; `t0` is the process start as seen by `main`.
 pub fn main(t0: Instant) -> i32 {
+    timing::init(t0);
     let cli = Cli::parse();
+    timing::mark("arguments parsed");
     match cli.cmd {
-        Cmd::Run(a) => run(a, t0),
+        Cmd::Run(a) => run(a),
         Cmd::Smoke(a) => smoke(a, t0),
         Cmd::Ping(a) => ping(a),
     }
@@ -150,10 +147,10 @@ fn run_input(a: RunArgs) -> Result<ConfigInput, crate::config::ConfigError> {
 
 /// Validates, prepares and starts a VM. On failure, removes the vsock socket
 /// if it was created.
-fn start(config: VmConfig, t0: Instant) -> Result<Vm, String> {
+fn start(config: VmConfig) -> Result<Vm, String> {
     let uds = config.vsock.as_ref().map(|v| v.uds.clone());
     let prepared = vm::prepare(config).map_err(|e| e.to_string())?;
-    timing(t0, "kernel and initrd validated");
+    timing::mark("kernel and initrd validated");
     Vm::start(prepared).map_err(|e| {
         if let Some(p) = uds {
             let _ = std::fs::remove_file(p);
@@ -173,16 +170,16 @@ fn report(outcome: &Outcome) {
     }
 }
 
-fn run(a: RunArgs, t0: Instant) -> i32 {
+fn run(a: RunArgs) -> i32 {
     let config = match run_input(a).and_then(|i| VmConfig::from_input(i, env)) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let vm = match start(config, t0) {
+    let vm = match start(config) {
         Ok(vm) => vm,
         Err(e) => return fail(e),
     };
-    timing(t0, "vCPUs started");
+    timing::mark("vCPUs started");
     let outcome = vm.run(None);
     if !outcome.is_clean() {
         report(&outcome);
@@ -231,11 +228,11 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let vm = match start(config, t0) {
+    let vm = match start(config) {
         Ok(vm) => vm,
         Err(e) => return fail(e),
     };
-    timing(t0, "vCPUs started");
+    timing::mark("vCPUs started");
     let timeout = Duration::from_secs(a.timeout.max(1));
     let exit = vm.exit_state();
     let client = std::thread::Builder::new()
@@ -245,12 +242,15 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
                 let mut c = Client::connect_uds_retry(&uds, AGENT_PORT, timeout)?;
                 let info = c.ping()?;
                 let ms = t0.elapsed().as_millis();
-                println!("agent {} ready in {ms} ms", info.agent_version);
-                eprintln!(
-                    "ping: {}",
-                    serde_json::to_string(&info)
-                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                let json = serde_json::to_string(&info)
+                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+                // Write errors (a closed stdout) must not abort the shutdown.
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "agent {} ready in {ms} ms",
+                    info.agent_version
                 );
+                let _ = writeln!(std::io::stderr(), "ping: {json}");
                 c.shutdown()
             })();
             r.map_err(|e: husk_protocol::client::ClientError| {
@@ -264,9 +264,19 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
         Err(e) => return fail(format_args!("starting the smoke client: {e}")),
     };
     let outcome = vm.run(Some(Instant::now() + timeout + SHUTDOWN_GRACE));
-    let client_result = client
-        .join()
-        .unwrap_or_else(|_| Err("smoke client panicked".into()));
+    // If the VM died first, the client may still be retrying its connection:
+    // give it a moment to notice, but never wait out its whole timeout.
+    let until = Instant::now() + CLIENT_GRACE;
+    while !client.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let client_result = if client.is_finished() {
+        client
+            .join()
+            .unwrap_or_else(|_| Err("smoke client panicked".into()))
+    } else {
+        Err("the VM stopped before the agent answered".into())
+    };
     match client_result {
         Ok(()) if outcome.is_clean() => 0,
         _ => {

@@ -168,7 +168,15 @@ impl Vcpu {
         std::thread::Builder::new()
             .name(format!("vcpu{}", self.id))
             .stack_size(VCPU_STACK_SIZE)
-            .spawn(move || self.run())
+            .spawn(move || {
+                let id = self.id;
+                let exit = self.exit.clone();
+                // A bug in device emulation must end the VM, not leave it
+                // running without this vCPU.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run())).is_err() {
+                    exit.request(VmExit::Fatal(format!("vCPU {id}: thread panicked")));
+                }
+            })
     }
 }
 

@@ -25,7 +25,7 @@ use crate::config::{io_msg, SerialConfig, VmConfig};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{SerialDevice, SerialSink};
 use crate::vcpu::{self, ExitState, Vcpu, VmExit};
-use crate::{cmdline, host, kernel};
+use crate::{cmdline, host, kernel, timing};
 
 /// Every error that stops a VM from being built. Displayed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +228,7 @@ impl Vm {
         vcpu::install_kick_handler().map_err(|e| Error::Io("signal handler", e))?;
         let kvm = host::open_kvm()?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        timing::mark("KVM opened, VM created");
         for cap in [
             Cap::Irqchip,
             Cap::UserMemory,
@@ -270,6 +271,7 @@ impl Vm {
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
+        timing::mark("guest memory mapped and registered");
         // Boot image.
         let entry = kernel::load_kernel(&mem, &config.kernel)?;
         if entry != p.kernel.pvh_entry {
@@ -279,6 +281,7 @@ impl Vm {
             )
             .into());
         }
+        timing::mark("kernel loaded");
         let initrd = kernel::load_initrd(&mem, &config.initrd, p.initrd_addr, p.initrd_size)?;
         linux_loader::loader::load_cmdline(&mem, GuestAddress(CMDLINE_ADDR), &p.cmdline)
             .map_err(|e| Error::Memory(format!("writing the command line: {e}")))?;
@@ -289,6 +292,7 @@ impl Vm {
             .map_err(|e| Error::Memory(format!("writing the MP table: {e}")))?;
         regs::write_gdt(&mem)?;
 
+        timing::mark("boot image written");
         // Devices.
         let exit = Arc::new(ExitState::new().map_err(|e| Error::Io("eventfd", e))?);
         let mut pio = Bus::new();
@@ -328,6 +332,7 @@ impl Vm {
         .map_err(|e| Error::Device(e.to_string()))?;
         crate::virtio_attach::attach(&vm, &mem, config, &mut mmio, &mut em)?;
 
+        timing::mark("devices attached");
         let pio = Arc::new(pio);
         let mmio = Arc::new(mmio);
 
@@ -361,6 +366,7 @@ impl Vm {
                 exit: exit.clone(),
             });
         }
+        timing::mark("vCPUs configured");
         let mut threads = Vec::with_capacity(vcpus.len());
         for v in vcpus {
             match v.spawn() {
@@ -407,8 +413,15 @@ impl Vm {
                     left.as_millis().clamp(1, i32::MAX as u128) as i32
                 }
             };
-            if let Err(e) = self.em.run_with_timeout(timeout) {
-                self.exit.request(VmExit::Fatal(format!("event loop: {e}")));
+            let em = &mut self.em;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                em.run_with_timeout(timeout)
+            })) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => self.exit.request(VmExit::Fatal(format!("event loop: {e}"))),
+                Err(_) => self
+                    .exit
+                    .request(VmExit::Fatal("event loop: a device panicked".into())),
             }
         }
         self.finish()
