@@ -23,8 +23,11 @@ mk_initramfs() {
     (cd "$_d" && find . | busybox cpio -o -H newc 2>/dev/null) >"$1"
     rm -rf "$_d"
 }
-# no_leftovers: fail if a husk-vmm process is still running
+# no_leftovers: fail if a husk-vmm process is still running (busybox has no pgrep)
 no_leftovers() {
-    _p=$(pgrep -x husk-vmm || true)
-    [ -z "$_p" ] || fail "husk-vmm processes left behind: $_p"
+    _left=
+    for _c in /proc/[0-9]*/comm; do
+        [ "$(cat "$_c" 2>/dev/null)" = husk-vmm ] && _left="$_left ${_c%/comm}"
+    done
+    [ -z "$_left" ] || fail "husk-vmm processes left behind:$_left"
 }

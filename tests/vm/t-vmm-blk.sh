@@ -6,8 +6,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir "$tmp/src"
 dd if=/dev/urandom of="$tmp/src/data.bin" bs=1024 count=3000 2>/dev/null
 want=$(sha256sum "$tmp/src/data.bin" | cut -d' ' -f1)
-mkfs.ext4 -q -F -d "$tmp/src" "$tmp/ro.img" 16M || fail "mkfs.ext4 (ro image) failed"
-mkfs.ext4 -q -F "$tmp/rw.img" 16M || fail "mkfs.ext4 (rw image) failed"
+mkfs.ext4 -q -F -d "$tmp/src" "$tmp/ro.img" 16M >/dev/null || fail "mkfs.ext4 (ro image) failed"
+mkfs.ext4 -q -F "$tmp/rw.img" 16M >/dev/null || fail "mkfs.ext4 (rw image) failed"
 mk_initramfs "$tmp/init.img" <<'INIT'
 mount -t proc proc /proc; mount -t devtmpfs dev /dev
 mkdir -p /ro /rw
