@@ -85,7 +85,11 @@ impl Outcome {
                 }
             ),
             VmExit::Fatal(m) => m.clone(),
-            VmExit::Signal(s) => format!("stopped by signal {s}"),
+            VmExit::Signal(s) => match *s {
+                libc::SIGTERM => "stopped by SIGTERM".to_string(),
+                libc::SIGINT => "stopped by SIGINT".to_string(),
+                s => format!("stopped by signal {s}"),
+            },
             VmExit::Timeout(m) => m.clone(),
         };
         why
@@ -563,6 +567,11 @@ mod tests {
             "vCPU 1: triple fault (KVM_EXIT_SHUTDOWN)"
         );
         assert_eq!(o(VmExit::Signal(15), false).exit_code(), 143);
+        assert_eq!(
+            o(VmExit::Signal(15), false).describe(),
+            "stopped by SIGTERM"
+        );
+        assert_eq!(o(VmExit::Signal(2), false).exit_code(), 130);
         assert_eq!(o(VmExit::Fatal("x".into()), false).exit_code(), 1);
     }
 
