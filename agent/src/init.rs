@@ -234,33 +234,6 @@ pub fn reap_all() -> Vec<(libc::pid_t, libc::c_int)> {
     }
 }
 
-/// Starts the reaper thread: waits for SIGCHLD (blocked by [`block_sigchld`])
-/// and reaps all exited children, orphans re-parented to PID 1 included.
-///
-/// Issue 4: this steals exit statuses from anyone else waiting on a child;
-/// container processes will need a pid -> waiter registry consulted here.
-/// (std's Command resets the signal mask in children, so they do not inherit
-/// the blocked SIGCHLD.)
-pub fn start_reaper() -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("reaper".into())
-        .stack_size(64 * 1024)
-        .spawn(|| loop {
-            // SAFETY: local, initialized signal set; sigwait writes `sig`.
-            let mut sig: libc::c_int = 0;
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGCHLD);
-                libc::sigwait(&set, &mut sig);
-            }
-            for (pid, status) in reap_all() {
-                debug!("reaped pid {pid} (wait status {status:#x})");
-            }
-        })
-        .map(drop)
-}
-
 /// Syncs and resets the VM (`reboot=k`: the VMM exits on the i8042 reset).
 /// Never returns: if reboot fails, the agent hangs rather than exiting (an
 /// exiting PID 1 panics the kernel).

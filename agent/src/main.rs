@@ -9,8 +9,11 @@
 //! protocol on `--listen-unix PATH` or `--vsock-port N`; `Shutdown` then just
 //! ends the process with status 0.
 
+mod container;
 mod init;
+mod local;
 mod log;
+mod reaper;
 mod server;
 mod sysinfo;
 mod vsock;
@@ -30,6 +33,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const USAGE: &str = "\
 usage: husk-agent [--debug] (--listen-unix PATH | --vsock-port PORT)
+       husk-agent container run --bundle DIR --id ID
        husk-agent --help | --version
 
 As PID 1 (the guest's /init) husk-agent ignores its arguments, mounts
@@ -44,10 +48,19 @@ a Shutdown request then makes it exit with status 0.
 ";
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // container-init (the agent re-executed by itself) may be PID 1 of a
+    // new pid namespace: dispatch it first.
+    if args.first().map(String::as_str) == Some(container::nsinit::ARG) {
+        container::nsinit::main()
+    }
     if std::process::id() == 1 {
         pid1_main()
     }
-    match parse_args(std::env::args().skip(1)) {
+    if args.first().map(String::as_str) == Some("container") {
+        return local::main(&args[1..]);
+    }
+    match parse_args(args) {
         Ok(Cmd::Help) => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -119,6 +132,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
 }
 
 fn serve_local(target: Target) -> Result<(), String> {
+    // Before any thread: containers need their exits delivered.
+    init::block_sigchld();
+    reaper::start().map_err(|e| format!("start the reaper: {e}"))?;
     match target {
         Target::Unix(path) => {
             // Replace a stale socket from an earlier run, never any other file.
@@ -163,7 +179,7 @@ fn pid1_run() -> Result<(), String> {
     // Before any thread exists: every thread inherits the blocked SIGCHLD.
     init::block_sigchld();
     let cmdline = init::early_setup();
-    init::start_reaper().map_err(|e| format!("start reaper thread: {e}"))?;
+    reaper::start().map_err(|e| format!("start reaper thread: {e}"))?;
     let port = cmdline.agent_port.unwrap_or(AGENT_PORT);
     let listener = bind_vsock_retry(port)?;
     info!("husk-agent {VERSION} listening on vsock port {port}");

@@ -1,0 +1,280 @@
+//! OCI containers inside the guest: the spec is validated into an
+//! [`config::InitConfig`] (`spec.rs`), a cgroup v2 group is made for it
+//! (`cgroup.rs`), and the agent re-executes itself as container-init
+//! (`nsinit.rs`, `launch.rs`) to build the namespaces and root file system
+//! and exec the process.
+//!
+//! Nothing here runs before the agent listens: all of it is on demand.
+
+pub mod caps;
+pub mod cgroup;
+pub mod config;
+pub mod launch;
+pub mod nsinit;
+pub mod rootfs;
+pub mod seccomp;
+pub mod spec;
+mod syscall_table;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Spec;
+
+use self::cgroup::Cgroup;
+use self::config::InitConfig;
+use self::launch::{Pending, StdioFds};
+
+/// Largest config.json / spec accepted.
+pub const MAX_SPEC: usize = husk_protocol::MAX_FRAME;
+
+/// Parses an OCI runtime spec; errors name the JSON path of the bad field
+/// (`linux.namespaces[0].type: unknown variant ...`).
+pub fn parse_spec(bytes: &[u8]) -> Result<Spec, String> {
+    if bytes.len() > MAX_SPEC {
+        return Err(format!("spec larger than {MAX_SPEC} bytes"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let mut msg = format!(
+            "{}: {}",
+            if path == "." { "spec" } else { &path },
+            e.inner()
+        );
+        husk_protocol::truncate_utf8(&mut msg, husk_protocol::MAX_ERROR_MESSAGE);
+        msg
+    })
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn from_wait_status(status: libc::c_int) -> Exit {
+        if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            Exit::Code(libc::WEXITSTATUS(status))
+        }
+    }
+
+    /// Shell convention: the exit code, or 128 + the signal number.
+    pub fn status(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// The exit of one process, set once by the reaper.
+#[derive(Default)]
+pub struct ExitCell {
+    exit: Mutex<Option<Exit>>,
+    cv: Condvar,
+}
+
+impl ExitCell {
+    pub fn set(&self, e: Exit) {
+        *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        self.cv.notify_all();
+    }
+
+    /// Waits for the exit; `None` on timeout.
+    pub fn wait(&self, timeout: Option<Duration>) -> Option<Exit> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(e) = *g {
+                return Some(e);
+            }
+            match deadline {
+                None => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    g = self
+                        .cv
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// Called (on the reaper thread) when a container process exits.
+pub type ExitHook = Box<dyn FnOnce(Exit) + Send>;
+
+/// A started or waiting container process.
+pub struct Process {
+    pub pid: i32,
+    pub exit: Arc<ExitCell>,
+    pending: Mutex<Option<Pending>>,
+    pub pty_master: Mutex<Option<std::os::fd::OwnedFd>>,
+}
+
+impl Process {
+    /// Spawns `cfg` in `cgroup`, ready to start.
+    pub fn spawn(
+        cfg: &InitConfig,
+        stdio: StdioFds,
+        cgroup: &Cgroup,
+        maps: Option<(&[config::IdMap], &[config::IdMap])>,
+        hook: Option<ExitHook>,
+    ) -> Result<Process, String> {
+        let exit = Arc::new(ExitCell::default());
+        let cell = Arc::clone(&exit);
+        let mut pending = launch::spawn(
+            cfg,
+            stdio,
+            cgroup,
+            maps,
+            Box::new(move |status| {
+                let e = Exit::from_wait_status(status);
+                cell.set(e);
+                if let Some(h) = hook {
+                    h(e);
+                }
+            }),
+        )?;
+        let pty = pending.pty_master.take();
+        Ok(Process {
+            pid: pending.pid,
+            exit,
+            pending: Mutex::new(Some(pending)),
+            pty_master: Mutex::new(pty),
+        })
+    }
+
+    /// Lets the process exec. Fails if it was started already.
+    pub fn start(&self) -> Result<(), String> {
+        let p = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or("already started")?;
+        p.start()
+    }
+
+    /// Sends `sig` unless the process has been reaped (its pid may be reused).
+    pub fn signal(&self, sig: i32) -> Result<(), String> {
+        let g = self.exit.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_some() {
+            return Err(format!("process {} has exited", self.pid));
+        }
+        // SAFETY: kill(2) with integer arguments; the lock keeps the reaper
+        // from recording the exit (and so the pid from being reused unseen).
+        if unsafe { libc::kill(self.pid, sig) } != 0 {
+            return Err(format!(
+                "kill {}: {}",
+                self.pid,
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A container: its cgroup, its init process and what exec needs.
+pub struct Container {
+    pub id: String,
+    /// What exec needs (namespaces, seccomp); read by the protocol server.
+    #[allow(dead_code)]
+    pub init_cfg: InitConfig,
+    pub cgroup: Cgroup,
+    pub init: Process,
+    pub warnings: Vec<String>,
+    /// A root file system the agent mounted for this container (block
+    /// device, virtio-fs), unmounted by [`Container::destroy`].
+    pub rootfs_mount: Option<PathBuf>,
+}
+
+impl Container {
+    /// Validates `spec` and creates the container (namespaces, root file
+    /// system, cgroup) with its process waiting for [`Container::start`].
+    /// On error nothing is left behind.
+    pub fn create(
+        id: &str,
+        spec: &Spec,
+        rootfs: PathBuf,
+        env: &spec::Env,
+        stdio: StdioFds,
+        hook: Option<ExitHook>,
+    ) -> Result<Container, String> {
+        let plan = spec::plan_create(id, spec, &rootfs, env)?;
+        let cg = Cgroup::create(&plan.cgroup_rel)?;
+        let res = cg.apply(&plan.cgroup_writes).and_then(|()| {
+            let maps =
+                (!plan.uid_maps.is_empty()).then_some((&plan.uid_maps[..], &plan.gid_maps[..]));
+            Process::spawn(&plan.init, stdio, &cg, maps, hook)
+        });
+        match res {
+            Ok(init) => Ok(Container {
+                id: id.to_string(),
+                init_cfg: plan.init,
+                cgroup: cg,
+                init,
+                warnings: plan.warnings,
+                rootfs_mount: None,
+            }),
+            Err(e) => {
+                if let Err(e2) = cg.destroy() {
+                    crate::log::info!("container {id}: cleanup after a failed create: {e2}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// OOM kills in the container's cgroup so far (memory.events oom_kill).
+    pub fn oom_kills(&self) -> u64 {
+        self.cgroup.keyed("memory.events", "oom_kill").unwrap_or(0)
+    }
+
+    /// Kills every process, removes the cgroup and unmounts what the agent
+    /// mounted for the container.
+    pub fn destroy(&self) -> Result<(), String> {
+        self.cgroup.kill_all();
+        let _ = self.init.signal(libc::SIGKILL);
+        // The reaper records the exit; bounded so a stuck process cannot hang us.
+        if self.init.exit.wait(Some(Duration::from_secs(10))).is_none() {
+            return Err(format!(
+                "container {}: init did not die within 10 s",
+                self.id
+            ));
+        }
+        self.cgroup.destroy()?;
+        if let Some(m) = &self.rootfs_mount {
+            crate::container::rootfs_unmount(m)?;
+        }
+        Ok(())
+    }
+}
+
+/// Unmounts a root file system the agent mounted and removes its directory.
+pub fn rootfs_unmount(p: &std::path::Path) -> Result<(), String> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(format!("unmount {}: {e}", p.display()));
+        }
+    }
+    let _ = std::fs::remove_dir(p);
+    if let Some(parent) = p.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(())
+}

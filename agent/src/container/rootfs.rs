@@ -1,0 +1,522 @@
+//! The container's root file system, set up by container-init in its new
+//! mount namespace: spec mounts, /dev, the switch of root, masked and
+//! read-only paths. Nothing here runs in the agent process.
+
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::config::{DeviceConfig, MountConfig, MountKind, RootfsConfig};
+
+fn c(p: impl AsRef<Path>) -> Result<CString, String> {
+    CString::new(p.as_ref().as_os_str().as_bytes())
+        .map_err(|_| format!("{}: contains a NUL byte", p.as_ref().display()))
+}
+
+/// mount(2); `None` strings are passed as NULL.
+pub fn mount(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: u64,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let cs = |s: Option<&str>| {
+        s.map(|s| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
+            .transpose()
+    };
+    let (src, fstype, data) = (cs(src)?, cs(fstype)?, cs(data.filter(|d| !d.is_empty()))?);
+    let target = CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let p = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            p(&src),
+            target.as_ptr(),
+            p(&fstype),
+            flags as libc::c_ulong,
+            p(&data).cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn umount_detach(p: &Path) -> io::Result<()> {
+    let cp = CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::umount2(cp.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Resolves `unsafe_path` inside `root` as if `root` were "/": `..` stops at
+/// the root and symlinks (absolute ones too) are followed inside it. Missing
+/// components are kept as they are (to be created).
+pub fn secure_join(root: &Path, unsafe_path: &str) -> Result<PathBuf, String> {
+    let mut pending: Vec<OsString> = Vec::new(); // reversed: next component last
+    let push_path = |pending: &mut Vec<OsString>, p: &Path| {
+        let comps: Vec<OsString> = p
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect();
+        pending.extend(comps.into_iter().rev());
+    };
+    push_path(&mut pending, Path::new(unsafe_path));
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(comp) = pending.pop() {
+        if comp == ".." {
+            resolved.pop();
+            continue;
+        }
+        let mut cand = root.to_path_buf();
+        cand.extend(&resolved);
+        cand.push(&comp);
+        match fs::symlink_metadata(&cand) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(format!("{unsafe_path}: too many levels of symbolic links"));
+                }
+                let target = fs::read_link(&cand)
+                    .map_err(|e| format!("readlink {}: {e}", cand.display()))?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                push_path(&mut pending, &target);
+            }
+            _ => resolved.push(comp),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&resolved);
+    Ok(out)
+}
+
+fn mkdir_all(p: &Path) -> Result<(), String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(p)
+        .map_err(|e| format!("mkdir {}: {e}", p.display()))
+}
+
+/// Creates `p` as an empty file (for bind mounts of files), parents included.
+fn touch(p: &Path) -> Result<(), String> {
+    if let Some(parent) = p.parent() {
+        mkdir_all(parent)?;
+    }
+    match fs::symlink_metadata(p) {
+        Ok(_) => Ok(()),
+        Err(_) => fs::File::create(p)
+            .map(drop)
+            .map_err(|e| format!("create {}: {e}", p.display())),
+    }
+}
+
+/// Flags of the mount at `p` that a bind remount must keep (they may be
+/// locked in a user namespace).
+fn locked_flags(p: &Path) -> u64 {
+    let Ok(cp) = c(p) else { return 0 };
+    // SAFETY: statvfs is plain data; all-zero is a valid value to overwrite.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out-pointer.
+    if unsafe { libc::statvfs(cp.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let f = st.f_flag;
+    let mut out = 0u64;
+    for (st_flag, ms) in [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if f & st_flag != 0 {
+            out |= ms;
+        }
+    }
+    out
+}
+
+/// Bind-remounts `p` with `flags` added to the flags it has.
+fn remount_bind(p: &Path, flags: u64) -> io::Result<()> {
+    let keep = locked_flags(p);
+    mount(
+        None,
+        p,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | keep | flags,
+        None,
+    )
+}
+
+const RO_FLAGS: u64 = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+fn do_mount(root: &Path, m: &MountConfig, cfg: &RootfsConfig) -> Result<(), String> {
+    let target = secure_join(root, &m.dest)?;
+    let err = |what: &str, e: io::Error| format!("{}: {what} on {}: {e}", m.field, m.dest);
+    match &m.kind {
+        MountKind::Bind { source, recursive } => {
+            let meta =
+                fs::metadata(source).map_err(|e| format!("{}.source: {source}: {e}", m.field))?;
+            if meta.is_dir() {
+                mkdir_all(&target)?;
+            } else {
+                touch(&target)?;
+            }
+            let rec = if *recursive { libc::MS_REC } else { 0 };
+            mount(Some(source), &target, None, libc::MS_BIND | rec, None)
+                .map_err(|e| err("bind mount", e))?;
+            let extra = m.flags & !libc::MS_REMOUNT;
+            if extra != 0 {
+                remount_bind(&target, extra).map_err(|e| err("remount", e))?;
+            }
+        }
+        MountKind::Cgroup => {
+            mkdir_all(&target)?;
+            if cfg.cgroupns {
+                mount(
+                    Some("cgroup2"),
+                    &target,
+                    Some("cgroup2"),
+                    m.flags,
+                    Some(&m.data),
+                )
+                .map_err(|e| err("mount cgroup2", e))?;
+            } else {
+                mount(
+                    Some(&cfg.cgroup_dir),
+                    &target,
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                )
+                .map_err(|e| err("bind the container's cgroup", e))?;
+                if m.flags != 0 {
+                    remount_bind(&target, m.flags).map_err(|e| err("remount", e))?;
+                }
+            }
+        }
+        MountKind::Fs { fstype, source } => {
+            mkdir_all(&target)?;
+            mount(Some(source), &target, Some(fstype), m.flags, Some(&m.data))
+                .map_err(|e| err(&format!("mount {fstype}"), e))?;
+        }
+    }
+    for p in &m.propagation {
+        mount(None, &target, None, *p, None).map_err(|e| err("set propagation", e))?;
+    }
+    Ok(())
+}
+
+fn makedev(major: u64, minor: u64) -> libc::dev_t {
+    libc::makedev(major as u32, minor as u32)
+}
+
+/// Creates a device node, or (in a user namespace, where mknod is not
+/// allowed) bind-mounts the agent's node of the same path over an empty file.
+fn create_device(root: &Path, d: &DeviceConfig) -> Result<(), String> {
+    let target = secure_join(root, &d.path)?;
+    if let Some(parent) = target.parent() {
+        mkdir_all(parent)?;
+    }
+    let _ = fs::remove_file(&target);
+    let ct = c(&target)?;
+    // SAFETY: valid path; mode and dev are plain integers.
+    let rc = unsafe { libc::mknod(ct.as_ptr(), d.kind | d.mode, makedev(d.major, d.minor)) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EPERM) {
+            return Err(format!("mknod {}: {e}", d.path));
+        }
+        touch(&target)?;
+        mount(Some(&d.path), &target, None, libc::MS_BIND, None)
+            .map_err(|e| format!("bind device {}: {e}", d.path))?;
+        return Ok(());
+    }
+    // SAFETY: valid path; explicit mode (mknod's was masked by the umask).
+    unsafe {
+        libc::chmod(ct.as_ptr(), d.mode);
+        libc::chown(ct.as_ptr(), d.uid, d.gid);
+    }
+    Ok(())
+}
+
+/// The devices every container gets (runc's list).
+fn default_devices() -> Vec<DeviceConfig> {
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(n, major, minor)| DeviceConfig {
+        path: format!("/dev/{n}"),
+        kind: libc::S_IFCHR,
+        major,
+        minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
+}
+
+/// Sets up everything under `cfg.path` and makes it the root (before the
+/// process's own settings are applied).
+pub fn setup(cfg: &RootfsConfig, cwd: &str) -> Result<(), String> {
+    let root = PathBuf::from(&cfg.path);
+    mount(None, Path::new("/"), None, cfg.propagation, None)
+        .map_err(|e| format!("linux.rootfsPropagation: set on /: {e}"))?;
+    let meta = fs::metadata(&root).map_err(|e| format!("root.path: {}: {e}", cfg.path))?;
+    if !meta.is_dir() {
+        return Err(format!("root.path: {} is not a directory", cfg.path));
+    }
+    mount(
+        Some(&cfg.path),
+        &root,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| format!("root.path: bind {}: {e}", cfg.path))?;
+    let dev_mount = |dest: &str, fstype: &str, flags: u64, data: &str| MountConfig {
+        dest: dest.into(),
+        kind: MountKind::Fs {
+            fstype: fstype.into(),
+            source: fstype.into(),
+        },
+        flags,
+        propagation: Vec::new(),
+        data: data.into(),
+        field: format!("default mount {dest}"),
+    };
+    if cfg.default_dev {
+        do_mount(
+            &root,
+            &dev_mount(
+                "/dev",
+                "tmpfs",
+                libc::MS_NOSUID | libc::MS_STRICTATIME,
+                "mode=755,size=65536k",
+            ),
+            cfg,
+        )?;
+    }
+    for m in &cfg.mounts {
+        do_mount(&root, m, cfg)?;
+    }
+    if cfg.default_dev {
+        let has = |d: &str| cfg.mounts.iter().any(|m| m.dest.trim_end_matches('/') == d);
+        if !has("/dev/pts") {
+            do_mount(
+                &root,
+                &dev_mount(
+                    "/dev/pts",
+                    "devpts",
+                    libc::MS_NOSUID | libc::MS_NOEXEC,
+                    "newinstance,ptmxmode=0666,mode=0620",
+                ),
+                cfg,
+            )?;
+        }
+        if !has("/dev/shm") {
+            do_mount(
+                &root,
+                &dev_mount(
+                    "/dev/shm",
+                    "tmpfs",
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    "mode=1777,size=65536k",
+                ),
+                cfg,
+            )?;
+        }
+    }
+    for d in default_devices().iter().chain(&cfg.devices) {
+        create_device(&root, d)?;
+    }
+    let dev = secure_join(&root, "/dev")?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let p = dev.join(link);
+        if fs::symlink_metadata(&p).is_err() {
+            std::os::unix::fs::symlink(target, &p)
+                .map_err(|e| format!("symlink {}: {e}", p.display()))?;
+        }
+    }
+    make_cwd(&root, cwd)?;
+    switch_root(&root)?;
+    Ok(())
+}
+
+/// After the switch: masked and read-only paths, then the read-only root.
+pub fn finish(cfg: &RootfsConfig) -> Result<(), String> {
+    for (i, p) in cfg.masked.iter().enumerate() {
+        let path = Path::new(p);
+        let res = match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => Err(e),
+            Ok(m) if m.is_dir() => mount(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                libc::MS_RDONLY,
+                Some("size=0"),
+            ),
+            Ok(_) => mount(Some("/dev/null"), path, None, libc::MS_BIND, None),
+        };
+        res.map_err(|e| format!("linux.maskedPaths[{i}]: {p}: {e}"))?;
+    }
+    for (i, p) in cfg.readonly_paths.iter().enumerate() {
+        let path = Path::new(p);
+        if fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        mount(Some(p), path, None, libc::MS_BIND | libc::MS_REC, None)
+            .and_then(|()| remount_bind(path, RO_FLAGS & !libc::MS_NODEV | libc::MS_RDONLY))
+            .map_err(|e| format!("linux.readonlyPaths[{i}]: {p}: {e}"))?;
+    }
+    if cfg.readonly {
+        remount_bind(Path::new("/"), libc::MS_RDONLY)
+            .map_err(|e| format!("root.readonly: remount /: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Makes `root` the root: pivot_root, or (when the current root is the
+/// initramfs, which cannot be pivoted away) detach every other mount, move
+/// `root` onto "/" and chroot into it. Either way nothing outside `root`
+/// stays reachable: the moved mount covers the initramfs's "/", and ".."
+/// at a root that covers the namespace's root stays there.
+fn switch_root(root: &Path) -> Result<(), String> {
+    std::env::set_current_dir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    let dot = c(".")?;
+    // SAFETY: pivot_root(".", ".") with valid strings; stacks the old root
+    // on top of the new one, which the umount below detaches.
+    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+    if rc == 0 {
+        umount_detach(Path::new(".")).map_err(|e| format!("detach the old root: {e}"))?;
+        std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(format!("pivot_root: {e}"));
+    }
+    move_root(root)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn move_root(root: &Path) -> Result<(), String> {
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("read mountinfo: {e}"))?;
+    let rs = root.to_string_lossy().into_owned();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(unescape_mountinfo))
+        .filter(|mp| {
+            mp != "/"
+                && *mp != rs
+                && !mp.starts_with(&format!("{rs}/"))
+                && !rs.starts_with(&format!("{mp}/"))
+        })
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points.dedup();
+    for p in points {
+        let _ = umount_detach(Path::new(&p));
+    }
+    mount(Some(&rs), Path::new("/"), None, libc::MS_MOVE, None)
+        .map_err(|e| format!("move the root onto /: {e}"))?;
+    // SAFETY: chroot(".") with a valid string; cwd is the moved root.
+    if unsafe { libc::chroot(c(".")?.as_ptr()) } != 0 {
+        return Err(format!("chroot: {}", io::Error::last_os_error()));
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
+}
+
+/// Creates the working directory inside the root (before the switch) if missing.
+fn make_cwd(root: &Path, cwd: &str) -> Result<(), String> {
+    let p = secure_join(root, cwd)?;
+    if fs::metadata(&p).is_err() {
+        mkdir_all(&p).map_err(|e| format!("process.cwd: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_join_stays_inside() {
+        let d = std::env::temp_dir().join(format!("husk-sj-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("/etc", d.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", d.join("a/up")).unwrap();
+        std::os::unix::fs::symlink("loop", d.join("loop")).unwrap();
+        assert_eq!(secure_join(&d, "/a/b/c").unwrap(), d.join("a/b/c"));
+        assert_eq!(secure_join(&d, "/../../x").unwrap(), d.join("x"));
+        assert_eq!(
+            secure_join(&d, "/abs/passwd").unwrap(),
+            d.join("etc/passwd")
+        );
+        assert_eq!(secure_join(&d, "/a/up/etc").unwrap(), d.join("etc"));
+        assert!(secure_join(&d, "/loop/x").is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
+        assert_eq!(unescape_mountinfo("/x\\04"), "/x\\04");
+    }
+}

@@ -1,0 +1,546 @@
+//! The spec's seccomp filter, compiled to classic BPF for x86_64.
+//!
+//! OCI semantics: the rules are tried in order and the first one whose
+//! syscall and argument conditions match decides the action; a call no rule
+//! matches gets `defaultAction`. A single filter with per-rule actions keeps
+//! exactly that (seccompiler's model has one match action per filter, so
+//! mixed actions would need stacked filters, whose precedence-based result
+//! differs from first-match). Argument comparisons are 64-bit, like
+//! libseccomp's. Calls of another architecture (i386, x32) are killed.
+
+use std::io;
+
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
+use serde::{Deserialize, Serialize};
+
+use super::syscall_table::SYSCALLS;
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// The kernel's limit on a classic BPF program (BPF_MAXINSNS).
+pub const MAX_INSNS: usize = 4096;
+
+const RET_KILL_PROCESS: u32 = 0x8000_0000;
+const RET_KILL_THREAD: u32 = 0;
+const RET_TRAP: u32 = 0x0003_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+const RET_TRACE: u32 = 0x7ff0_0000;
+const RET_LOG: u32 = 0x7ffc_0000;
+const RET_ALLOW: u32 = 0x7fff_0000;
+
+// Classic BPF opcodes.
+const LD_W_ABS: u16 = 0x20;
+const JEQ_K: u16 = 0x15;
+const JGT_K: u16 = 0x25;
+const JGE_K: u16 = 0x35;
+const AND_K: u16 = 0x54;
+const RET_K: u16 = 0x06;
+
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+fn off_arg_lo(i: usize) -> u32 {
+    16 + 8 * i as u32
+}
+fn off_arg_hi(i: usize) -> u32 {
+    16 + 8 * i as u32 + 4
+}
+
+/// One BPF instruction (`struct sock_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Insn {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// A compiled filter and its seccomp(2) flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filter {
+    pub insns: Vec<Insn>,
+    pub flags: u32,
+}
+
+/// Syscall number of `name` on x86_64.
+pub fn syscall_number(name: &str) -> Option<u32> {
+    SYSCALLS
+        .binary_search_by(|(n, _)| n.cmp(&name))
+        .ok()
+        .map(|i| SYSCALLS[i].1)
+}
+
+fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<u32, String> {
+    let data = errno.unwrap_or(libc::EPERM as u32);
+    Ok(match a {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => RET_KILL_THREAD,
+        LinuxSeccompAction::ScmpActKillProcess => RET_KILL_PROCESS,
+        LinuxSeccompAction::ScmpActTrap => RET_TRAP,
+        LinuxSeccompAction::ScmpActErrno => {
+            if data > 0xffff {
+                return Err(format!("{field}: errno {data} out of range"));
+            }
+            RET_ERRNO | data
+        }
+        LinuxSeccompAction::ScmpActTrace => RET_TRACE | (data & 0xffff),
+        LinuxSeccompAction::ScmpActLog => RET_LOG,
+        LinuxSeccompAction::ScmpActAllow => RET_ALLOW,
+        LinuxSeccompAction::ScmpActNotify => {
+            return Err(format!(
+                "{field}: SCMP_ACT_NOTIFY is not supported (no seccomp agent in the guest)"
+            ))
+        }
+    })
+}
+
+/// Where a conditional jump goes.
+#[derive(Clone, Copy)]
+enum To {
+    /// The next instruction.
+    Fall,
+    /// The end of the current argument condition (it matched).
+    Pass,
+    /// The next rule (this rule does not match).
+    Fail,
+}
+
+struct Sym {
+    code: u16,
+    jt: To,
+    jf: To,
+    k: u32,
+}
+
+fn ld(k: u32) -> Sym {
+    Sym {
+        code: LD_W_ABS,
+        jt: To::Fall,
+        jf: To::Fall,
+        k,
+    }
+}
+fn j(code: u16, k: u32, jt: To, jf: To) -> Sym {
+    Sym { code, jt, jf, k }
+}
+
+/// Code for one 64-bit argument comparison; falls through (or jumps to
+/// `Pass`) when it holds, jumps to `Fail` when not.
+fn arg_cond(idx: usize, op: LinuxSeccompOperator, v: u64, v2: u64) -> Vec<Sym> {
+    let (hi, lo) = ((v >> 32) as u32, v as u32);
+    let (lh, ll) = (ld(off_arg_hi(idx)), ld(off_arg_lo(idx)));
+    use To::*;
+    match op {
+        LinuxSeccompOperator::ScmpCmpEq => {
+            vec![lh, j(JEQ_K, hi, Fall, Fail), ll, j(JEQ_K, lo, Fall, Fail)]
+        }
+        LinuxSeccompOperator::ScmpCmpNe => {
+            vec![lh, j(JEQ_K, hi, Fall, Pass), ll, j(JEQ_K, lo, Fail, Fall)]
+        }
+        LinuxSeccompOperator::ScmpCmpGt => vec![
+            lh,
+            j(JGT_K, hi, Pass, Fall),
+            j(JEQ_K, hi, Fall, Fail),
+            ll,
+            j(JGT_K, lo, Fall, Fail),
+        ],
+        LinuxSeccompOperator::ScmpCmpGe => vec![
+            lh,
+            j(JGT_K, hi, Pass, Fall),
+            j(JEQ_K, hi, Fall, Fail),
+            ll,
+            j(JGE_K, lo, Fall, Fail),
+        ],
+        LinuxSeccompOperator::ScmpCmpLt => vec![
+            lh,
+            j(JGT_K, hi, Fail, Fall),
+            j(JEQ_K, hi, Fall, Pass),
+            ll,
+            j(JGE_K, lo, Fail, Fall),
+        ],
+        LinuxSeccompOperator::ScmpCmpLe => vec![
+            lh,
+            j(JGT_K, hi, Fail, Fall),
+            j(JEQ_K, hi, Fall, Pass),
+            ll,
+            j(JGT_K, lo, Fail, Fall),
+        ],
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            let (vh, vl) = ((v2 >> 32) as u32, v2 as u32);
+            vec![
+                lh,
+                j(AND_K, hi, Fall, Fall),
+                j(JEQ_K, vh, Fall, Fail),
+                ll,
+                j(AND_K, lo, Fall, Fall),
+                j(JEQ_K, vl, Fall, Fail),
+            ]
+        }
+    }
+}
+
+fn off(from: usize, to: usize, field: &str) -> Result<u8, String> {
+    u8::try_from(to - from - 1).map_err(|_| format!("{field}: rule too long for a BPF jump"))
+}
+
+/// Compiles `linux.seccomp`. Unknown syscall names are skipped and reported
+/// in `warnings` (as runc does: profiles list calls of every architecture).
+pub fn compile(s: &LinuxSeccomp, warnings: &mut Vec<String>) -> Result<Filter, String> {
+    let f = "linux.seccomp";
+    if s.listener_path().is_some() {
+        return Err(format!(
+            "{f}.listenerPath: seccomp user notification is not supported"
+        ));
+    }
+    let default = action(
+        s.default_action(),
+        s.default_errno_ret(),
+        &format!("{f}.defaultAction"),
+    )?;
+    let mut flags = 0u32;
+    for (i, fl) in s.flags().iter().flatten().enumerate() {
+        use oci_spec::runtime::LinuxSeccompFilterFlag as F;
+        match fl {
+            F::SeccompFilterFlagLog => flags |= libc::SECCOMP_FILTER_FLAG_LOG as u32,
+            F::SeccompFilterFlagSpecAllow => flags |= libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW as u32,
+            F::SeccompFilterFlagTsync => flags |= libc::SECCOMP_FILTER_FLAG_TSYNC as u32,
+            F::SeccompFilterFlagWaitKillableRecv => warnings.push(format!(
+                "{f}.flags[{i}]: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV ignored (no notification listener)"
+            )),
+        }
+    }
+    for a in s.architectures().iter().flatten() {
+        use oci_spec::runtime::Arch;
+        if !matches!(a, Arch::ScmpArchX86_64 | Arch::ScmpArchNative) {
+            warnings.push(format!(
+                "{f}.architectures: {a:?} ignored: only x86_64 system calls are allowed, others are killed"
+            ));
+        }
+    }
+    let insn = |code: u16, jt: u8, jf: u8, k: u32| Insn { code, jt, jf, k };
+    // Header: another architecture or the x32 ABI: kill the process.
+    let mut out: Vec<Insn> = vec![
+        insn(LD_W_ABS, 0, 0, OFF_ARCH),
+        insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        insn(RET_K, 0, 0, RET_KILL_PROCESS),
+        insn(LD_W_ABS, 0, 0, OFF_NR),
+        insn(JGE_K, 0, 1, X32_SYSCALL_BIT),
+        insn(RET_K, 0, 0, RET_KILL_PROCESS),
+    ];
+    let mut nr_loaded = true;
+    for (ri, rule) in s.syscalls().iter().flatten().enumerate() {
+        let rf = format!("{f}.syscalls[{ri}]");
+        let act = action(rule.action(), rule.errno_ret(), &format!("{rf}.action"))?;
+        let args = rule.args().as_deref().unwrap_or(&[]);
+        if args.len() > 6 {
+            return Err(format!("{rf}.args: at most 6 conditions"));
+        }
+        // The argument conditions, shared by every name of the rule.
+        let mut conds: Vec<Sym> = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
+        for (ai, a) in args.iter().enumerate() {
+            if a.index() > 5 {
+                return Err(format!(
+                    "{rf}.args[{ai}].index: {} is not an argument index (0-5)",
+                    a.index()
+                ));
+            }
+            if a.op() == LinuxSeccompOperator::ScmpCmpMaskedEq && a.value_two().is_none() {
+                return Err(format!(
+                    "{rf}.args[{ai}].valueTwo: SCMP_CMP_MASKED_EQ needs valueTwo"
+                ));
+            }
+            conds.extend(arg_cond(
+                a.index(),
+                a.op(),
+                a.value(),
+                a.value_two().unwrap_or(0),
+            ));
+            ends.push(conds.len());
+        }
+        if rule.names().is_empty() {
+            return Err(format!("{rf}.names: empty"));
+        }
+        for name in rule.names() {
+            let Some(nr) = syscall_number(name) else {
+                warnings.push(format!("{rf}.names: unknown system call {name:?} skipped"));
+                continue;
+            };
+            if !nr_loaded {
+                out.push(Insn {
+                    code: LD_W_ABS,
+                    jt: 0,
+                    jf: 0,
+                    k: OFF_NR,
+                });
+            }
+            // [jeq nr][conds...][ret act] next:
+            let block_len = 1 + conds.len() + 1;
+            let base = out.len();
+            let fail_at = base + block_len;
+            out.push(Insn {
+                code: JEQ_K,
+                jt: 0,
+                jf: off(base, fail_at, &rf)?,
+                k: nr,
+            });
+            let mut cond_i = 0;
+            for (i, s) in conds.iter().enumerate() {
+                while ends[cond_i] <= i {
+                    cond_i += 1;
+                }
+                let at = base + 1 + i;
+                let pass_at = base + 1 + ends[cond_i];
+                let resolve = |t: To| -> Result<u8, String> {
+                    match t {
+                        To::Fall => Ok(0),
+                        To::Pass => off(at, pass_at, &rf),
+                        To::Fail => off(at, fail_at, &rf),
+                    }
+                };
+                out.push(Insn {
+                    code: s.code,
+                    jt: resolve(s.jt)?,
+                    jf: resolve(s.jf)?,
+                    k: s.k,
+                });
+            }
+            out.push(Insn {
+                code: RET_K,
+                jt: 0,
+                jf: 0,
+                k: act,
+            });
+            nr_loaded = conds.is_empty();
+            if out.len() > MAX_INSNS {
+                return Err(format!(
+                    "{f}: filter needs more than {MAX_INSNS} BPF instructions"
+                ));
+            }
+        }
+    }
+    out.push(Insn {
+        code: RET_K,
+        jt: 0,
+        jf: 0,
+        k: default,
+    });
+    if out.len() > MAX_INSNS {
+        return Err(format!(
+            "{f}: filter needs more than {MAX_INSNS} BPF instructions"
+        ));
+    }
+    Ok(Filter { insns: out, flags })
+}
+
+/// Installs `f` for the calling thread (needs no_new_privs or CAP_SYS_ADMIN).
+pub fn install(f: &Filter) -> io::Result<()> {
+    let mut prog: Vec<libc::sock_filter> = f
+        .insns
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, a valid instruction array of `len`
+    // entries that outlives the call; the kernel copies it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            f.flags as libc::c_ulong,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A tiny classic-BPF interpreter for the subset [`compile`] emits, to test
+/// the generated code without loading it.
+#[cfg(test)]
+pub fn run(insns: &[Insn], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
+    let mut data = [0u8; 64];
+    data[0..4].copy_from_slice(&nr.to_le_bytes());
+    data[4..8].copy_from_slice(&arch.to_le_bytes());
+    for (i, a) in args.iter().enumerate() {
+        data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+    }
+    let mut a: u32 = 0;
+    let mut pc = 0usize;
+    loop {
+        let i = insns[pc];
+        pc += 1;
+        match i.code {
+            LD_W_ABS => {
+                let o = i.k as usize;
+                a = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+            }
+            AND_K => a &= i.k,
+            RET_K => return i.k,
+            JEQ_K | JGT_K | JGE_K => {
+                let t = match i.code {
+                    JEQ_K => a == i.k,
+                    JGT_K => a > i.k,
+                    _ => a >= i.k,
+                };
+                pc += if t { i.jt } else { i.jf } as usize;
+            }
+            c => panic!("unexpected opcode {c:#x}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(json: &str) -> Result<Filter, String> {
+        let s: LinuxSeccomp = serde_json::from_str(json).unwrap();
+        compile(&s, &mut Vec::new())
+    }
+
+    const MKDIR: u32 = 83;
+    const GETPID: u32 = 39;
+    const PERSONALITY: u32 = 135;
+
+    #[test]
+    fn table() {
+        assert_eq!(syscall_number("read"), Some(0));
+        assert_eq!(syscall_number("mkdir"), Some(MKDIR));
+        assert_eq!(syscall_number("mseal"), Some(462));
+        assert_eq!(syscall_number("nope"), None);
+        assert!(SYSCALLS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn first_match_and_default() {
+        let f = filter(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1},
+                {"names":["mkdir"],"action":"SCMP_ACT_KILL_PROCESS"},
+                {"names":["getpid"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let x = AUDIT_ARCH_X86_64;
+        assert_eq!(run(&f.insns, MKDIR, x, [0; 6]), RET_ERRNO | 1);
+        assert_eq!(run(&f.insns, GETPID, x, [0; 6]), RET_ERRNO | 1); // EPERM
+        assert_eq!(run(&f.insns, 0, x, [0; 6]), RET_ALLOW);
+        assert_eq!(run(&f.insns, 0, 0x4000_0003, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(
+            run(&f.insns, MKDIR | X32_SYSCALL_BIT, x, [0; 6]),
+            RET_KILL_PROCESS
+        );
+    }
+
+    #[test]
+    fn argument_operators() {
+        let x = AUDIT_ARCH_X86_64;
+        let big = 0x1_0000_0005u64;
+        for (op, v, cases) in [
+            (
+                "SCMP_CMP_EQ",
+                big,
+                vec![(big, true), (5, false), (big + 1, false)],
+            ),
+            (
+                "SCMP_CMP_NE",
+                big,
+                vec![(big, false), (5, true), (0x2_0000_0005, true)],
+            ),
+            (
+                "SCMP_CMP_GT",
+                big,
+                vec![
+                    (big, false),
+                    (big + 1, true),
+                    (0x2_0000_0000, true),
+                    (0xffff_ffff, false),
+                ],
+            ),
+            (
+                "SCMP_CMP_GE",
+                big,
+                vec![(big, true), (big - 1, false), (0x2_0000_0000, true)],
+            ),
+            (
+                "SCMP_CMP_LT",
+                big,
+                vec![
+                    (big, false),
+                    (big - 1, true),
+                    (0x2_0000_0000, false),
+                    (7, true),
+                ],
+            ),
+            (
+                "SCMP_CMP_LE",
+                big,
+                vec![(big, true), (big + 1, false), (0, true)],
+            ),
+        ] {
+            let f = filter(&format!(
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{{"names":["personality"],
+                "action":"SCMP_ACT_ERRNO","args":[{{"index":0,"value":{v},"op":"{op}"}}]}}]}}"#
+            ))
+            .unwrap();
+            for (arg, hit) in cases {
+                let want = if hit { RET_ERRNO | 1 } else { RET_ALLOW };
+                assert_eq!(
+                    run(&f.insns, PERSONALITY, x, [arg, 0, 0, 0, 0, 0]),
+                    want,
+                    "{op} {arg:#x}"
+                );
+            }
+        }
+        let f = filter(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"syscalls":[{"names":["personality"],
+            "action":"SCMP_ACT_ALLOW","args":[{"index":1,"value":255,"valueTwo":8,"op":"SCMP_CMP_MASKED_EQ"},
+            {"index":2,"value":3,"op":"SCMP_CMP_EQ"}]},{"names":["getpid"],"action":"SCMP_ACT_ALLOW"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            run(&f.insns, PERSONALITY, x, [0, 0x1308, 3, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            run(&f.insns, PERSONALITY, x, [0, 0x1309, 3, 0, 0, 0]),
+            RET_ERRNO | 38
+        );
+        assert_eq!(
+            run(&f.insns, PERSONALITY, x, [0, 0x1308, 4, 0, 0, 0]),
+            RET_ERRNO | 38
+        );
+        // After a rule with argument loads the next rule reloads the number.
+        assert_eq!(run(&f.insns, GETPID, x, [0; 6]), RET_ALLOW);
+    }
+
+    #[test]
+    fn bad_filters_name_the_field() {
+        let e = filter(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#).unwrap_err();
+        assert!(e.starts_with("linux.seccomp.defaultAction:"), "{e}");
+        let e = filter(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":7,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("linux.seccomp.syscalls[0].args[0].index:"),
+            "{e}"
+        );
+        let mut w = Vec::new();
+        let s: LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["arm_fadvise64_64","read"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let f = compile(&s, &mut w).unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(run(&f.insns, 0, AUDIT_ARCH_X86_64, [0; 6]), RET_ERRNO | 1);
+    }
+}

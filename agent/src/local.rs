@@ -1,0 +1,216 @@
+//! `husk-agent container run --bundle DIR --id ID`: runs one container in
+//! the foreground, runc-style, without a VM (for tests and debugging). The
+//! container's stdio is ours; nothing else is printed on stdout; the exit
+//! status is the container's (128 + N for a death by signal N); errors of
+//! the runtime itself print one line on stderr and exit 125.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::container::launch::StdioFds;
+use crate::container::{spec, Container};
+
+pub const USAGE: &str = "\
+usage: husk-agent container run --bundle DIR --id ID [--debug]
+
+Runs the OCI bundle DIR (DIR/config.json, root.path relative to DIR) as
+container ID in the foreground with this process's stdio, and exits with the
+container's exit status (128+N if signal N killed it). SIGTERM, SIGINT,
+SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are forwarded to the container.
+Runtime errors: one line on stderr, exit status 125.
+";
+
+const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+#[derive(Debug, PartialEq, Eq)]
+struct RunArgs {
+    bundle: PathBuf,
+    id: String,
+    debug: bool,
+}
+
+fn parse(args: &[String]) -> Result<Option<RunArgs>, String> {
+    let mut it = args.iter();
+    match it.next().map(String::as_str) {
+        Some("run") => {}
+        Some("-h" | "--help") => return Ok(None),
+        Some(other) => return Err(format!("unknown container command {other:?}")),
+        None => return Err("container: missing command (run)".into()),
+    }
+    let (mut bundle, mut id, mut debug) = (None, None, false);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bundle" => bundle = Some(PathBuf::from(it.next().ok_or("--bundle needs a value")?)),
+            "--id" => id = Some(it.next().ok_or("--id needs a value")?.clone()),
+            "--debug" => debug = true,
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(RunArgs {
+        bundle: bundle.ok_or("--bundle is required")?,
+        id: id.ok_or("--id is required")?,
+        debug,
+    }))
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let a = match parse(args) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("husk-agent: {e} (see husk-agent container --help)");
+            return ExitCode::from(2);
+        }
+    };
+    crate::log::set_debug(a.debug);
+    match run(&a) {
+        Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("husk-agent: {e}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn block_signals() {
+    // SAFETY: sigset operations on a local set; pthread_sigmask changes only
+    // this (still the only) thread's mask, inherited by later threads.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
+            libc::sigaddset(&mut set, *s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn run(a: &RunArgs) -> Result<i32, String> {
+    block_signals();
+    crate::reaper::start().map_err(|e| format!("start the reaper: {e}"))?;
+    let cfg_path = a.bundle.join("config.json");
+    let mut bytes = Vec::new();
+    std::fs::File::open(&cfg_path)
+        .and_then(|f| {
+            f.take(crate::container::MAX_SPEC as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+    let spec = crate::container::parse_spec(&bytes)?;
+    let root = spec.root().as_ref().ok_or("root: missing")?.path().clone();
+    let rootfs = a.bundle.join(root);
+    let rootfs = rootfs
+        .canonicalize()
+        .map_err(|e| format!("root.path: {}: {e}", rootfs.display()))?;
+    let bundle = a
+        .bundle
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", a.bundle.display()))?;
+    let env = spec::Env::from_system(Some(bundle));
+    let c = Container::create(&a.id, &spec, rootfs, &env, StdioFds::Inherit, None)?;
+    for w in &c.warnings {
+        eprintln!("husk-agent: warning: {w}");
+    }
+    let c = Arc::new(c);
+    let pty = c
+        .init
+        .pty_master
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(m) = pty {
+        relay_pty(m);
+    }
+    let fwd = Arc::clone(&c);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: local, initialized set; sigwait writes `sig`.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for s in FORWARDED {
+                    libc::sigaddset(&mut set, s);
+                }
+                libc::sigwait(&set, &mut sig);
+            }
+            let _ = fwd.init.signal(sig);
+        })
+        .map_err(|e| format!("start the signal thread: {e}"))?;
+    if let Err(e) = c.init.start() {
+        let _ = c.destroy();
+        return Err(e);
+    }
+    let exit = c.init.exit.wait(None).ok_or("lost the container's exit")?;
+    let ooms = c.oom_kills();
+    if ooms > 0 {
+        eprintln!(
+            "husk-agent: container {}: {ooms} process(es) killed by the OOM killer",
+            a.id
+        );
+    }
+    c.destroy()?;
+    Ok(exit.status())
+}
+
+/// Copies our stdin to the pty and the pty to our stdout.
+fn relay_pty(master: OwnedFd) {
+    let fd = master.as_raw_fd();
+    // SAFETY: dup of a descriptor we own; the copy is owned by the File.
+    let mut out = unsafe { std::fs::File::from_raw_fd(libc::dup(fd)) };
+    let mut inp = std::fs::File::from(master);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut out);
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut stdout = std::io::stdout();
+        while let Ok(n) = inp.read(&mut buf) {
+            if n == 0 || stdout.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            let _ = stdout.flush();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(a: &[&str]) -> Result<Option<RunArgs>, String> {
+        parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(
+            p(&["run", "--bundle", "/b", "--id", "x"]).unwrap(),
+            Some(RunArgs {
+                bundle: "/b".into(),
+                id: "x".into(),
+                debug: false
+            })
+        );
+        assert_eq!(p(&["--help"]).unwrap(), None);
+        assert!(p(&["run", "--id", "x"]).unwrap_err().contains("--bundle"));
+        assert!(p(&["stop"]).is_err());
+        assert!(p(&[]).is_err());
+    }
+}
