@@ -7,7 +7,7 @@
 
 use std::io;
 use std::ops::Deref;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use virtio_queue::DescriptorChain;
 use vm_memory::{
@@ -281,45 +281,18 @@ pub(crate) fn pread_exact<F: AsRawFd>(
     fd: &F,
     file_off: u64,
 ) -> io::Result<u64> {
-    let fd = fd.as_raw_fd();
-    let total: u64 = segs.iter().map(|s| u64::from(s.len)).sum();
-    let mut pos = file_off;
-    let done = with_slices(mem, segs, 0, total, |slice| {
-        let guard = slice.ptr_guard_mut();
-        let mut off = 0usize;
-        while off < slice.len() {
-            let off_t = libc::off_t::try_from(pos)
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            // SAFETY: `guard` points at `slice.len()` bytes of mapped guest
-            // memory that stay mapped while the guard lives; pread() writes at
-            // most `slice.len() - off` bytes starting `off` bytes in.
-            let r = unsafe {
-                libc::pread(
-                    fd,
-                    guard.as_ptr().add(off).cast::<libc::c_void>(),
-                    slice.len() - off,
-                    off_t,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if r == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-            off += r as usize;
-            pos += r as u64;
-        }
-        Ok(off)
-    })?;
-    if done as u64 != total {
-        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-    }
-    Ok(total)
+    positional_io(
+        mem,
+        segs,
+        fd,
+        file_off,
+        io::ErrorKind::UnexpectedEof,
+        |fd, p, n, o| {
+            // SAFETY: positional_io passes a pointer to `n` bytes of mapped guest
+            // memory that stay mapped for the call; pread() writes at most `n`.
+            unsafe { libc::pread(fd, p.cast::<libc::c_void>(), n, o) }
+        },
+    )
 }
 
 /// `pwrite(2)` the segments to `fd` at file offset `file_off`, completely.
@@ -329,26 +302,49 @@ pub(crate) fn pwrite_all<F: AsRawFd>(
     fd: &F,
     file_off: u64,
 ) -> io::Result<u64> {
+    positional_io(
+        mem,
+        segs,
+        fd,
+        file_off,
+        io::ErrorKind::WriteZero,
+        |fd, p, n, o| {
+            // SAFETY: positional_io passes a pointer to `n` bytes of mapped guest
+            // memory that stay mapped for the call; pwrite() reads at most `n`.
+            unsafe { libc::pwrite(fd, p.cast_const().cast::<libc::c_void>(), n, o) }
+        },
+    )
+}
+
+/// Moves all the segments' bytes between guest memory and `fd` at file
+/// offset `file_off` with a positional syscall `op(fd, ptr, len, offset)`
+/// (pread or pwrite), retrying on EINTR and continuing after short
+/// transfers. A transfer of 0 bytes ends it with the error `short`.
+fn positional_io<F: AsRawFd>(
+    mem: &GuestMemoryMmap,
+    segs: &[Seg],
+    fd: &F,
+    file_off: u64,
+    short: io::ErrorKind,
+    op: impl Fn(RawFd, *mut u8, usize, libc::off_t) -> isize,
+) -> io::Result<u64> {
     let fd = fd.as_raw_fd();
     let total: u64 = segs.iter().map(|s| u64::from(s.len)).sum();
     let mut pos = file_off;
     let done = with_slices(mem, segs, 0, total, |slice| {
-        let guard = slice.ptr_guard();
+        let guard = slice.ptr_guard_mut();
         let mut off = 0usize;
         while off < slice.len() {
             let off_t = libc::off_t::try_from(pos)
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            // SAFETY: `guard` points at `slice.len()` bytes of mapped guest
-            // memory that stay mapped while the guard lives; pwrite() reads at
-            // most `slice.len() - off` bytes starting `off` bytes in.
-            let r = unsafe {
-                libc::pwrite(
-                    fd,
-                    guard.as_ptr().add(off).cast::<libc::c_void>(),
-                    slice.len() - off,
-                    off_t,
-                )
-            };
+            // `guard` covers `slice.len()` bytes; `off < slice.len()`, so the
+            // pointer and length stay inside the slice.
+            let r = op(
+                fd,
+                guard.as_ptr().wrapping_add(off),
+                slice.len() - off,
+                off_t,
+            );
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -357,7 +353,7 @@ pub(crate) fn pwrite_all<F: AsRawFd>(
                 return Err(e);
             }
             if r == 0 {
-                return Err(io::Error::from(io::ErrorKind::WriteZero));
+                return Err(io::Error::from(short));
             }
             off += r as usize;
             pos += r as u64;
@@ -365,7 +361,7 @@ pub(crate) fn pwrite_all<F: AsRawFd>(
         Ok(off)
     })?;
     if done as u64 != total {
-        return Err(io::Error::from(io::ErrorKind::WriteZero));
+        return Err(io::Error::from(short));
     }
     Ok(total)
 }
