@@ -33,12 +33,13 @@ use husk_protocol::{
 };
 
 use crate::log::{debug, info};
+use crate::runtime::StreamJob;
 use crate::vsock::{VsockListener, VsockStream};
 
 /// Most connections served at once; more are answered `busy` and closed.
 pub const MAX_CONNS: usize = 64;
 /// Stack of a connection thread (serde_json bounds JSON nesting at 128).
-const CONN_STACK: usize = 256 * 1024;
+const CONN_STACK: usize = 512 * 1024;
 /// A host that stops reading our responses cannot pin a thread forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After answering Shutdown as PID 1, how long to wait for the host to hang up
@@ -50,6 +51,9 @@ pub trait Conn: Read + Write + Send {
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     fn shutdown_write(&self) -> io::Result<()>;
+    fn shutdown_read(&self) -> io::Result<()>;
+    /// A second handle on the same connection (for two-way stdio relays).
+    fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>>;
 }
 
 impl Conn for UnixStream {
@@ -62,6 +66,12 @@ impl Conn for UnixStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
     }
+    fn shutdown_read(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Read)
+    }
+    fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
 }
 
 impl Conn for VsockStream {
@@ -73,6 +83,12 @@ impl Conn for VsockStream {
     }
     fn shutdown_write(&self) -> io::Result<()> {
         VsockStream::shutdown_write(self)
+    }
+    fn shutdown_read(&self) -> io::Result<()> {
+        VsockStream::shutdown_read(self)
+    }
+    fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
     }
 }
 
@@ -108,22 +124,25 @@ pub enum OnShutdown {
 }
 
 /// How a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Outcome {
     Closed,
     Shutdown,
+    /// The connection became a stdio or event stream (request id).
+    Stream(StreamJob, u64),
 }
 
 /// What to do after sending a reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Then {
     Continue,
     Close,
     Shutdown,
+    Stream(StreamJob),
 }
 
 /// The answer to one frame body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct Reply {
     pub id: u64,
     pub response: Response,
@@ -158,20 +177,19 @@ pub fn handle_body(body: &[u8]) -> Reply {
     let frame: RequestFrame = match decode_body(body) {
         Ok(f) => f,
         Err(FrameError::Json(e)) if e.to_string().starts_with("unknown variant") => {
+            if let Some(msg) = crate::runtime::explain_decode_error(body) {
+                return error(header.id, ErrorCode::BadRequest, msg, Then::Continue);
+            }
             return error(
                 header.id,
                 ErrorCode::UnknownRequest,
                 format!("invalid request: {e}"),
                 Then::Continue,
-            )
+            );
         }
         Err(e) => {
-            return error(
-                header.id,
-                ErrorCode::BadRequest,
-                e.to_string(),
-                Then::Continue,
-            )
+            let msg = crate::runtime::explain_decode_error(body).unwrap_or_else(|| e.to_string());
+            return error(header.id, ErrorCode::BadRequest, msg, Then::Continue);
         }
     };
     let id = frame.id;
@@ -187,13 +205,94 @@ pub fn handle_body(body: &[u8]) -> Reply {
             response: Response::Ok,
             then: Then::Shutdown,
         },
-        other => error(
-            id,
-            ErrorCode::UnknownRequest,
-            format!("request {} is not implemented by this agent", other.name()),
-            Then::Continue,
-        ),
+        req @ (Request::Events | Request::AttachStdio { .. }) => {
+            let rt = crate::runtime::get();
+            let job = match req {
+                Request::AttachStdio {
+                    id: cid,
+                    exec_id,
+                    stream,
+                } => rt.claim(&cid, exec_id.as_deref(), stream),
+                _ => Ok(rt.subscribe()),
+            };
+            match job {
+                Ok(job) => Reply {
+                    id,
+                    response: Response::Ok,
+                    then: Then::Stream(job),
+                },
+                Err(e) => Reply {
+                    id,
+                    response: Response::Error(e),
+                    then: Then::Continue,
+                },
+            }
+        }
+        req => match container_request(req) {
+            Some(Ok(response)) => Reply {
+                id,
+                response,
+                then: Then::Continue,
+            },
+            Some(Err(e)) => Reply {
+                id,
+                response: Response::Error(e),
+                then: Then::Continue,
+            },
+            None => error(
+                id,
+                ErrorCode::UnknownRequest,
+                "request is not implemented by this agent",
+                Then::Continue,
+            ),
+        },
     }
+}
+
+/// Carries out a container request (blocking: `Wait` returns at the exit).
+fn container_request(req: Request) -> Option<Result<Response, ErrorInfo>> {
+    let rt = crate::runtime::get();
+    let ok = |r: Result<(), ErrorInfo>| r.map(|()| Response::Ok);
+    Some(match req {
+        Request::CreateContainer {
+            id,
+            spec,
+            rootfs,
+            stdio,
+        } => rt
+            .create(&id, &spec, &rootfs, stdio)
+            .map(|(pid, warnings)| Response::Created { pid, warnings }),
+        Request::StartContainer { id } => ok(rt.start(&id)),
+        Request::Exec {
+            id,
+            exec_id,
+            process,
+            stdio,
+        } => rt
+            .exec(&id, &exec_id, &process, stdio)
+            .map(|(pid, warnings)| Response::Created { pid, warnings }),
+        Request::Signal {
+            id,
+            exec_id,
+            signal,
+            all,
+        } => ok(rt.signal(&id, exec_id.as_deref(), signal, all)),
+        Request::Wait { id, exec_id } => rt.wait(&id, exec_id.as_deref()).map(Response::Exited),
+        Request::ResizePty {
+            id,
+            exec_id,
+            rows,
+            cols,
+        } => ok(rt.resize(&id, exec_id.as_deref(), rows, cols)),
+        Request::CloseStdin { id, exec_id } => ok(rt.close_stdin(&id, exec_id.as_deref())),
+        Request::State { id } => rt.state(&id).map(Response::State),
+        Request::Stats { id } => rt.stats(&id).map(Response::Stats),
+        Request::Pause { id } => ok(rt.pause(&id, true)),
+        Request::Resume { id } => ok(rt.pause(&id, false)),
+        Request::UpdateResources { id, resources } => ok(rt.update(&id, &resources)),
+        Request::Remove { id, force } => ok(rt.remove(&id, force)),
+        _ => return None,
+    })
 }
 
 /// Serves requests on one connection until it closes, breaks, or a
@@ -220,6 +319,7 @@ pub fn serve_conn<C: Read + Write + ?Sized>(conn: &mut C) -> Outcome {
             Then::Continue => {}
             Then::Close => return Outcome::Closed,
             Then::Shutdown => return Outcome::Shutdown,
+            Then::Stream(job) => return Outcome::Stream(job, reply.id),
         }
     }
 }
@@ -358,14 +458,16 @@ fn spawn_conn(mut conn: Box<dyn Conn>, shared: &Arc<Shared>) {
         .stack_size(CONN_STACK)
         .spawn(move || {
             let slot = slot;
-            if serve_conn(&mut conn) == Outcome::Shutdown {
-                match slot.0.on_shutdown {
+            match serve_conn(&mut conn) {
+                Outcome::Shutdown => match slot.0.on_shutdown {
                     OnShutdown::Stop => slot.0.stop(),
                     OnShutdown::Reboot => {
                         linger(&mut *conn);
                         crate::init::poweroff();
                     }
-                }
+                },
+                Outcome::Stream(job, id) => job.run(conn, id),
+                Outcome::Closed => {}
             }
         });
     if let Err(e) = spawned {

@@ -81,6 +81,21 @@ impl VsockStream {
         cvt(unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
     }
 
+    pub fn shutdown_read(&self) -> io::Result<()> {
+        // SAFETY: shutdown(2) on a descriptor we own.
+        cvt(unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RD) }).map(drop)
+    }
+
+    /// A second handle on the connection (dup, close-on-exec).
+    pub fn try_clone(&self) -> io::Result<VsockStream> {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own.
+        let raw = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        Ok(VsockStream {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
+    }
+
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         set_timeout(self.fd.as_raw_fd(), libc::SO_RCVTIMEO, t)
     }

@@ -235,12 +235,20 @@ fn wrong_version_and_unknown_request_keep_connection() {
     assert_eq!((r.version, r.id), (PROTOCOL_VERSION, 11));
     assert_eq!(error_of(&r).code, ErrorCode::UnsupportedVersion);
 
-    let unknown = br#"{"version":1,"id":12,"request":{"type":"create_container","id":"c1"}}"#;
+    let unknown = br#"{"version":1,"id":12,"request":{"type":"teleport","id":"c1"}}"#;
     s.write_all(&(unknown.len() as u32).to_be_bytes()).unwrap();
     s.write_all(unknown).unwrap();
     let r: ResponseFrame = read_frame(&mut s).unwrap();
     assert_eq!(r.id, 12);
     assert_eq!(error_of(&r).code, ErrorCode::UnknownRequest);
+
+    // A known request with missing fields is a bad request.
+    let partial = br#"{"version":1,"id":14,"request":{"type":"create_container","id":"c1"}}"#;
+    s.write_all(&(partial.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(partial).unwrap();
+    let r: ResponseFrame = read_frame(&mut s).unwrap();
+    assert_eq!(r.id, 14);
+    assert_eq!(error_of(&r).code, ErrorCode::BadRequest);
 
     s.write_all(&encode_frame(&RequestFrame::new(13, Request::Ping)).unwrap())
         .unwrap();

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::frame::{read_frame, write_frame, FrameError};
 use crate::{
-    ErrorInfo, PingInfo, Request, RequestFrame, Response, ResponseFrame, PROTOCOL_VERSION,
+    oci, ContainerState, ContainerStats, ErrorInfo, Event, ExitInfo, PingInfo, Request,
+    RequestFrame, Response, ResponseFrame, RootfsSource, StdioConfig, StdioStream,
+    PROTOCOL_VERSION,
 };
 
 /// Longest handshake reply accepted, newline included.
@@ -291,6 +293,215 @@ impl Client {
         Ok(frame.response)
     }
 
+    /// Removes the read and write timeouts (for calls that block until a
+    /// process exits, such as [`Client::wait`]).
+    pub fn clear_timeout(&mut self) -> Result<()> {
+        self.stream
+            .set_read_timeout(None)
+            .map_err(ClientError::Timeout)?;
+        self.stream
+            .set_write_timeout(None)
+            .map_err(ClientError::Timeout)
+    }
+
+    fn typed<T>(
+        &mut self,
+        request: Request,
+        pick: impl FnOnce(Response) -> std::result::Result<T, Box<Response>>,
+    ) -> Result<T> {
+        let name = request.name();
+        match self.call(request)? {
+            Response::Error(e) => Err(ClientError::Agent(e)),
+            other => pick(other).map_err(|response| ClientError::UnexpectedResponse {
+                request: name,
+                response,
+            }),
+        }
+    }
+
+    fn ok(&mut self, request: Request) -> Result<()> {
+        self.typed(request, |r| match r {
+            Response::Ok => Ok(()),
+            other => Err(Box::new(other)),
+        })
+    }
+
+    /// [`Request::CreateContainer`]: returns the init's guest pid and the
+    /// spec fields the agent ignored.
+    pub fn create_container(
+        &mut self,
+        id: &str,
+        spec: oci::Spec,
+        rootfs: RootfsSource,
+        stdio: StdioConfig,
+    ) -> Result<(i32, Vec<String>)> {
+        self.typed(
+            Request::CreateContainer {
+                id: id.into(),
+                spec: Box::new(spec),
+                rootfs,
+                stdio,
+            },
+            |r| match r {
+                Response::Created { pid, warnings } => Ok((pid, warnings)),
+                other => Err(Box::new(other)),
+            },
+        )
+    }
+
+    /// [`Request::StartContainer`].
+    pub fn start_container(&mut self, id: &str) -> Result<()> {
+        self.ok(Request::StartContainer { id: id.into() })
+    }
+
+    /// [`Request::Exec`]: returns the new process's guest pid.
+    pub fn exec(
+        &mut self,
+        id: &str,
+        exec_id: &str,
+        process: oci::Process,
+        stdio: StdioConfig,
+    ) -> Result<i32> {
+        self.typed(
+            Request::Exec {
+                id: id.into(),
+                exec_id: exec_id.into(),
+                process: Box::new(process),
+                stdio,
+            },
+            |r| match r {
+                Response::Created { pid, .. } => Ok(pid),
+                other => Err(Box::new(other)),
+            },
+        )
+    }
+
+    /// [`Request::Signal`].
+    pub fn signal(
+        &mut self,
+        id: &str,
+        exec_id: Option<&str>,
+        signal: i32,
+        all: bool,
+    ) -> Result<()> {
+        self.ok(Request::Signal {
+            id: id.into(),
+            exec_id: exec_id.map(Into::into),
+            signal,
+            all,
+        })
+    }
+
+    /// [`Request::Wait`]: blocks until the process exited and its output was
+    /// delivered (mind the call timeout; see [`Client::clear_timeout`]).
+    pub fn wait(&mut self, id: &str, exec_id: Option<&str>) -> Result<ExitInfo> {
+        self.typed(
+            Request::Wait {
+                id: id.into(),
+                exec_id: exec_id.map(Into::into),
+            },
+            |r| match r {
+                Response::Exited(e) => Ok(e),
+                other => Err(Box::new(other)),
+            },
+        )
+    }
+
+    /// [`Request::ResizePty`].
+    pub fn resize_pty(
+        &mut self,
+        id: &str,
+        exec_id: Option<&str>,
+        rows: u16,
+        cols: u16,
+    ) -> Result<()> {
+        self.ok(Request::ResizePty {
+            id: id.into(),
+            exec_id: exec_id.map(Into::into),
+            rows,
+            cols,
+        })
+    }
+
+    /// [`Request::CloseStdin`].
+    pub fn close_stdin(&mut self, id: &str, exec_id: Option<&str>) -> Result<()> {
+        self.ok(Request::CloseStdin {
+            id: id.into(),
+            exec_id: exec_id.map(Into::into),
+        })
+    }
+
+    /// [`Request::State`].
+    pub fn state(&mut self, id: &str) -> Result<ContainerState> {
+        self.typed(Request::State { id: id.into() }, |r| match r {
+            Response::State(s) => Ok(s),
+            other => Err(Box::new(other)),
+        })
+    }
+
+    /// [`Request::Stats`].
+    pub fn stats(&mut self, id: &str) -> Result<ContainerStats> {
+        self.typed(Request::Stats { id: id.into() }, |r| match r {
+            Response::Stats(s) => Ok(s),
+            other => Err(Box::new(other)),
+        })
+    }
+
+    /// [`Request::Pause`].
+    pub fn pause(&mut self, id: &str) -> Result<()> {
+        self.ok(Request::Pause { id: id.into() })
+    }
+
+    /// [`Request::Resume`].
+    pub fn resume(&mut self, id: &str) -> Result<()> {
+        self.ok(Request::Resume { id: id.into() })
+    }
+
+    /// [`Request::UpdateResources`].
+    pub fn update_resources(&mut self, id: &str, resources: oci::LinuxResources) -> Result<()> {
+        self.ok(Request::UpdateResources {
+            id: id.into(),
+            resources: Box::new(resources),
+        })
+    }
+
+    /// [`Request::Remove`].
+    pub fn remove(&mut self, id: &str, force: bool) -> Result<()> {
+        self.ok(Request::Remove {
+            id: id.into(),
+            force,
+        })
+    }
+
+    /// [`Request::AttachStdio`]: consumes the connection and returns it as
+    /// the raw byte stream of `stream` (timeouts cleared).
+    pub fn attach_stdio(
+        mut self,
+        id: &str,
+        exec_id: Option<&str>,
+        stream: StdioStream,
+    ) -> Result<UnixStream> {
+        self.ok(Request::AttachStdio {
+            id: id.into(),
+            exec_id: exec_id.map(Into::into),
+            stream,
+        })?;
+        self.clear_timeout()?;
+        Ok(self.stream)
+    }
+
+    /// [`Request::Events`]: consumes the connection and returns the stream
+    /// of events (timeouts cleared).
+    pub fn events(mut self) -> Result<Events> {
+        let id = self.next_id;
+        self.ok(Request::Events)?;
+        self.clear_timeout()?;
+        Ok(Events {
+            stream: self.stream,
+            id,
+        })
+    }
+
     /// [`Request::Ping`], typed.
     pub fn ping(&mut self) -> Result<PingInfo> {
         match self.call(Request::Ping)? {
@@ -314,6 +525,38 @@ impl Client {
                 response: Box::new(other),
             }),
         }
+    }
+}
+
+/// An events connection (see [`Client::events`]).
+#[derive(Debug)]
+pub struct Events {
+    stream: UnixStream,
+    id: u64,
+}
+
+impl Events {
+    /// The next event; blocks. `Err(Frame(Closed))` when the agent hangs up.
+    pub fn next_event(&mut self) -> Result<Event> {
+        let f: ResponseFrame = read_frame(&mut self.stream)?;
+        if f.id != self.id {
+            return Err(ClientError::IdMismatch {
+                expected: self.id,
+                got: f.id,
+            });
+        }
+        match f.response {
+            Response::Event { event } => Ok(event),
+            Response::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::UnexpectedResponse {
+                request: "events",
+                response: Box::new(other),
+            }),
+        }
+    }
+
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
     }
 }
 

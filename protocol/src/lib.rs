@@ -40,7 +40,15 @@
 use serde::{Deserialize, Serialize};
 
 pub mod client;
+pub mod container;
 pub mod frame;
+
+pub use container::{
+    ContainerState, ContainerStats, ContainerStatus, Event, ExitInfo, RootfsSource, StdioConfig,
+    StdioStream,
+};
+/// The OCI runtime-spec types carried by container requests.
+pub use oci_spec::runtime as oci;
 
 pub use frame::{
     decode_body, encode_frame, read_frame, read_frame_body, write_frame, FrameDecoder, FrameError,
@@ -109,6 +117,10 @@ pub struct FrameHeader {
 }
 
 /// Requests from the host to the agent (internally tagged by `"type"`).
+///
+/// Container requests name the container by `id` and, where a process is
+/// meant, an exec by `exec_id` (absent: the container's init). Ids match
+/// `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 64 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -118,6 +130,90 @@ pub enum Request {
     /// Power the guest off. Answered with [`Response::Ok`] before the agent
     /// syncs and reboots the VM (the VMM exits on the reset).
     Shutdown,
+    /// Create a container from an OCI runtime spec: namespaces, cgroup,
+    /// root file system; its process waits for [`Request::StartContainer`].
+    /// `spec.root.path` is replaced by `rootfs`. Answered with
+    /// [`Response::Created`].
+    CreateContainer {
+        id: String,
+        spec: Box<oci::Spec>,
+        rootfs: RootfsSource,
+        #[serde(default)]
+        stdio: StdioConfig,
+    },
+    /// Start a created container's process. [`Response::Ok`].
+    StartContainer { id: String },
+    /// Run another process in a running container (its namespaces, cgroup
+    /// and seccomp filter). Started at once; [`Response::Created`].
+    Exec {
+        id: String,
+        exec_id: String,
+        process: Box<oci::Process>,
+        #[serde(default)]
+        stdio: StdioConfig,
+    },
+    /// Send `signal` to the process, or with `all` to every process of the
+    /// container. [`Response::Ok`].
+    Signal {
+        id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+        signal: i32,
+        #[serde(default)]
+        all: bool,
+    },
+    /// Wait until the process has exited and its output was delivered.
+    /// [`Response::Exited`].
+    Wait {
+        id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+    },
+    /// Set the terminal size of a process with a pty. [`Response::Ok`].
+    ResizePty {
+        id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+        rows: u16,
+        cols: u16,
+    },
+    /// Close the process's stdin (EOF). [`Response::Ok`].
+    CloseStdin {
+        id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+    },
+    /// [`Response::State`].
+    State { id: String },
+    /// cgroup v2 counters; [`Response::Stats`].
+    Stats { id: String },
+    /// Freeze every process of the container (cgroup.freeze). [`Response::Ok`].
+    Pause { id: String },
+    /// Thaw a paused container. [`Response::Ok`].
+    Resume { id: String },
+    /// Apply new `linux.resources` to the container's cgroup. [`Response::Ok`].
+    UpdateResources {
+        id: String,
+        resources: Box<oci::LinuxResources>,
+    },
+    /// Remove a stopped container (with `force`, kill it first): processes,
+    /// cgroup, the root file system the agent mounted. [`Response::Ok`].
+    Remove {
+        id: String,
+        #[serde(default)]
+        force: bool,
+    },
+    /// Turn this connection into an event stream: [`Response::Ok`], then one
+    /// [`Response::Event`] frame (with this request's id) per event.
+    Events,
+    /// Turn this connection into a raw byte stream of one standard stream
+    /// of a process (see [`container`]): [`Response::Ok`], then bytes.
+    AttachStdio {
+        id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+        stream: StdioStream,
+    },
 }
 
 impl Request {
@@ -126,6 +222,21 @@ impl Request {
         match self {
             Request::Ping => "ping",
             Request::Shutdown => "shutdown",
+            Request::CreateContainer { .. } => "create_container",
+            Request::StartContainer { .. } => "start_container",
+            Request::Exec { .. } => "exec",
+            Request::Signal { .. } => "signal",
+            Request::Wait { .. } => "wait",
+            Request::ResizePty { .. } => "resize_pty",
+            Request::CloseStdin { .. } => "close_stdin",
+            Request::State { .. } => "state",
+            Request::Stats { .. } => "stats",
+            Request::Pause { .. } => "pause",
+            Request::Resume { .. } => "resume",
+            Request::UpdateResources { .. } => "update_resources",
+            Request::Remove { .. } => "remove",
+            Request::Events => "events",
+            Request::AttachStdio { .. } => "attach_stdio",
         }
     }
 }
@@ -138,6 +249,20 @@ pub enum Response {
     Pong(PingInfo),
     Ok,
     Error(ErrorInfo),
+    /// A container or exec was created; `warnings` lists spec fields the
+    /// agent ignored (one line each).
+    Created {
+        pid: i32,
+        warnings: Vec<String>,
+    },
+    /// Answer to [`Request::Wait`].
+    Exited(ExitInfo),
+    State(ContainerState),
+    Stats(ContainerStats),
+    /// One event on an events connection.
+    Event {
+        event: Event,
+    },
 }
 
 /// Answer to [`Request::Ping`].
@@ -193,6 +318,13 @@ pub enum ErrorCode {
     Busy,
     /// The agent failed while carrying out a valid request.
     Internal,
+    /// The named container or exec does not exist.
+    NotFound,
+    /// A container or exec with that id exists already.
+    AlreadyExists,
+    /// The request does not fit the container's state (start twice, exec
+    /// into a stopped container, remove a running one without force, ...).
+    InvalidState,
     /// A code this side does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -207,6 +339,9 @@ impl ErrorCode {
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::InvalidState => "invalid_state",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -239,17 +374,123 @@ mod tests {
     }
 
     fn all_requests() -> Vec<Request> {
-        vec![Request::Ping, Request::Shutdown]
+        let spec: oci::Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+                "linux":{"namespaces":[{"type":"pid"}],"resources":{"memory":{"limit":1048576}}}}"#,
+        )
+        .unwrap();
+        let id = || "c1".to_string();
+        vec![
+            Request::Ping,
+            Request::Shutdown,
+            Request::CreateContainer {
+                id: id(),
+                spec: Box::new(spec.clone()),
+                rootfs: RootfsSource::Block {
+                    device: "/dev/vda".into(),
+                    fstype: "ext4".into(),
+                    readonly: true,
+                    options: String::new(),
+                },
+                stdio: StdioConfig {
+                    stdin: true,
+                    stdout: true,
+                    stderr: false,
+                },
+            },
+            Request::StartContainer { id: id() },
+            Request::Exec {
+                id: id(),
+                exec_id: "e1".into(),
+                process: Box::new(spec.process().clone().unwrap()),
+                stdio: StdioConfig::default(),
+            },
+            Request::Signal {
+                id: id(),
+                exec_id: None,
+                signal: 9,
+                all: true,
+            },
+            Request::Wait {
+                id: id(),
+                exec_id: Some("e1".into()),
+            },
+            Request::ResizePty {
+                id: id(),
+                exec_id: None,
+                rows: 24,
+                cols: 80,
+            },
+            Request::CloseStdin {
+                id: id(),
+                exec_id: None,
+            },
+            Request::State { id: id() },
+            Request::Stats { id: id() },
+            Request::Pause { id: id() },
+            Request::Resume { id: id() },
+            Request::UpdateResources {
+                id: id(),
+                resources: Box::new(spec.linux().clone().unwrap().resources().clone().unwrap()),
+            },
+            Request::Remove {
+                id: id(),
+                force: true,
+            },
+            Request::Events,
+            Request::AttachStdio {
+                id: id(),
+                exec_id: None,
+                stream: StdioStream::Pty,
+            },
+        ]
     }
 
     fn all_responses() -> Vec<Response> {
-        let mut v = vec![Response::Pong(sample_ping()), Response::Ok];
+        let mut v = vec![
+            Response::Pong(sample_ping()),
+            Response::Ok,
+            Response::Created {
+                pid: 7,
+                warnings: vec!["process.apparmorProfile ignored".into()],
+            },
+            Response::Exited(ExitInfo::killed(9)),
+            Response::State(ContainerState {
+                id: "c1".into(),
+                status: ContainerStatus::Stopped,
+                pid: 7,
+                exit: Some(ExitInfo::exited(7)),
+                cgroup: "husk/c1".into(),
+                execs: vec![container::ExecState {
+                    exec_id: "e".into(),
+                    pid: 8,
+                    exit: None,
+                }],
+            }),
+            Response::Stats(ContainerStats::default()),
+            Response::Event {
+                event: Event::Oom {
+                    id: "c1".into(),
+                    oom_kills: 1,
+                },
+            },
+            Response::Event {
+                event: Event::Exit {
+                    id: "c1".into(),
+                    exec_id: None,
+                    exit: ExitInfo::killed(9),
+                },
+            },
+        ];
         for code in [
             ErrorCode::BadRequest,
             ErrorCode::UnsupportedVersion,
             ErrorCode::UnknownRequest,
             ErrorCode::Busy,
             ErrorCode::Internal,
+            ErrorCode::NotFound,
+            ErrorCode::AlreadyExists,
+            ErrorCode::InvalidState,
             ErrorCode::Unknown,
         ] {
             v.push(Response::Error(ErrorInfo::new(code, "boom \u{e9}")));
@@ -260,7 +501,7 @@ mod tests {
     #[test]
     fn roundtrip_every_request() {
         for (i, r) in all_requests().into_iter().enumerate() {
-            let f = RequestFrame::new(u64::MAX - 5 + i as u64, r);
+            let f = RequestFrame::new(u64::MAX - 100 + i as u64, r);
             let bytes = encode_frame(&f).unwrap();
             let back: RequestFrame = read_frame(&mut &bytes[..]).unwrap();
             assert_eq!(back, f);
@@ -296,6 +537,45 @@ mod tests {
         assert_eq!(j["type"], "pong");
         assert_eq!(j["vcpus"], 2);
         assert_eq!(j["mem_total_kib"], 123_456);
+    }
+
+    #[test]
+    fn container_wire_shapes() {
+        let v = serde_json::to_value(Request::Wait {
+            id: "c".into(),
+            exec_id: None,
+        })
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"wait","id":"c","exec_id":null})
+        );
+        let r: Request = serde_json::from_str(r#"{"type":"wait","id":"c"}"#).unwrap();
+        assert_eq!(r.name(), "wait");
+        let v = serde_json::to_value(RootfsSource::VirtioFs { tag: "t".into() }).unwrap();
+        assert_eq!(v, serde_json::json!({"kind":"virtio_fs","tag":"t"}));
+        let r: RootfsSource =
+            serde_json::from_str(r#"{"kind":"block","device":"/dev/vda"}"#).unwrap();
+        assert_eq!(
+            r,
+            RootfsSource::Block {
+                device: "/dev/vda".into(),
+                fstype: "ext4".into(),
+                readonly: false,
+                options: String::new()
+            }
+        );
+        let v = serde_json::to_value(Response::Exited(ExitInfo::killed(9))).unwrap();
+        assert_eq!(v["type"], "exited");
+        assert_eq!(v["status"], 137);
+        let v = serde_json::to_value(Response::Event {
+            event: Event::Oom {
+                id: "c".into(),
+                oom_kills: 2,
+            },
+        })
+        .unwrap();
+        assert_eq!(v["event"]["kind"], "oom");
     }
 
     #[test]

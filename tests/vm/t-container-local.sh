@@ -17,6 +17,7 @@ echo 'root:x:0:' >"$B/rootfs/etc/group"
 
 DEFCAPS='["CAP_CHOWN","CAP_DAC_OVERRIDE","CAP_FSETID","CAP_FOWNER","CAP_MKNOD","CAP_NET_RAW","CAP_SETGID","CAP_SETUID","CAP_SETFCAP","CAP_SETPCAP","CAP_NET_BIND_SERVICE","CAP_SYS_CHROOT","CAP_KILL","CAP_AUDIT_WRITE"]'
 DEFUSER='{"uid":0,"gid":0}'
+NORES='{}'
 # spec ARGS_JSON: writes $B/config.json. Knobs (environment): CAPS, RO, RES,
 # SECCOMP, USER, RLIMITS, NS_EXTRA, LINUX_EXTRA, MOUNTS_EXTRA, ROOT, CWD, NNP.
 spec() {
@@ -34,7 +35,7 @@ spec() {
    {"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["nosuid","noexec","nodev","ro"]}
    ${MOUNTS_EXTRA:-}],
  "linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"uts"},{"type":"ipc"},{"type":"network"},{"type":"cgroup"}${NS_EXTRA:-}],
-   "resources":${RES:-{}},
+   "resources":${RES:-$NORES},
    "seccomp":${SECCOMP:-null},
    "maskedPaths":["/proc/kcore","/proc/keys","/proc/timer_list","/sys/firmware"],
    "readonlyPaths":["/proc/sys","/proc/sysrq-trigger","/proc/bus"]

@@ -21,7 +21,6 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 pub enum StdioFds {
     Inherit,
     /// stdin, stdout, stderr (pipes of the protocol server).
-    #[allow(dead_code)]
     Fds([OwnedFd; 3]),
 }
 

@@ -36,7 +36,7 @@ pub fn parse_spec(bytes: &[u8]) -> Result<Spec, String> {
         return Err(format!("spec larger than {MAX_SPEC} bytes"));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let spec = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let mut msg = format!(
             "{}: {}",
@@ -45,7 +45,9 @@ pub fn parse_spec(bytes: &[u8]) -> Result<Spec, String> {
         );
         husk_protocol::truncate_utf8(&mut msg, husk_protocol::MAX_ERROR_MESSAGE);
         msg
-    })
+    })?;
+    de.end().map_err(|e| format!("spec: {e}"))?;
+    Ok(spec)
 }
 
 /// How a process ended.
@@ -167,6 +169,13 @@ impl Process {
         p.start()
     }
 
+    pub fn is_started(&self) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
     /// Sends `sig` unless the process has been reaped (its pid may be reused).
     pub fn signal(&self, sig: i32) -> Result<(), String> {
         let g = self.exit.exit.lock().unwrap_or_else(|p| p.into_inner());
@@ -189,8 +198,7 @@ impl Process {
 /// A container: its cgroup, its init process and what exec needs.
 pub struct Container {
     pub id: String,
-    /// What exec needs (namespaces, seccomp); read by the protocol server.
-    #[allow(dead_code)]
+    /// What exec needs (namespaces, seccomp).
     pub init_cfg: InitConfig,
     pub cgroup: Cgroup,
     pub init: Process,

@@ -97,8 +97,7 @@ fn expect(s: &mut UnixStream, want: &str) -> Result<Sync, String> {
     read_frame(s).map_err(|e| format!("waiting for {want} from the agent: {e}"))
 }
 
-fn setns_path(path: &str, kind: NsKind) -> Result<(), String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("open namespace {path}: {e}"))?;
+fn setns_fd(f: &std::fs::File, path: &str, kind: NsKind) -> Result<(), String> {
     // SAFETY: setns on a descriptor we own.
     cvt(
         unsafe { libc::setns(f.as_raw_fd(), kind.flag()) },
@@ -111,12 +110,19 @@ fn stage1(a: &mut UnixStream, b: UnixStream) -> Result<(), String> {
         Sync::Config(c) => c,
         other => return Err(format!("expected the configuration, got {other:?}")),
     };
-    // Join namespaces given by path (user first: it owns the others).
+    // Join namespaces given by path (user first: it owns the others). Open
+    // them all first: after joining a mount namespace, /proc is another one.
+    let mut joins = Vec::new();
     for ns in &cfg.namespaces {
         if let Some(p) = &ns.path {
-            setns_path(p, ns.kind)?;
+            let f = std::fs::File::open(p).map_err(|e| format!("open namespace {p}: {e}"))?;
+            joins.push((f, p, ns.kind));
         }
     }
+    for (f, p, kind) in &joins {
+        setns_fd(f, p, *kind)?;
+    }
+    drop(joins);
     if cfg.new_ns(NsKind::User) {
         // SAFETY: unshare with a constant flag.
         cvt(

@@ -696,7 +696,6 @@ pub fn plan_create(id: &str, spec: &Spec, rootfs: &Path, env: &Env) -> Result<Cr
 
 /// An exec into a running container whose init is `pid`: the container's
 /// namespaces (joined), seccomp filter and personality, the new process.
-#[allow(dead_code)] // used by the protocol server (Exec)
 pub fn plan_exec(container: &InitConfig, pid: i32, process: ProcessConfig) -> InitConfig {
     InitConfig {
         namespaces: container
@@ -895,6 +894,14 @@ mod tests {
         v["linux"]["namespaces"][0]["type"] = "bogus".into();
         let e = crate::container::parse_spec(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(e.starts_with("linux.namespaces[0].type:"), "{e}");
+    }
+
+    #[test]
+    fn trailing_garbage_is_an_error() {
+        let mut b = serde_json::to_vec(&base()).unwrap();
+        b.push(b'}');
+        let e = crate::container::parse_spec(&b).unwrap_err();
+        assert!(e.starts_with("spec:"), "{e}");
     }
 
     #[test]
