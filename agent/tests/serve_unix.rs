@@ -20,10 +20,11 @@ struct Agent {
 
 impl Agent {
     fn start(name: &str) -> Agent {
-        let dir = std::env::temp_dir().join(format!("husk-agent-it-{}", std::process::id()));
+        // One directory per agent: tests run in parallel and each removes its own.
+        let dir = std::env::temp_dir().join(format!("husk-agent-it-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join(format!("{name}.sock"));
-        let _ = std::fs::remove_file(&sock);
+        let sock = dir.join("agent.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_husk-agent"))
             .arg("--listen-unix")
             .arg(&sock)
@@ -31,10 +32,19 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let agent = Agent { child, sock };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut agent = Agent { child, sock };
+        // Generous: CI machines can be loaded by VM tests running beside us.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while UnixStream::connect(&agent.sock).is_err() {
-            assert!(Instant::now() < deadline, "agent did not start listening");
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                let mut err = String::new();
+                let _ = agent.child.stderr.take().unwrap().read_to_string(&mut err);
+                panic!("agent exited ({status}) before listening: {err}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not start listening within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         agent
@@ -81,9 +91,8 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.sock);
         if let Some(dir) = self.sock.parent() {
-            let _ = std::fs::remove_dir(dir); // fails while other tests use it
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -292,9 +301,23 @@ fn refuses_to_start_without_a_target_and_mounts_nothing() {
 #[test]
 fn connection_limit_answers_busy() {
     let agent = Agent::start("busy");
-    let mut clients: Vec<Client> = (0..64).map(|_| agent.client()).collect();
-    for c in &mut clients {
-        c.ping().unwrap(); // accepted and counted
+    // start()'s readiness probe may hold a slot until the agent notices its
+    // hang-up: a client turned away as busy meanwhile tries again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut clients: Vec<Client> = Vec::new();
+    while clients.len() < 64 {
+        let mut c = agent.client();
+        match c.ping() {
+            Ok(_) => clients.push(c), // accepted and counted
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "client {} refused: {e}",
+                    clients.len()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
     let mut s = agent.connect();
     let r: ResponseFrame = read_frame(&mut s).unwrap();
@@ -304,7 +327,13 @@ fn connection_limit_answers_busy() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut s = agent.connect();
-        write_frame(&mut s, &RequestFrame::new(1, Request::Ping)).unwrap();
+        // While the slot is still taken the agent answers busy and hangs up,
+        // possibly before our write: a failed write means "not yet".
+        if write_frame(&mut s, &RequestFrame::new(1, Request::Ping)).is_err() {
+            assert!(Instant::now() < deadline, "slot never freed");
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
         match read_frame::<_, ResponseFrame>(&mut s) {
             Ok(r) if matches!(r.response, Response::Pong(_)) => break,
             _ => assert!(Instant::now() < deadline, "slot never freed"),
