@@ -18,7 +18,7 @@ usage: husk-agent client (--unix PATH | --vsock-uds PATH [--port N]) [--timeout 
 Commands (ID: container id; rootfs options: --rootfs-path GUESTDIR |
 --rootfs-blk DEV [--fstype T] [--ro] | --rootfs-virtiofs TAG; without one,
 the bundle's root.path is used as a guest path, relative to the bundle):
-  ping
+  ping | shutdown
   run --id ID --bundle DIR [rootfs] [--no-stdin] [--keep]
         create with stdio attached here, start, wait, remove; exit status is
         the container's (128+N for signal N)
@@ -171,6 +171,7 @@ fn run(args: &[String]) -> Result<i32, String> {
             Ok(0)
         }
         "run" => run_container(&o, &a),
+        "shutdown" => o.connect()?.shutdown().map(|()| 0).map_err(ce),
         "create" => {
             let (spec, rootfs) = load(&a)?;
             let (pid, warnings) = o
