@@ -624,12 +624,36 @@ mod tests {
         ));
     }
 
-    fn tmp_sock(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("husk-protocol-test-{}", std::process::id()));
+    /// A socket path in a directory of its own, removed with it on drop.
+    struct TmpSock(PathBuf);
+
+    impl std::ops::Deref for TmpSock {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TmpSock {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TmpSock {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn tmp_sock(name: &str) -> TmpSock {
+        let dir =
+            std::env::temp_dir().join(format!("husk-protocol-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        let _ = std::fs::remove_file(&p);
-        p
+        TmpSock(dir.join(name))
     }
 
     /// A fake VMM vsock muxer: closes the first `refuse` connections after the
@@ -689,7 +713,7 @@ mod tests {
     #[test]
     fn retry_waits_for_socket_to_appear() {
         let p = tmp_sock("late.sock");
-        let p2 = p.clone();
+        let p2 = p.to_path_buf();
         let t = thread::spawn(move || {
             thread::sleep(Duration::from_millis(50));
             fake_vmm(&p2, 0, 0).join().unwrap();
