@@ -30,6 +30,7 @@ the bundle's root.path is used as a guest path, relative to the bundle):
   wait --id ID [--exec-id E]       prints the exit as JSON, exits with it
   state --id ID | stats --id ID    JSON
   pause --id ID | resume --id ID
+  resize-pty --id ID [--exec-id E] ROWS COLS
   update --id ID --resources FILE  (linux.resources JSON)
   delete --id ID [--force]
   events [--count N]               one JSON event per line
@@ -214,6 +215,18 @@ fn run(args: &[String]) -> Result<i32, String> {
             let s = o.connect()?.stats(a.need("--id")?).map_err(ce)?;
             println!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
             Ok(0)
+        }
+        "resize-pty" => {
+            let n = |i: usize| -> Result<u16, String> {
+                a.pos
+                    .get(i)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| "resize-pty: give ROWS COLS".to_string())
+            };
+            o.connect()?
+                .resize_pty(a.need("--id")?, a.get("--exec-id"), n(0)?, n(1)?)
+                .map(|()| 0)
+                .map_err(ce)
         }
         "pause" => o.connect()?.pause(a.need("--id")?).map(|()| 0).map_err(ce),
         "resume" => o.connect()?.resume(a.need("--id")?).map(|()| 0).map_err(ce),

@@ -108,6 +108,8 @@ pub struct Proc {
     cv: Condvar,
     /// An exec's process (the init's lives in the Container).
     exec: Mutex<Option<Arc<Process>>>,
+    /// Creation failed: the exit is nobody's business.
+    abandoned: AtomicBool,
 }
 
 impl Proc {
@@ -270,6 +272,7 @@ impl Runtime {
         proc_: Arc<Proc>,
         cg: Cgroup,
         seen: Arc<Mutex<u64>>,
+        removed: Arc<AtomicBool>,
     ) -> crate::container::ExitHook {
         let rt = Arc::clone(self);
         Box::new(move |e: Exit| {
@@ -279,9 +282,13 @@ impl Runtime {
                 .spawn(move || {
                     let t0 = Instant::now();
                     let s = &proc_.stdio;
-                    while ![&s.stdout, &s.stderr, &s.pty]
-                        .iter()
-                        .all(|o| o.drained(t0.elapsed()))
+                    // (A removed container's unread output is gone.)
+                    let gone =
+                        || removed.load(Ordering::SeqCst) || proc_.abandoned.load(Ordering::SeqCst);
+                    while !gone()
+                        && ![&s.stdout, &s.stderr, &s.pty]
+                            .iter()
+                            .all(|o| o.drained(t0.elapsed()))
                     {
                         std::thread::sleep(Duration::from_millis(5));
                     }
@@ -289,6 +296,9 @@ impl Runtime {
                     let info = exit_info(e, *lock(&seen) > 0);
                     *lock(&proc_.reported) = Some(info);
                     proc_.cv.notify_all();
+                    if proc_.abandoned.load(Ordering::SeqCst) {
+                        return;
+                    }
                     rt.emit(Event::Exit {
                         id,
                         exec_id: proc_.exec_id.clone(),
@@ -430,6 +440,7 @@ impl Runtime {
             reported: Mutex::new(None),
             cv: Condvar::new(),
             exec: Mutex::new(None),
+            abandoned: AtomicBool::new(false),
         });
         let seen = Arc::new(Mutex::new(0));
         // The hook needs the cgroup, which exists only after create: give it
@@ -445,10 +456,18 @@ impl Runtime {
             dir: Path::new(cgroup::ROOT).join(&rel),
             rel,
         };
-        let hook = self.exit_hook(id.to_string(), Arc::clone(&proc_), cg, Arc::clone(&seen));
+        let removed = Arc::new(AtomicBool::new(false));
+        let hook = self.exit_hook(
+            id.to_string(),
+            Arc::clone(&proc_),
+            cg,
+            Arc::clone(&seen),
+            Arc::clone(&removed),
+        );
         let c = match Container::create(id, spec, rootfs, self.env(), fds, Some(hook)) {
             Ok(c) => c,
             Err(e) => {
+                proc_.abandoned.store(true, Ordering::SeqCst);
                 cleanup(&mounted);
                 return Err(bad(e));
             }
@@ -464,7 +483,6 @@ impl Runtime {
             debug!("container {id}: {w}");
         }
         let pid = c.init.pid;
-        let removed = Arc::new(AtomicBool::new(false));
         let entry = Arc::new(Entry {
             c,
             init: proc_,
@@ -566,6 +584,7 @@ impl Runtime {
                     reported: Mutex::new(None),
                     cv: Condvar::new(),
                     exec: Mutex::new(None),
+                    abandoned: AtomicBool::new(false),
                 }),
             );
         }
@@ -606,15 +625,19 @@ impl Runtime {
             reported: Mutex::new(None),
             cv: Condvar::new(),
             exec: Mutex::new(None),
+            abandoned: AtomicBool::new(false),
         });
         let hook = self.exit_hook(
             e.c.id.clone(),
             Arc::clone(&proc_),
             e.c.cgroup.clone(),
             Arc::clone(&e.oom_seen),
+            Arc::clone(&e.removed),
         );
-        let pr = Process::spawn(&cfg, fds, &e.c.cgroup, None, Some(hook))
-            .map_err(|m| err(ErrorCode::Internal, m))?;
+        let pr = Process::spawn(&cfg, fds, &e.c.cgroup, None, Some(hook)).map_err(|m| {
+            proc_.abandoned.store(true, Ordering::SeqCst);
+            err(ErrorCode::Internal, m)
+        })?;
         proc_.pid.store(pr.pid, Ordering::SeqCst);
         if let Some(m) = lock(&pr.pty_master).take() {
             set_pty(&proc_, File::from(m));

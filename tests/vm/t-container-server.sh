@@ -20,6 +20,7 @@ spec() { # ARGS_JSON; knobs: RES, NS_TYPE0
     cat >"$B/config.json" <<EOF
 {"ociVersion":"1.0.2",
  "process":{"args":$1,"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0},
+   "terminal":${TERMINAL:-false},"consoleSize":{"height":30,"width":100},
    "capabilities":{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],"permitted":["CAP_KILL"]},"noNewPrivileges":true},
  "root":{"path":"rootfs","readonly":true},
  "hostname":"srv",
@@ -49,6 +50,24 @@ spec '["sh","-c","exit 7"]'; cl run --id s2 --bundle "$B" --no-stdin >"$tmp/out"
 [ $rc = 7 ] || { show; fail "exit 7 came back as $rc"; }
 left s2
 note "protocol: \$\$=1, hostname, exit 7 -> 7"
+
+# a terminal: one pty stream, the container's own devpts, the spec's size
+TERMINAL=true spec '["sh","-c","tty; stty size; echo hi"]'
+cl run --id tty1 --bundle "$B" --no-stdin >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 0 ] && [ "$(tr -d '\r' <"$tmp/out")" = "$(printf '/dev/pts/0\n30 100\nhi')" ] || { show; fail "terminal run (rc $rc)"; }
+note "terminal: /dev/pts/0 of the container's devpts, 30x100"
+TERMINAL=true spec '["sleep","1000"]'
+cl create --id tty2 --bundle "$B" >/dev/null 2>"$tmp/err" && cl start --id tty2 || { show; fail "create tty2"; }
+cl exec --id tty2 --exec-id s0 --bundle "$B" --no-stdin -- stty -F /dev/console size >"$tmp/out" 2>"$tmp/err"
+cl resize-pty --id tty2 40 132 >/dev/null 2>"$tmp/err" || { show; fail "resize-pty"; }
+cl exec --id tty2 --exec-id s1 --bundle "$B" --no-stdin -- stty -F /dev/console size >>"$tmp/out" 2>"$tmp/err"
+[ "$(tr -d '\r' <"$tmp/out")" = "$(printf '30 100\n40 132')" ] || { show; fail "resize-pty did not change the size"; }
+echo '{"pids":{"limit":42},"memory":{"limit":67108864}}' >"$tmp/res.json"
+cl update --id tty2 --resources "$tmp/res.json" || fail "update resources"
+[ "$(cat /sys/fs/cgroup/husk/tty2/pids.max)" = 42 ] && [ "$(cat /sys/fs/cgroup/husk/tty2/memory.max)" = 67108864 ] || fail "update resources not applied"
+cl delete --id tty2 --force || fail "delete tty2"
+left tty2
+note "resize-pty 30x100 -> 40x132 seen in the container; update-resources applied"
 
 # 10 MiB of stdout, checksummed inside and outside, before the exit
 spec '["sh","-c","head -c 10485760 /dev/urandom >/tmp/blob; sha256sum /tmp/blob >&2; cat /tmp/blob; exit 3"]'
