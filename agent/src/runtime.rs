@@ -480,7 +480,7 @@ impl Runtime {
         }
         let warnings = c.warnings.clone();
         for w in &warnings {
-            debug!("container {id}: {w}");
+            info!("container {id}: {w}");
         }
         let pid = c.init.pid;
         let entry = Arc::new(Entry {
@@ -560,10 +560,16 @@ impl Runtime {
     ) -> Res<(i32, Vec<String>)> {
         spec::check_id(exec_id, "exec_id").map_err(bad)?;
         let e = self.entry(id)?;
-        if e.c.init.exit.wait(Some(Duration::ZERO)).is_some() {
+        if e.c.init.exit.wait(Some(Duration::ZERO)).is_some() || !e.c.init.is_started() {
             return Err(err(
                 ErrorCode::InvalidState,
                 format!("container {id:?} is not running"),
+            ));
+        }
+        if e.paused.load(Ordering::SeqCst) {
+            return Err(err(
+                ErrorCode::InvalidState,
+                format!("container {id:?} is paused"),
             ));
         }
         {

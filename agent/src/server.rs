@@ -176,10 +176,7 @@ pub fn handle_body(body: &[u8]) -> Reply {
     }
     let frame: RequestFrame = match decode_body(body) {
         Ok(f) => f,
-        Err(FrameError::Json(e)) if e.to_string().starts_with("unknown variant") => {
-            if let Some(msg) = crate::runtime::explain_decode_error(body) {
-                return error(header.id, ErrorCode::BadRequest, msg, Then::Continue);
-            }
+        Err(FrameError::Json(e)) if is_unknown_type(body, &e.to_string()) => {
             return error(
                 header.id,
                 ErrorCode::UnknownRequest,
@@ -293,6 +290,18 @@ fn container_request(req: Request) -> Option<Result<Response, ErrorInfo>> {
         Request::Remove { id, force } => ok(rt.remove(&id, force)),
         _ => return None,
     })
+}
+
+/// Whether a decode error is about the request `type` itself (and not an
+/// unknown variant deeper down, such as a bad namespace type).
+fn is_unknown_type(body: &[u8], msg: &str) -> bool {
+    let ty = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("request")?.get("type")?.as_str().map(str::to_owned));
+    match ty {
+        Some(t) => msg.starts_with(&format!("unknown variant `{t}`")),
+        None => false,
+    }
 }
 
 /// Serves requests on one connection until it closes, breaks, or a
@@ -571,6 +580,42 @@ mod tests {
                 (0, ErrorCode::BadRequest, Then::Close),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn bad_fields_of_container_requests_are_named() {
+        let r = handle_body(&body(
+            r#"{"version":1,"id":3,"request":{"type":"create_container","id":"c",
+            "rootfs":{"kind":"path","path":"/r"},
+            "spec":{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"bogus"}]}}}}"#,
+        ));
+        match &r.response {
+            Response::Error(e) => {
+                assert_eq!(e.code, ErrorCode::BadRequest);
+                assert!(
+                    e.message.starts_with("spec.linux.namespaces[0].type:"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.then, Then::Continue);
+        let r = handle_body(&body(
+            r#"{"version":1,"id":4,"request":{"type":"create_container","id":"c",
+            "rootfs":{"kind":"floppy"},"spec":{"ociVersion":"1.0.2"}}}"#,
+        ));
+        assert_eq!(code(&r), ErrorCode::BadRequest);
+        let r = handle_body(&body(
+            r#"{"version":1,"id":5,"request":{"type":"exec","id":"c","exec_id":"e",
+            "process":{"cwd":"/","user":{"uid":"x"}}}}"#,
+        ));
+        match &r.response {
+            Response::Error(e) => {
+                assert!(e.message.starts_with("process.user.uid:"), "{}", e.message)
+            }
+            other => panic!("{other:?}"),
         }
     }
 
