@@ -31,6 +31,7 @@ the bundle's root.path is used as a guest path, relative to the bundle):
   state --id ID | stats --id ID    JSON
   pause --id ID | resume --id ID
   resize-pty --id ID [--exec-id E] ROWS COLS
+  close-stdin --id ID [--exec-id E]
   update --id ID --resources FILE  (linux.resources JSON)
   delete --id ID [--force]
   events [--count N]               one JSON event per line
@@ -228,6 +229,11 @@ fn run(args: &[String]) -> Result<i32, String> {
                 .map(|()| 0)
                 .map_err(ce)
         }
+        "close-stdin" => o
+            .connect()?
+            .close_stdin(a.need("--id")?, a.get("--exec-id"))
+            .map(|()| 0)
+            .map_err(ce),
         "pause" => o.connect()?.pause(a.need("--id")?).map(|()| 0).map_err(ce),
         "resume" => o.connect()?.resume(a.need("--id")?).map(|()| 0).map_err(ce),
         "update" => {

@@ -86,6 +86,19 @@ cl run --id in1 --bundle "$B" <"$tmp/in" >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ $rc = 0 ] && [ "$(cat "$tmp/out")" = "$(printf '123457\neof-seen')" ] || { show; fail "stdin relay (rc $rc)"; }
 note "stdin: 123457 bytes in, EOF seen"
 
+# CloseStdin: a piped, never attached stdin gets EOF
+spec '["cat"]'
+printf '{"type":"create_container","id":"cs","rootfs":{"kind":"path","path":"%s"},"stdio":{"stdin":true},"spec":%s}' "$B/rootfs" "$(cat "$B/config.json")" >"$tmp/req"
+cl raw <"$tmp/req" >"$tmp/out" 2>"$tmp/err" || { show; fail "create cs"; }
+cl start --id cs || fail "start cs"
+sleep 1
+cl state --id cs | grep -q '"status":"running"' || fail "cat ended before its stdin was closed"
+cl close-stdin --id cs || fail "close-stdin"
+cl wait --id cs >"$tmp/out"; rc=$?
+[ $rc = 0 ] || { show; fail "cat after close-stdin exited $rc"; }
+cl delete --id cs || fail "delete cs"
+note "close-stdin: cat saw EOF and exited 0"
+
 # events: OOM kill and exit 137
 RES='{"memory":{"limit":33554432,"swap":33554432}}' spec '["dd","if=/dev/zero","of=/dev/null","bs=64M","count=1"]'
 cl events --count 2 >"$tmp/events" 2>&1 & ev=$!
