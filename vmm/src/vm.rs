@@ -19,7 +19,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::layout::{self, CMDLINE_ADDR, MPTABLE_ADDR};
-use crate::arch::{cpuid, mptable, pvh, regs};
+use crate::arch::{cpuid, mptable, pvh, ram, regs};
 use crate::bus::Bus;
 use crate::config::{io_msg, SerialConfig, VmConfig};
 use crate::devices::i8042::I8042;
@@ -177,6 +177,8 @@ pub struct Vm {
     mem: GuestMemoryMmap,
     _vm: VmFd,
     _kvm: Kvm,
+    /// The host mappings behind `mem`, unmapped by `finish` after it.
+    ram: Vec<ram::Mapping>,
 }
 
 /// Validates everything that does not need KVM: kernel, initrd, command
@@ -256,9 +258,12 @@ impl Vm {
         };
         vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
-        // Guest RAM: anonymous, MAP_NORESERVE, never pre-faulted.
+        // Guest RAM: anonymous, MAP_NORESERVE, never pre-faulted; 2 MiB
+        // aligned with THP requested, so KVM can map it with huge pages.
+        // The mappings are only released by `finish`; an error return
+        // leaves them mapped until the process exits.
         let mem_bytes = config.memory_bytes();
-        let mem = GuestMemoryMmap::<()>::from_ranges(&layout::ram_ranges(mem_bytes))
+        let ram::GuestRam { mem, mappings: ram } = ram::create(&layout::ram_ranges(mem_bytes))
             .map_err(|e| Error::Memory(format!("cannot map {} MiB: {e}", config.memory_mib)))?;
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {
@@ -393,6 +398,7 @@ impl Vm {
             mem,
             _vm: vm,
             _kvm: kvm,
+            ram,
         })
     }
 
@@ -442,6 +448,7 @@ impl Vm {
             mem,
             _vm,
             _kvm,
+            ram,
         } = self;
         let stuck = vcpu::stop_all(threads, Duration::from_secs(1));
         // A vCPU stuck in a device (say, blocked writing to a full stdout
@@ -473,10 +480,18 @@ impl Vm {
         }
         if stuck.is_empty() {
             drop(mem);
+            for m in ram {
+                // SAFETY: every vCPU thread has returned, and the event
+                // manager and buses (the devices and their clones of the
+                // guest memory view) were dropped above, as was `mem`.
+                unsafe { m.unmap() };
+            }
         } else {
             // A vCPU may still be inside KVM_RUN on this memory.
             log::warn!("{} vCPU thread(s) did not stop", stuck.len());
             std::mem::forget(mem);
+            // Never unmapped: it stays mapped until the process exits.
+            std::mem::forget(ram);
         }
         Outcome {
             exit: exit

@@ -5,4 +5,5 @@ pub mod cpuid;
 pub mod layout;
 pub mod mptable;
 pub mod pvh;
+pub mod ram;
 pub mod regs;
