@@ -325,6 +325,9 @@ fn husk_sample(
             }
         }
     };
+    client
+        .set_timeout(Duration::from_secs(30))
+        .map_err(|e| format!("socket timeout: {e}"))?;
     let info = client.ping().map_err(|e| format!("ping: {e}"))?;
     let ready = t0.elapsed();
     client.shutdown().map_err(|e| format!("shutdown: {e}"))?;
@@ -458,6 +461,30 @@ fn vsock_connect(cid: u32, port: u32) -> Result<File, String> {
             "connect(vsock {cid}:{port}): {}",
             std::io::Error::last_os_error()
         ));
+    }
+    // Bound every read and write: a guest that stops answering must end the
+    // sample with an error, not hang the benchmark.
+    let tv = libc::timeval {
+        tv_sec: 30,
+        tv_usec: 0,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: tv is a valid timeval and the length passed is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                libc::SOL_SOCKET,
+                opt,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "setsockopt(vsock timeout): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(File::from(fd))
 }
