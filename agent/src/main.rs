@@ -9,7 +9,6 @@
 //! protocol on `--listen-unix PATH` or `--vsock-port N`; `Shutdown` then just
 //! ends the process with status 0.
 
-mod client_cli;
 mod container;
 mod init;
 mod local;
@@ -36,7 +35,6 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const USAGE: &str = "\
 usage: husk-agent [--debug] (--listen-unix PATH | --vsock-port PORT)
        husk-agent container run --bundle DIR --id ID
-       husk-agent client (--unix PATH | --vsock-uds PATH) COMMAND ... (see client --help)
        husk-agent --help | --version
 
 As PID 1 (the guest's /init) husk-agent ignores its arguments, mounts
@@ -60,10 +58,8 @@ fn main() -> ExitCode {
     if std::process::id() == 1 {
         pid1_main()
     }
-    match args.first().map(String::as_str) {
-        Some("container") => return local::main(&args[1..]),
-        Some("client") => return client_cli::main(&args[1..]),
-        _ => {}
+    if args.first().map(String::as_str) == Some("container") {
+        return local::main(&args[1..]);
     }
     match parse_args(args) {
         Ok(Cmd::Help) => {

@@ -982,29 +982,23 @@ impl StreamJob {
 pub fn explain_decode_error(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let req = v.get("request")?;
-    let (field, res) = match req.get("type")?.as_str()? {
-        "create_container" => (
-            "spec",
-            serde_path_to_error::deserialize::<_, oci::Spec>(req.get("spec")?.clone()).err(),
-        ),
-        "exec" => (
-            "process",
-            serde_path_to_error::deserialize::<_, oci::Process>(req.get("process")?.clone()).err(),
-        ),
+    // Everything is decoded as (part of) a Spec, with the one Spec decoder
+    // the agent already has (crate::container::parse_spec): its error paths
+    // then read `process.user.uid`, `linux.resources.pids.limit`.
+    let (prefix, wrapped) = match req.get("type")?.as_str()? {
+        "create_container" => ("spec.", req.get("spec")?.clone()),
+        "exec" => ("", serde_json::json!({ "process": req.get("process")? })),
         "update_resources" => (
-            "resources",
-            serde_path_to_error::deserialize::<_, oci::LinuxResources>(
-                req.get("resources")?.clone(),
-            )
-            .err(),
+            "",
+            serde_json::json!({ "linux": { "resources": req.get("resources")? } }),
         ),
         _ => return None,
     };
-    let e = res?;
-    let path = e.path().to_string();
-    Some(if path == "." {
-        format!("{field}: {}", e.inner())
+    let bytes = serde_json::to_vec(&wrapped).ok()?;
+    let e = crate::container::parse_spec(&bytes).err()?;
+    Some(if e.starts_with("spec:") {
+        e
     } else {
-        format!("{field}.{path}: {}", e.inner())
+        format!("{prefix}{e}")
     })
 }

@@ -1,10 +1,10 @@
 # The container protocol without a VM: husk-agent serves on a Unix socket
-# in the lab machine (cgroup v2) and `husk-agent client` drives it: create /
+# in the lab machine (cgroup v2) and `husk-client` drives it: create /
 # start / wait, stdio on separate connections (10 MiB checksum, stdin EOF),
 # exec into the container's namespaces and cgroup, events (OOM, exit),
 # state, stats, pause/resume, malformed requests naming the field.
 . ./lib.sh
-command -v husk-agent >/dev/null || fail "husk-agent not on PATH"
+command -v husk-agent >/dev/null && command -v husk-client >/dev/null || fail "husk-agent or husk-client not on PATH"
 tmp=$(mktemp -d); chmod 755 "$tmp"
 S=$tmp/agent.sock
 husk-agent --listen-unix "$S" 2>"$tmp/agent.log" & agent=$!
@@ -31,7 +31,7 @@ spec() { # ARGS_JSON; knobs: RES, NS_TYPE0
    "resources":${RES:-$NORES},"maskedPaths":["/proc/kcore"]}}
 EOF
 }
-cl() { husk-agent client --unix "$S" --timeout 60 "$@"; }
+cl() { husk-client --unix "$S" --timeout 60 "$@"; }
 show() { for f in out err; do echo "--- $f:" >&2; head -c 2000 "$tmp/$f" >&2; done; echo "--- agent log:" >&2; tail -n 20 "$tmp/agent.log" >&2; }
 left() { # ID: no cgroup, no container-init, not known to the agent
     [ ! -e "/sys/fs/cgroup/husk/$1" ] || fail "$1: cgroup left behind"

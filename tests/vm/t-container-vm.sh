@@ -1,5 +1,5 @@
 # End to end: husk-vmm boots the agent, the rootfs is a read-only virtio-blk
-# ext4 image of busybox, and `husk-agent client` drives containers over
+# ext4 image of busybox, and `husk-client` drives containers over
 # vsock: $$=1, hostname, exit 7, SIGKILL -> 137, 10 MiB stdout intact
 # before the exit, stdin + EOF, OOM event + 137, pids.max fork bomb with the
 # guest still answering, exec in the same pid namespace and cgroup,
@@ -29,7 +29,7 @@ spec() { # ARGS_JSON; knobs: RES, SECCOMP
    "resources":${RES:-$NORES},"seccomp":${SECCOMP:-null},"maskedPaths":["/proc/kcore"]}}
 EOF
 }
-cl() { husk-agent client --vsock-uds "$V" --timeout 120 "$@"; }
+cl() { husk-client --vsock-uds "$V" --timeout 120 "$@"; }
 crun() { cl run --id "$1" --bundle "$B" --rootfs-blk /dev/vda --ro --no-stdin >"$tmp/out" 2>"$tmp/err"; rc=$?; }
 show() { for f in out err vmm.err; do echo "--- $f:" >&2; head -c 1500 "$tmp/$f" >&2; done; echo "--- console:" >&2; tail -n 15 "$tmp/console" >&2; }
 

@@ -1,5 +1,6 @@
-//! `husk-agent client ...`: a host-side test client of the agent protocol
-//! (over husk-vmm's vsock Unix socket, or a `--listen-unix` agent).
+//! husk-client: a host-side test client of the agent protocol (over
+//! husk-vmm's vsock Unix socket, or a `husk-agent --listen-unix` agent).
+//! A binary of its own, so that none of it lands in the guest initramfs.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -13,7 +14,7 @@ use husk_protocol::{
 };
 
 pub const USAGE: &str = "\
-usage: husk-agent client (--unix PATH | --vsock-uds PATH [--port N]) [--timeout SECS] COMMAND
+usage: husk-client (--unix PATH | --vsock-uds PATH [--port N]) [--timeout SECS] COMMAND
 
 Commands (ID: container id; rootfs options: --rootfs-path GUESTDIR |
 --rootfs-blk DEV [--fstype T] [--ro] | --rootfs-virtiofs TAG; without one,
@@ -119,11 +120,12 @@ impl Args {
     }
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    match run(args) {
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("husk-agent client: {e}");
+            eprintln!("husk-client: {e}");
             ExitCode::from(125)
         }
     }
@@ -181,7 +183,7 @@ fn run(args: &[String]) -> Result<i32, String> {
                 .create_container(a.need("--id")?, spec, rootfs, StdioConfig::default())
                 .map_err(ce)?;
             for w in warnings {
-                eprintln!("husk-agent client: warning: {w}");
+                eprintln!("husk-client: warning: {w}");
             }
             println!("{pid}");
             Ok(0)
@@ -289,6 +291,15 @@ fn run(args: &[String]) -> Result<i32, String> {
     }
 }
 
+/// Parses a spec; errors name the JSON path of the bad field.
+fn parse_spec(bytes: &[u8]) -> Result<oci::Spec, String> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let spec = serde_path_to_error::deserialize(&mut *de)
+        .map_err(|e| format!("config.json: {}: {}", e.path(), e.inner()))?;
+    de.end().map_err(|e| format!("config.json: {e}"))?;
+    Ok(spec)
+}
+
 fn signal_number(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse() {
         return Some(n);
@@ -312,7 +323,7 @@ fn load(a: &Args) -> Result<(oci::Spec, RootfsSource), String> {
     let bundle = Path::new(a.need("--bundle")?);
     let p = bundle.join("config.json");
     let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-    let spec = crate::container::parse_spec(&bytes)?;
+    let spec = parse_spec(&bytes)?;
     let rootfs = if let Some(d) = a.get("--rootfs-path") {
         RootfsSource::Path { path: d.into() }
     } else if let Some(dev) = a.get("--rootfs-blk") {
@@ -405,7 +416,7 @@ fn finish(
         let _ = t.join();
     }
     if e.oom_killed {
-        eprintln!("husk-agent client: {id}: OOM-killed");
+        eprintln!("husk-client: {id}: OOM-killed");
     }
     Ok(e.status)
 }
@@ -429,7 +440,7 @@ fn run_container(o: &Opts, a: &Args) -> Result<i32, String> {
         .create_container(id, spec, rootfs, stdio)
         .map_err(|e| e.to_string())?;
     for w in warnings {
-        eprintln!("husk-agent client: warning: {w}");
+        eprintln!("husk-client: warning: {w}");
     }
     let res = (|| {
         let outs = attach(o, id, None, terminal, stdin)?;
@@ -443,7 +454,7 @@ fn run_container(o: &Opts, a: &Args) -> Result<i32, String> {
             .connect()
             .and_then(|mut c| c.remove(id, true).map_err(|e| e.to_string()))
         {
-            eprintln!("husk-agent client: remove {id}: {e}");
+            eprintln!("husk-client: remove {id}: {e}");
         }
     }
     res
