@@ -975,30 +975,3 @@ impl StreamJob {
         }
     }
 }
-
-/// Decodes `request.spec` / `request.process` of a create/exec request that
-/// failed to parse, to name the bad field (internally tagged enums lose
-/// serde's path).
-pub fn explain_decode_error(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let req = v.get("request")?;
-    // Everything is decoded as (part of) a Spec, with the one Spec decoder
-    // the agent already has (crate::container::parse_spec): its error paths
-    // then read `process.user.uid`, `linux.resources.pids.limit`.
-    let (prefix, wrapped) = match req.get("type")?.as_str()? {
-        "create_container" => ("spec.", req.get("spec")?.clone()),
-        "exec" => ("", serde_json::json!({ "process": req.get("process")? })),
-        "update_resources" => (
-            "",
-            serde_json::json!({ "linux": { "resources": req.get("resources")? } }),
-        ),
-        _ => return None,
-    };
-    let bytes = serde_json::to_vec(&wrapped).ok()?;
-    let e = crate::container::parse_spec(&bytes).err()?;
-    Some(if e.starts_with("spec:") {
-        e
-    } else {
-        format!("{prefix}{e}")
-    })
-}

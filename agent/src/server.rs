@@ -185,7 +185,11 @@ pub fn handle_body(body: &[u8]) -> Reply {
             );
         }
         Err(e) => {
-            let msg = crate::runtime::explain_decode_error(body).unwrap_or_else(|| e.to_string());
+            // The JSON error alone: it names the bad field.
+            let msg = match e {
+                FrameError::Json(j) => j.to_string(),
+                e => e.to_string(),
+            };
             return error(header.id, ErrorCode::BadRequest, msg, Then::Continue);
         }
     };

@@ -136,6 +136,7 @@ pub enum Request {
     /// [`Response::Created`].
     CreateContainer {
         id: String,
+        #[serde(deserialize_with = "de_spec")]
         spec: Box<oci::Spec>,
         rootfs: RootfsSource,
         #[serde(default)]
@@ -148,6 +149,7 @@ pub enum Request {
     Exec {
         id: String,
         exec_id: String,
+        #[serde(deserialize_with = "de_process")]
         process: Box<oci::Process>,
         #[serde(default)]
         stdio: StdioConfig,
@@ -194,6 +196,7 @@ pub enum Request {
     /// Apply new `linux.resources` to the container's cgroup. [`Response::Ok`].
     UpdateResources {
         id: String,
+        #[serde(deserialize_with = "de_resources")]
         resources: Box<oci::LinuxResources>,
     },
     /// Remove a stopped container (with `force`, kill it first): processes,
@@ -214,6 +217,54 @@ pub enum Request {
         exec_id: Option<String>,
         stream: StdioStream,
     },
+}
+
+/// Decodes an OCI object through a `serde_json::Value` with path tracking,
+/// so that an error names the bad field (`spec.linux.namespaces[0].type:
+/// ...`; serde's buffering for internally tagged enums would lose the path).
+fn de_tracked<'de, D, T>(d: D, field: &str) -> Result<Box<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    decode_tracked(v, field)
+        .map(Box::new)
+        .map_err(serde::de::Error::custom)
+}
+
+fn de_spec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<oci::Spec>, D::Error> {
+    de_tracked(d, "spec")
+}
+
+fn de_process<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<oci::Process>, D::Error> {
+    de_tracked(d, "process")
+}
+
+fn de_resources<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Box<oci::LinuxResources>, D::Error> {
+    de_tracked(d, "resources")
+}
+
+/// Decodes `v` as `T`; an error starts with `field` and the path of the
+/// bad field inside it (`spec.linux.resources.pids.limit: ...`; with an
+/// empty `field` just the path).
+pub fn decode_tracked<T: serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+    field: &str,
+) -> Result<T, String> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let mut msg = match (field, path.as_str()) {
+            ("", ".") => format!("spec: {}", e.inner()),
+            ("", _) => format!("{path}: {}", e.inner()),
+            (_, ".") => format!("{field}: {}", e.inner()),
+            _ => format!("{field}.{path}: {}", e.inner()),
+        };
+        truncate_utf8(&mut msg, MAX_ERROR_MESSAGE);
+        msg
+    })
 }
 
 impl Request {

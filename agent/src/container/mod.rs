@@ -35,19 +35,10 @@ pub fn parse_spec(bytes: &[u8]) -> Result<Spec, String> {
     if bytes.len() > MAX_SPEC {
         return Err(format!("spec larger than {MAX_SPEC} bytes"));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let spec = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let path = e.path().to_string();
-        let mut msg = format!(
-            "{}: {}",
-            if path == "." { "spec" } else { &path },
-            e.inner()
-        );
-        husk_protocol::truncate_utf8(&mut msg, husk_protocol::MAX_ERROR_MESSAGE);
-        msg
-    })?;
-    de.end().map_err(|e| format!("spec: {e}"))?;
-    Ok(spec)
+    // The same path-tracking decoder as the protocol's (one copy of the
+    // oci-spec decoding code in the binary).
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("spec: {e}"))?;
+    husk_protocol::decode_tracked(v, "")
 }
 
 /// How a process ended.
