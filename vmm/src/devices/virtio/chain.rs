@@ -250,27 +250,36 @@ pub(crate) fn send_from<F: AsRawFd>(
     let fd = fd.as_raw_fd();
     with_slices(mem, segs, offset, len, |slice| {
         let guard = slice.ptr_guard();
-        loop {
+        retry_eintr(|| {
             // SAFETY: `guard` points at `slice.len()` bytes of mapped guest
             // memory that stay mapped while the guard lives; send() only reads
-            // them. The return value is checked.
-            let r = unsafe {
+            // them. The return value is checked by retry_eintr.
+            unsafe {
                 libc::send(
                     fd,
                     guard.as_ptr().cast::<libc::c_void>(),
                     slice.len(),
                     libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
                 )
-            };
-            if r >= 0 {
-                return Ok(r as usize);
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        })
     })
+}
+
+/// Runs a raw I/O syscall `f` (returning a byte count, or -1 with errno)
+/// again while a signal interrupts it: another negative result is the OS
+/// error, a non-negative one the count.
+pub(crate) fn retry_eintr(mut f: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let r = f();
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// `pread(2)` from `fd` at file offset `file_off` into the segments, filling
@@ -339,23 +348,18 @@ fn positional_io<F: AsRawFd>(
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
             // `guard` covers `slice.len()` bytes; `off < slice.len()`, so the
             // pointer and length stay inside the slice.
-            let r = op(
-                fd,
-                guard.as_ptr().wrapping_add(off),
-                slice.len() - off,
-                off_t,
-            );
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
+            let r = retry_eintr(|| {
+                op(
+                    fd,
+                    guard.as_ptr().wrapping_add(off),
+                    slice.len() - off,
+                    off_t,
+                )
+            })?;
             if r == 0 {
                 return Err(io::Error::from(short));
             }
-            off += r as usize;
+            off += r;
             pos += r as u64;
         }
         Ok(off)

@@ -6,6 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use crate::devices::virtio::chain::retry_eintr;
+
 /// Connect to the stream socket at `path` without blocking: a listener whose
 /// backlog is full yields `WouldBlock` instead of stalling the event loop.
 /// The returned stream is non-blocking.
@@ -38,70 +40,44 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     }
     // SAFETY: `fd` is a freshly created socket that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    loop {
-        // SAFETY: `addr` is a valid sockaddr_un and `len` does not exceed its
-        // size (checked above); the result is checked.
-        let r = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
-                len as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            return Ok(UnixStream::from(fd));
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // SAFETY: `addr` is a valid sockaddr_un and `len` does not exceed its
+    // size (checked above); the result is checked by retry_eintr.
+    retry_eintr(|| unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
+        ) as isize
+    })?;
+    Ok(UnixStream::from(fd))
 }
 
 /// `recv(MSG_PEEK | MSG_DONTWAIT)`: look at pending bytes without consuming
 /// them.
 pub fn peek(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the result
-        // is checked.
-        let r = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                buf.as_mut_ptr().cast::<libc::c_void>(),
-                buf.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the result is
+    // checked by retry_eintr.
+    retry_eintr(|| unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    })
 }
 
 /// `send(MSG_NOSIGNAL | MSG_DONTWAIT)`: a closed peer is `EPIPE`, never
 /// `SIGPIPE`.
 pub fn send(stream: &UnixStream, buf: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes; the result
-        // is checked.
-        let r = unsafe {
-            libc::send(
-                stream.as_raw_fd(),
-                buf.as_ptr().cast::<libc::c_void>(),
-                buf.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes; the result is
+    // checked by retry_eintr.
+    retry_eintr(|| unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            buf.as_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    })
 }
