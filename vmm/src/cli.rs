@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use husk_protocol::client::Client;
 use husk_protocol::AGENT_PORT;
 
-use crate::config::{ConfigInput, DiskConfig, VmConfig};
+use crate::config::{ConfigError, ConfigInput, DiskConfig, FsConfig, VmConfig};
 use crate::timing;
 use crate::vcpu::VmExit;
 use crate::vm::{self, format_tail, Outcome, Vm};
@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// virtio-blk disk (repeatable).
     #[arg(long = "disk", value_name = "PATH[,ro]")]
     pub disks: Vec<String>,
+    /// virtio-fs device served by a vhost-user backend such as virtiofsd
+    /// (repeatable); queue_size defaults to 1024.
+    #[arg(long = "fs", value_name = "tag=TAG,socket=PATH[,queue_size=N]")]
+    pub fs: Vec<String>,
     /// Host Unix socket of the virtio-vsock device.
     #[arg(long, value_name = "PATH")]
     pub vsock_uds: Option<PathBuf>,
@@ -79,6 +83,9 @@ pub struct SmokeArgs {
     /// Guest console: stdout, file:PATH or none.
     #[arg(long, value_name = "SPEC", default_value = "none")]
     pub serial: String,
+    /// virtio-fs device (repeatable), as for `run`.
+    #[arg(long = "fs", value_name = "tag=TAG,socket=PATH[,queue_size=N]")]
+    pub fs: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -116,21 +123,27 @@ pub fn main(t0: Instant) -> i32 {
     }
 }
 
-fn run_input(a: RunArgs) -> Result<ConfigInput, crate::config::ConfigError> {
+/// `None` for no flags, so a config file's list is kept.
+fn parse_all<T: std::str::FromStr<Err = ConfigError>>(
+    specs: &[String],
+) -> Result<Option<Vec<T>>, ConfigError> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    specs
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+fn run_input(a: RunArgs) -> Result<ConfigInput, ConfigError> {
     let file = match &a.config {
         Some(p) => ConfigInput::from_json_file(p)?,
         None => ConfigInput::default(),
     };
-    let disks = if a.disks.is_empty() {
-        None
-    } else {
-        Some(
-            a.disks
-                .iter()
-                .map(|d| d.parse::<DiskConfig>())
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-    };
+    let disks = parse_all::<DiskConfig>(&a.disks)?;
+    let fs = parse_all::<FsConfig>(&a.fs)?;
     Ok(file.merge(ConfigInput {
         kernel: a.kernel,
         initrd: a.initrd,
@@ -139,6 +152,7 @@ fn run_input(a: RunArgs) -> Result<ConfigInput, crate::config::ConfigError> {
         vcpus: a.vcpus,
         memory: a.memory,
         disks,
+        fs,
         vsock_uds: a.vsock_uds,
         vsock_cid: a.vsock_cid,
         serial: a.serial,
@@ -217,7 +231,12 @@ fn smoke(a: SmokeArgs, t0: Instant) -> i32 {
 
 fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
     let uds = dir.join("vsock.sock");
+    let fs = match parse_all::<FsConfig>(&a.fs) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
     let input = ConfigInput {
+        fs,
         vcpus: Some(a.vcpus),
         memory: Some(a.memory),
         vsock_uds: Some(uds.clone()),
@@ -345,6 +364,25 @@ mod tests {
         assert_eq!((i.vcpus, i.memory), (Some(2), Some(256)));
         let disks = i.disks.unwrap();
         assert_eq!(disks.len(), 2);
+        assert!(i.fs.is_none());
+        let Cmd::Run(a) = parse(&[
+            "run",
+            "--fs",
+            "tag=rootfs,socket=/r.sock",
+            "--fs",
+            "tag=data,socket=/d.sock,queue_size=64",
+        ])
+        .cmd
+        else {
+            panic!("not run")
+        };
+        let fs = run_input(a).unwrap().fs.unwrap();
+        assert_eq!(
+            fs.iter()
+                .map(|f| (f.tag.as_str(), f.queue_size))
+                .collect::<Vec<_>>(),
+            [("rootfs", 1024), ("data", 64)]
+        );
         assert!(disks[0].read_only && !disks[1].read_only);
     }
 
@@ -376,6 +414,13 @@ mod tests {
             run_input(a).unwrap_err().to_string(),
             "disk: unknown option 'rx' in '/a,rx' (expected PATH[,ro])"
         );
+        let Cmd::Run(a) = parse(&["run", "--fs", "tag=x"]).cmd else {
+            panic!()
+        };
+        assert!(run_input(a)
+            .unwrap_err()
+            .to_string()
+            .starts_with("fs: no socket= in 'tag=x'"));
         let Cmd::Smoke(s) = parse(&["smoke"]).cmd else {
             panic!()
         };

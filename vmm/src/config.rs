@@ -13,6 +13,12 @@ pub const DEFAULT_INITRD: &str = "/usr/share/husk/initramfs.img";
 pub const DEFAULT_VCPUS: u32 = 1;
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
 pub const DEFAULT_VSOCK_CID: u64 = 3;
+/// Default size of each virtio-fs queue (libvhost-user's, and so C
+/// virtiofsd's, maximum).
+pub const DEFAULT_FS_QUEUE_SIZE: u16 = 1024;
+pub const MAX_FS_QUEUE_SIZE: u16 = 1024;
+/// virtio-fs config space holds the tag in 36 bytes (spec §5.11.4).
+pub const FS_TAG_MAX: usize = 36;
 pub const MAX_VCPUS: u32 = 32;
 pub const MIN_MEMORY_MIB: u64 = 64;
 /// 256 GiB: far beyond what a husk sandbox needs; catches unit mistakes.
@@ -82,6 +88,75 @@ impl std::str::FromStr for DiskConfig {
     }
 }
 
+/// A virtio-fs device served by a vhost-user backend (virtiofsd).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// The tag the guest mounts (`mount -t virtiofs TAG DIR`).
+    pub tag: String,
+    /// The backend's vhost-user socket (virtiofsd `--socket-path`).
+    pub socket: PathBuf,
+    /// Size of each of the two queues.
+    #[serde(default = "default_fs_queue_size")]
+    pub queue_size: u16,
+}
+
+fn default_fs_queue_size() -> u16 {
+    DEFAULT_FS_QUEUE_SIZE
+}
+
+const FS_SYNTAX: &str = "expected tag=TAG,socket=PATH[,queue_size=N]";
+
+impl std::str::FromStr for FsConfig {
+    type Err = ConfigError;
+
+    /// `tag=TAG,socket=PATH[,queue_size=N]`, keys in any order. Values are
+    /// checked by [`VmConfig::from_input`].
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let (mut tag, mut socket, mut queue_size) = (None, None, None);
+        for item in s.split(',') {
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(err(
+                    "fs",
+                    format!("'{item}' in '{s}' is not KEY=VALUE ({FS_SYNTAX})"),
+                ));
+            };
+            let slot = match k {
+                "tag" => &mut tag,
+                "socket" => &mut socket,
+                "queue_size" => &mut queue_size,
+                _ => {
+                    return Err(err(
+                        "fs",
+                        format!("unknown key '{k}' in '{s}' ({FS_SYNTAX})"),
+                    ))
+                }
+            };
+            if slot.replace(v).is_some() {
+                return Err(err("fs", format!("'{k}' given twice in '{s}'")));
+            }
+        }
+        let (Some(tag), Some(socket)) = (tag, socket) else {
+            let missing = if tag.is_none() { "tag" } else { "socket" };
+            return Err(err("fs", format!("no {missing}= in '{s}' ({FS_SYNTAX})")));
+        };
+        let queue_size = match queue_size {
+            None => DEFAULT_FS_QUEUE_SIZE,
+            Some(q) => q.parse().map_err(|_| {
+                err(
+                    "fs",
+                    format!("queue_size '{q}' in '{s}' is not a number in 1..={MAX_FS_QUEUE_SIZE}"),
+                )
+            })?,
+        };
+        Ok(FsConfig {
+            tag: tag.to_string(),
+            socket: PathBuf::from(socket),
+            queue_size,
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SerialConfig {
     Stdout,
@@ -119,6 +194,7 @@ pub struct ConfigInput {
     /// MiB.
     pub memory: Option<u64>,
     pub disks: Option<Vec<DiskConfig>>,
+    pub fs: Option<Vec<FsConfig>>,
     pub vsock_uds: Option<PathBuf>,
     pub vsock_cid: Option<u64>,
     pub serial: Option<String>,
@@ -142,6 +218,7 @@ impl ConfigInput {
             vcpus: over.vcpus.or(self.vcpus),
             memory: over.memory.or(self.memory),
             disks: over.disks.or(self.disks),
+            fs: over.fs.or(self.fs),
             vsock_uds: over.vsock_uds.or(self.vsock_uds),
             vsock_cid: over.vsock_cid.or(self.vsock_cid),
             serial: over.serial.or(self.serial),
@@ -168,6 +245,7 @@ pub struct VmConfig {
     pub vcpus: u8,
     pub memory_mib: u64,
     pub disks: Vec<DiskConfig>,
+    pub fs: Vec<FsConfig>,
     pub vsock: Option<VsockConfig>,
     pub serial: SerialConfig,
 }
@@ -181,6 +259,17 @@ pub struct VsockConfig {
 impl VmConfig {
     pub fn memory_bytes(&self) -> u64 {
         self.memory_mib << 20
+    }
+
+    /// Number of virtio-mmio devices (disks, file systems, vsock).
+    pub fn virtio_devices(&self) -> usize {
+        self.disks.len() + self.fs.len() + usize::from(self.vsock.is_some())
+    }
+
+    /// Whether guest RAM must be shareable with another process (a
+    /// vhost-user backend maps it).
+    pub fn shared_memory(&self) -> bool {
+        !self.fs.is_empty()
     }
 
     /// Validates `input`, filling defaults. `env` looks up environment
@@ -225,6 +314,14 @@ impl VmConfig {
             check_disk(&d.path)?;
         }
 
+        let fs = input.fs.unwrap_or_default();
+        for (i, f) in fs.iter().enumerate() {
+            check_fs(f)?;
+            if fs[..i].iter().any(|o| o.tag == f.tag) {
+                return Err(err("fs", format!("tag '{}' is used twice", f.tag)));
+            }
+        }
+
         let vsock = match (input.vsock_uds, input.vsock_cid) {
             (Some(uds), cid) => {
                 let cid = cid.unwrap_or(DEFAULT_VSOCK_CID);
@@ -234,10 +331,10 @@ impl VmConfig {
             (None, Some(_)) => return Err(err("vsock-cid", "given without --vsock-uds")),
             (None, None) => None,
         };
-        let devices = disks.len() + usize::from(vsock.is_some());
+        let devices = disks.len() + fs.len() + usize::from(vsock.is_some());
         if devices > MAX_VIRTIO_DEVICES {
             return Err(err(
-                "disk",
+                if fs.is_empty() { "disk" } else { "fs" },
                 format!("{devices} virtio devices requested, at most {MAX_VIRTIO_DEVICES} fit"),
             ));
         }
@@ -266,6 +363,7 @@ impl VmConfig {
             vcpus: vcpus as u8,
             memory_mib,
             disks,
+            fs,
             vsock,
             serial,
         })
@@ -281,6 +379,48 @@ fn check_disk(path: &Path) -> Result<(), ConfigError> {
         return Err(err(
             field,
             format!("{}: not a regular file or block device", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_fs(f: &FsConfig) -> Result<(), ConfigError> {
+    let field = "fs";
+    let tag = &f.tag;
+    if tag.is_empty() || tag.len() > FS_TAG_MAX {
+        return Err(err(
+            field,
+            format!("tag '{tag}' must be 1 to {FS_TAG_MAX} bytes long"),
+        ));
+    }
+    if let Some(c) = tag.chars().find(|c| !c.is_ascii_graphic() || *c == ',') {
+        return Err(err(
+            field,
+            format!("tag '{tag}': invalid character {c:?} (printable ASCII, no spaces or commas)"),
+        ));
+    }
+    let q = f.queue_size;
+    if !(1..=MAX_FS_QUEUE_SIZE).contains(&q) || !q.is_power_of_two() {
+        return Err(err(
+            field,
+            format!(
+                "queue_size {q} for tag '{tag}' is not a power of two in 1..={MAX_FS_QUEUE_SIZE}"
+            ),
+        ));
+    }
+    // The socket is virtiofsd's and may not exist yet: the device waits for
+    // it (bounded) when the VM starts. Only what can never work is refused.
+    let len = f.socket.as_os_str().len();
+    if len == 0 {
+        return Err(err(field, format!("empty socket path for tag '{tag}'")));
+    }
+    if len > UNIX_PATH_MAX {
+        return Err(err(
+            field,
+            format!(
+                "socket {}: {len} bytes is too long for a Unix socket path (max {UNIX_PATH_MAX})",
+                f.socket.display()
+            ),
         ));
     }
     Ok(())
@@ -555,6 +695,147 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.contains("too long for a Unix socket path"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn fs_specs() {
+        let f: FsConfig = "tag=rootfs,socket=/run/v.sock".parse().unwrap();
+        assert_eq!(
+            f,
+            FsConfig {
+                tag: "rootfs".into(),
+                socket: "/run/v.sock".into(),
+                queue_size: DEFAULT_FS_QUEUE_SIZE
+            }
+        );
+        let f: FsConfig = "socket=/s,queue_size=128,tag=x".parse().unwrap();
+        assert_eq!((f.tag.as_str(), f.queue_size), ("x", 128));
+        let bad = |s: &str| s.parse::<FsConfig>().unwrap_err().to_string();
+        assert_eq!(
+            bad("tag=a"),
+            "fs: no socket= in 'tag=a' (expected tag=TAG,socket=PATH[,queue_size=N])"
+        );
+        assert_eq!(
+            bad("socket=/s"),
+            "fs: no tag= in 'socket=/s' (expected tag=TAG,socket=PATH[,queue_size=N])"
+        );
+        assert_eq!(
+            bad("tag=a,socket=/s,cache=none"),
+            "fs: unknown key 'cache' in 'tag=a,socket=/s,cache=none' \
+             (expected tag=TAG,socket=PATH[,queue_size=N])"
+        );
+        assert_eq!(
+            bad("tag=a,tag=b,socket=/s"),
+            "fs: 'tag' given twice in 'tag=a,tag=b,socket=/s'"
+        );
+        assert!(bad("tag=a,/s").starts_with("fs: '/s' in 'tag=a,/s' is not KEY=VALUE"));
+        assert!(bad("").starts_with("fs: '' in '' is not KEY=VALUE"));
+        assert_eq!(
+            bad("tag=a,socket=/s,queue_size=-1"),
+            "fs: queue_size '-1' in 'tag=a,socket=/s,queue_size=-1' is not a number in 1..=1024"
+        );
+    }
+
+    #[test]
+    fn fs_values_are_checked() {
+        let fs = |tag: &str, socket: &str, queue_size: u16| {
+            cfg(ConfigInput {
+                fs: Some(vec![FsConfig {
+                    tag: tag.into(),
+                    socket: socket.into(),
+                    queue_size,
+                }]),
+                ..Default::default()
+            })
+        };
+        // The socket need not exist yet: virtiofsd may still be starting.
+        let c = fs("rootfs", "/nonexistent/v.sock", 1024).unwrap();
+        assert_eq!(c.fs.len(), 1);
+        assert!(c.shared_memory());
+        assert_eq!(c.virtio_devices(), 1);
+        assert!(!cfg(ConfigInput::default()).unwrap().shared_memory());
+        assert!(fs(&"t".repeat(36), "/s", 1).is_ok());
+        assert_eq!(
+            fs(&"t".repeat(37), "/s", 128).unwrap_err(),
+            format!("fs: tag '{}' must be 1 to 36 bytes long", "t".repeat(37))
+        );
+        assert_eq!(
+            fs("", "/s", 128).unwrap_err(),
+            "fs: tag '' must be 1 to 36 bytes long"
+        );
+        assert_eq!(
+            fs("a b", "/s", 128).unwrap_err(),
+            "fs: tag 'a b': invalid character ' ' (printable ASCII, no spaces or commas)"
+        );
+        assert!(fs("caf\u{e9}", "/s", 128).is_err());
+        for q in [0, 3, 2048] {
+            assert_eq!(
+                fs("a", "/s", q).unwrap_err(),
+                format!("fs: queue_size {q} for tag 'a' is not a power of two in 1..=1024")
+            );
+        }
+        assert_eq!(
+            fs("a", "", 128).unwrap_err(),
+            "fs: empty socket path for tag 'a'"
+        );
+        let long = format!("/{}", "x".repeat(120));
+        assert!(fs("a", &long, 128)
+            .unwrap_err()
+            .contains("too long for a Unix socket path"));
+        let two = cfg(ConfigInput {
+            fs: Some(vec![
+                "tag=a,socket=/s1".parse().unwrap(),
+                "tag=a,socket=/s2".parse().unwrap(),
+            ]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(two, "fs: tag 'a' is used twice");
+        let many = cfg(ConfigInput {
+            fs: Some(
+                (0..20)
+                    .map(|i| format!("tag=t{i},socket=/s{i}").parse().unwrap())
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(many, "fs: 20 virtio devices requested, at most 19 fit");
+    }
+
+    #[test]
+    fn fs_in_json() {
+        let d = tmpdir("fsjson");
+        let p = d.join("vm.json");
+        std::fs::write(
+            &p,
+            r#"{"fs": [{"tag": "rootfs", "socket": "/run/a.sock"},
+                       {"tag": "data", "socket": "/run/b.sock", "queue_size": 256}]}"#,
+        )
+        .unwrap();
+        let f = ConfigInput::from_json_file(&p).unwrap();
+        let fs = f.fs.clone().unwrap();
+        assert_eq!(fs.len(), 2);
+        assert_eq!(
+            (fs[0].queue_size, fs[1].queue_size),
+            (DEFAULT_FS_QUEUE_SIZE, 256)
+        );
+        assert_eq!(cfg(f).unwrap().fs, fs);
+        std::fs::write(
+            &p,
+            r#"{"fs": [{"tag": "a", "socket": "/s", "cache": "none"}]}"#,
+        )
+        .unwrap();
+        let e = ConfigInput::from_json_file(&p).unwrap_err().to_string();
+        assert!(e.contains("unknown field `cache`"), "{e}");
+        std::fs::write(
+            &p,
+            r#"{"fs": [{"tag": "a", "socket": "/s", "queue_size": 99999}]}"#,
+        )
+        .unwrap();
+        let e = ConfigInput::from_json_file(&p).unwrap_err().to_string();
+        assert!(e.starts_with("config: ") && e.contains("99999"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

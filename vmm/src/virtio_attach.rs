@@ -1,4 +1,5 @@
-//! Wiring the virtio-mmio devices (disks first, then vsock) into the VM:
+//! Wiring the virtio-mmio devices (disks first, then vsock, then file
+//! systems) into the VM:
 //! MMIO window on the bus, queue-notify ioeventfds, irqfd, event loop.
 
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,8 @@ use vm_memory::GuestMemoryMmap;
 use crate::arch::layout::{virtio_slot, VIRTIO_MMIO_SIZE};
 use crate::bus::Bus;
 use crate::config::VmConfig;
-use crate::devices::virtio::{Block, VirtioDevice, VirtioMmioDevice, Vsock};
+use crate::devices::virtio::{Block, Fs, VirtioDevice, VirtioMmioDevice, Vsock};
+use crate::vcpu::ExitState;
 use crate::vm::Error;
 
 /// Offset of the virtio-mmio QueueNotify register.
@@ -22,6 +24,7 @@ pub fn attach(
     config: &VmConfig,
     mmio: &mut Bus,
     em: &mut EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
+    exit: &Arc<ExitState>,
 ) -> Result<(), Error> {
     let mut devices: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
     for d in &config.disks {
@@ -34,6 +37,18 @@ pub fn attach(
         let name = format!("vsock-uds: {}", v.uds.display());
         let s = Vsock::new(v.cid, &v.uds).map_err(|e| Error::Device(format!("{name}: {e}")))?;
         devices.push((name, Box::new(s)));
+    }
+    for f in &config.fs {
+        let name = format!("fs: tag {}", f.tag);
+        let d = Fs::new(
+            &f.tag,
+            &f.socket,
+            f.queue_size,
+            exit.clone(),
+            crate::devices::virtio::FS_CONNECT_TIMEOUT,
+        )
+        .map_err(|e| Error::Device(format!("{name}: {e}")))?;
+        devices.push((name, Box::new(d)));
     }
     for (i, (name, dev)) in devices.into_iter().enumerate() {
         let (base, gsi) = virtio_slot(i);

@@ -200,8 +200,7 @@ pub fn prepare(config: VmConfig) -> Result<Prepared, Error> {
         initrd_size,
         layout::low_ram_end(config.memory_bytes()),
     )?;
-    let devices = config.disks.len() + usize::from(config.vsock.is_some());
-    let cmdline = cmdline::build(&config.cmdline, &config.append, devices)?;
+    let cmdline = cmdline::build(&config.cmdline, &config.append, config.virtio_devices())?;
     let serial_sink = match &config.serial {
         SerialConfig::Stdout => SerialSink::Stdout,
         SerialConfig::None => SerialSink::None,
@@ -263,8 +262,16 @@ impl Vm {
         // The mappings are only released by `finish`; an error return
         // leaves them mapped until the process exits.
         let mem_bytes = config.memory_bytes();
-        let ram::GuestRam { mem, mappings: ram } = ram::create(&layout::ram_ranges(mem_bytes))
-            .map_err(|e| Error::Memory(format!("cannot map {} MiB: {e}", config.memory_mib)))?;
+        // With a vhost-user device, a memfd mapped shared instead, so the
+        // backend can map it too.
+        let backing = if config.shared_memory() {
+            ram::Backing::SharedMemfd
+        } else {
+            ram::Backing::Anonymous
+        };
+        let ram::GuestRam { mem, mappings: ram } =
+            ram::create(&layout::ram_ranges(mem_bytes), backing)
+                .map_err(|e| Error::Memory(format!("cannot map {} MiB: {e}", config.memory_mib)))?;
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -339,7 +346,7 @@ impl Vm {
             Arc::new(Mutex::new(i8042)),
         )
         .map_err(|e| Error::Device(e.to_string()))?;
-        crate::virtio_attach::attach(&vm, &mem, config, &mut mmio, &mut em)?;
+        crate::virtio_attach::attach(&vm, &mem, config, &mut mmio, &mut em, &exit)?;
 
         timing::mark("devices attached");
         let pio = Arc::new(pio);

@@ -1,5 +1,6 @@
-//! Guest RAM backing: anonymous memory mapped at 2 MiB-aligned host
-//! addresses, with transparent huge pages requested.
+//! Guest RAM backing: anonymous memory (or, when a vhost-user backend must
+//! map it too, one memfd mapped shared) at 2 MiB-aligned host addresses, with
+//! transparent huge pages requested.
 //!
 //! KVM maps a guest page with a 2 MiB stage-2 (EPT/NPT) entry only when the
 //! host backs it with a huge page *and* the guest physical and host virtual
@@ -10,17 +11,29 @@
 //! THP (QEMU does the same for its RAM blocks) turns those into a few dozen
 //! 2 MiB faults and fewer TLB misses afterwards. Memory is still
 //! `MAP_NORESERVE` and never pre-faulted.
+//!
+//! Shared RAM is a memfd (shmem): THP for it follows
+//! `/sys/kernel/mm/transparent_hugepage/shmem_enabled`, which must be
+//! `advise` (or `always`) for `MADV_HUGEPAGE` to take. Each range maps the
+//! memfd at a 2 MiB-aligned file offset, so host address, file offset and
+//! guest address all agree modulo 2 MiB. The memfd is sealed against
+//! shrinking and growing: a backend that truncated it would otherwise make
+//! every VMM access to the lost pages a SIGBUS.
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::ptr::null_mut;
+use std::sync::Arc;
 
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 /// The huge page size KVM can map with one stage-2 entry.
 pub const HUGE_PAGE: usize = 2 << 20;
 
 const PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
 const FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+const SHARED_FLAGS: i32 = libc::MAP_SHARED | libc::MAP_NORESERVE;
 
 /// One anonymous mapping. It is never unmapped implicitly: a guest memory
 /// view (or a vCPU thread still in KVM_RUN) may outlive any owner we could
@@ -42,18 +55,73 @@ impl Mapping {
     /// Maps `len` bytes (a multiple of the page size) of anonymous memory at
     /// a host address aligned to `align` (a power of two).
     pub fn anonymous_aligned(len: usize, align: usize) -> std::io::Result<Mapping> {
+        Self::aligned(len, align, PROT, FLAGS, None)
+    }
+
+    /// Maps `len` bytes of `file` from `offset` on, shared, at a host address
+    /// aligned to `align` (a power of two).
+    pub fn file_aligned(
+        len: usize,
+        align: usize,
+        file: &File,
+        offset: u64,
+    ) -> std::io::Result<Mapping> {
+        Self::aligned(len, align, PROT, SHARED_FLAGS, Some((file, offset)))
+    }
+
+    /// Reserves `len + align` bytes (anonymous, and inaccessible if a file
+    /// is to be mapped), maps the file over the aligned part, and trims the
+    /// rest.
+    fn aligned(
+        len: usize,
+        align: usize,
+        prot: i32,
+        flags: i32,
+        file: Option<(&File, u64)>,
+    ) -> std::io::Result<Mapping> {
         assert!(align.is_power_of_two());
         let total = len
             .checked_add(align)
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let reserve_prot = if file.is_some() {
+            libc::PROT_NONE
+        } else {
+            prot
+        };
         // SAFETY: a new anonymous mapping with no address hint cannot alias
         // anything that already exists.
-        let p = unsafe { libc::mmap(null_mut(), total, PROT, FLAGS, -1, 0) };
+        let p = unsafe { libc::mmap(null_mut(), total, reserve_prot, FLAGS, -1, 0) };
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
         let start = p as usize;
         let aligned = (start + align - 1) & !(align - 1);
+        if let Some((f, offset)) = file {
+            let offset = libc::off_t::try_from(offset)
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EOVERFLOW));
+            // SAFETY: MAP_FIXED replaces [aligned, aligned + len), which lies
+            // inside the reservation just made and is referred to by nothing.
+            let q = offset.map(|off| unsafe {
+                libc::mmap(
+                    aligned as *mut libc::c_void,
+                    len,
+                    prot,
+                    flags | libc::MAP_FIXED,
+                    f.as_raw_fd(),
+                    off,
+                )
+            });
+            let q = match q {
+                Ok(q) if q == libc::MAP_FAILED => Err(std::io::Error::last_os_error()),
+                Ok(q) => Ok(q),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = q {
+                // SAFETY: the whole reservation is ours and unused.
+                unsafe { libc::munmap(p, total) };
+                return Err(e);
+            }
+        }
         let head = aligned - start;
         let tail = total - head - len;
         // SAFETY: both ranges lie inside the mapping just created, outside
@@ -118,25 +186,81 @@ pub struct GuestRam {
     pub mappings: Vec<Mapping>,
 }
 
-pub fn create(ranges: &[(GuestAddress, usize)]) -> Result<GuestRam, String> {
+/// How guest RAM is backed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// Private anonymous memory: nothing outside the VMM can map it.
+    Anonymous,
+    /// One memfd, mapped shared, whose fd can be passed to a vhost-user
+    /// backend (the regions carry it as their `FileOffset`).
+    SharedMemfd,
+}
+
+/// A sealed memfd of `size` bytes.
+fn memfd(size: u64) -> std::io::Result<File> {
+    // SAFETY: the name is a NUL-terminated string; the call creates a new fd.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"husk-guest-ram".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new fd that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS on our own memfd only restricts its later use.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<GuestRam, String> {
+    let file = match backing {
+        Backing::Anonymous => None,
+        Backing::SharedMemfd => {
+            let total = ranges.iter().fold(0u64, |end, &(_, len)| {
+                end.next_multiple_of(HUGE_PAGE as u64) + len as u64
+            });
+            Some(Arc::new(memfd(total).map_err(|e| format!("memfd: {e}"))?))
+        }
+    };
     let mut mappings = Vec::with_capacity(ranges.len());
     let mut regions = Vec::with_capacity(ranges.len());
+    let mut offset = 0u64;
     for &(gpa, len) in ranges {
         // Guest ranges start 2 MiB-aligned, so an aligned host address makes
         // the two agree modulo the huge page size.
         debug_assert_eq!(gpa.0 % HUGE_PAGE as u64, 0);
-        let m = Mapping::anonymous_aligned(len, HUGE_PAGE).map_err(|e| e.to_string())?;
+        let (m, flags, file_offset) = match &file {
+            None => (Mapping::anonymous_aligned(len, HUGE_PAGE), FLAGS, None),
+            Some(f) => {
+                // Keep each range's file offset 2 MiB-aligned too, so shmem
+                // huge pages line up with the host and guest addresses.
+                offset = offset.next_multiple_of(HUGE_PAGE as u64);
+                let m = Mapping::file_aligned(len, HUGE_PAGE, f, offset);
+                let fo = FileOffset::from_arc(f.clone(), offset);
+                offset += len as u64;
+                (m, SHARED_FLAGS, Some(fo))
+            }
+        };
+        let m = m.map_err(|e| e.to_string())?;
         m.advise_hugepages();
+        let mut builder = MmapRegionBuilder::new(len)
+            .with_mmap_prot(PROT)
+            .with_mmap_flags(flags);
+        if let Some(fo) = file_offset {
+            builder = builder.with_file_offset(fo);
+        }
         // SAFETY: [m.as_ptr(), + len) is a live mapping, and `Mapping` is
         // only unmapped by an explicit `unmap` once the view is gone.
-        let region = unsafe {
-            MmapRegionBuilder::new(len)
-                .with_mmap_prot(PROT)
-                .with_mmap_flags(FLAGS)
-                .with_raw_mmap_pointer(m.as_ptr())
-        }
-        .build()
-        .map_err(|e| e.to_string())?;
+        let region = unsafe { builder.with_raw_mmap_pointer(m.as_ptr()) }
+            .build()
+            .map_err(|e| e.to_string())?;
         mappings.push(m);
         regions.push(GuestRegionMmap::new(region, gpa).ok_or("guest region overflows")?);
     }
@@ -168,7 +292,7 @@ mod tests {
     #[test]
     fn guest_ram_matches_ranges() {
         let ranges = [(GuestAddress(0), 6 << 20), (GuestAddress(1 << 32), 2 << 20)];
-        let ram = create(&ranges).unwrap();
+        let ram = create(&ranges, Backing::Anonymous).unwrap();
         assert_eq!(ram.mappings.len(), 2);
         for (r, (gpa, len)) in ram.mem.iter().zip(ranges) {
             assert_eq!(r.start_addr(), gpa);
@@ -189,5 +313,39 @@ mod tests {
                 .unwrap(),
             7
         );
+    }
+
+    #[test]
+    fn shared_ram_is_one_sealed_memfd() {
+        use std::os::unix::fs::FileExt;
+        let ranges = [(GuestAddress(0), 5 << 20), (GuestAddress(1 << 32), 2 << 20)];
+        let ram = create(&ranges, Backing::SharedMemfd).unwrap();
+        let offsets: Vec<u64> = ram
+            .mem
+            .iter()
+            .map(|r| {
+                assert_eq!(r.as_ptr() as usize % HUGE_PAGE, 0);
+                r.file_offset().expect("file-backed region").start()
+            })
+            .collect();
+        // The second range starts at the next 2 MiB boundary of the file.
+        assert_eq!(offsets, vec![0, 6 << 20]);
+        let region = ram.mem.iter().nth(1).unwrap();
+        let file = region.file_offset().unwrap().file();
+        ram.mem
+            .write_obj(0xfeed_u32, GuestAddress((1 << 32) + 8))
+            .unwrap();
+        let mut b = [0u8; 4];
+        file.read_exact_at(&mut b, (6 << 20) + 8).unwrap();
+        assert_eq!(u32::from_le_bytes(b), 0xfeed);
+        // Sealed: a backend cannot shrink it under us.
+        assert!(file.set_len(4096).is_err());
+        assert_eq!(file.metadata().unwrap().len(), 8 << 20);
+        let GuestRam { mem, mappings } = ram;
+        drop(mem);
+        for m in mappings {
+            // SAFETY: the guest memory view was dropped above.
+            unsafe { m.unmap() };
+        }
     }
 }

@@ -14,7 +14,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{Interrupt, VirtioDevice};
+use super::{Interrupt, VirtioDevice, INT_USED_RING};
 use crate::devices::BusDevice;
 
 /// Size of the MMIO window of one device.
@@ -102,7 +102,7 @@ impl std::fmt::Debug for VirtioMmioDevice {
 impl VirtioMmioDevice {
     /// Put `device` behind an MMIO transport. Fails if the device declares an
     /// invalid queue size or an eventfd cannot be created.
-    pub fn new(mem: GuestMemoryMmap, device: Box<dyn VirtioDevice>) -> std::io::Result<Self> {
+    pub fn new(mem: GuestMemoryMmap, mut device: Box<dyn VirtioDevice>) -> std::io::Result<Self> {
         let sizes = device.queue_max_sizes().to_vec();
         if sizes.is_empty() {
             return Err(std::io::Error::new(
@@ -121,6 +121,13 @@ impl VirtioMmioDevice {
             })?;
             queues.push(q);
             queue_evts.push(EventFd::new(libc::EFD_NONBLOCK)?);
+        }
+        if device.external_queues() {
+            let clones = queue_evts
+                .iter()
+                .map(|e| e.try_clone())
+                .collect::<std::io::Result<Vec<_>>>()?;
+            device.set_queue_notifiers(clones);
         }
         Ok(VirtioMmioDevice {
             mem,
@@ -301,6 +308,9 @@ impl VirtioMmioDevice {
             }
             REG_QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
             REG_QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.ready())),
+            REG_INTERRUPT_STATUS if self.activated && self.device.external_queues() => {
+                self.interrupt.status() | INT_USED_RING
+            }
             REG_INTERRUPT_STATUS => self.interrupt.status(),
             REG_STATUS => self.status,
             // No shared memory regions: length reads as all ones (§4.2.2).
@@ -425,7 +435,9 @@ impl BusDevice for VirtioMmioDevice {
 
 impl MutEventSubscriber for VirtioMmioDevice {
     fn init(&mut self, ops: &mut EventOps) {
-        for (i, evt) in self.queue_evts.iter().enumerate() {
+        // An external backend is the only reader of the queue eventfds.
+        let own_queues = !self.device.external_queues();
+        for (i, evt) in self.queue_evts.iter().enumerate().filter(|_| own_queues) {
             let data = QUEUE_EVT_DATA_BASE + i as u32;
             if let Err(e) = ops.add(Events::with_data(evt, data, EventSet::IN)) {
                 error!("virtio-mmio: failed to register queue {i} eventfd: {e}");

@@ -4,8 +4,9 @@
 //!   guest's `virtio_mmio` driver programs, plus the event-loop side
 //!   (queue notification eventfds, device backend fds).
 //! * [`VirtioDevice`] is what a device implements to sit behind it:
-//!   [`Block`] (virtio-blk on a raw file) and [`Vsock`] (virtio-vsock with a
-//!   Firecracker-style Unix-socket backend).
+//!   [`Block`] (virtio-blk on a raw file), [`Vsock`] (virtio-vsock with a
+//!   Firecracker-style Unix-socket backend) and [`Fs`] (virtio-fs, a
+//!   vhost-user frontend: another process serves its queues).
 //!
 //! Threading: the VMM wraps a `VirtioMmioDevice` in `Arc<Mutex<_>>`; vCPU
 //! threads call the `BusDevice` methods (register accesses, activation, reset:
@@ -14,6 +15,7 @@
 
 mod block;
 mod chain;
+mod fs;
 mod mmio;
 #[cfg(test)]
 mod test_utils;
@@ -28,6 +30,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use block::{Block, BlockError};
+pub use fs::{Fs, FsError, CONNECT_TIMEOUT as FS_CONNECT_TIMEOUT};
 pub use mmio::{VirtioMmioDevice, MMIO_WINDOW_SIZE};
 pub use vsock::{Vsock, VsockError};
 
@@ -35,6 +38,8 @@ pub use vsock::{Vsock, VsockError};
 pub const TYPE_BLOCK: u32 = 2;
 /// virtio device id of a socket device (spec §5.10).
 pub const TYPE_VSOCK: u32 = 19;
+/// virtio device id of a file system device (spec §5.11).
+pub const TYPE_FS: u32 = 26;
 
 /// `InterruptStatus` bit: the device used a buffer in at least one queue.
 pub const INT_USED_RING: u32 = 1;
@@ -164,4 +169,18 @@ pub trait VirtioDevice: Send {
     fn process_queue(&mut self, index: usize, ops: &mut EventOps) -> bool;
     /// An event on a fd the device registered itself. Default: nothing.
     fn process_event(&mut self, _events: Events, _ops: &mut EventOps) {}
+    /// vhost-user devices: another process serves the queues. The transport
+    /// then hands the device its queue-notify eventfds once (through
+    /// [`VirtioDevice::set_queue_notifiers`]) and never reads them itself,
+    /// and since the backend signals the irqfd directly, without setting
+    /// `InterruptStatus`, the used-ring bit reads as always set while the
+    /// device is active (the Linux driver only runs the vring callbacks when
+    /// it sees that bit; a callback with nothing used is harmless).
+    /// Default: false.
+    fn external_queues(&self) -> bool {
+        false
+    }
+    /// Clones of the transport's queue-notify eventfds, one per queue (only
+    /// for devices with [`VirtioDevice::external_queues`]).
+    fn set_queue_notifiers(&mut self, _evts: Vec<EventFd>) {}
 }

@@ -1,0 +1,651 @@
+//! virtio-fs (virtio 1.2 §5.11) as a vhost-user frontend: the queues are
+//! served by another process (virtiofsd) that maps guest RAM (a memfd, see
+//! `arch::ram`) and gets the queue-notify eventfds (kick) and the device's
+//! irqfd (call) over the vhost-user socket. The VMM only keeps the config
+//! space (tag + number of request queues) and the backend's state in step
+//! with the driver's.
+//!
+//! The vhost-user conversation (rust-vmm's `vhost` crate, `Frontend`) runs on
+//! a worker thread of its own: every message is a blocking round trip to a
+//! process we do not control, and neither a vCPU (which sets DRIVER_OK or
+//! resets the device) nor the event loop (which serves the other devices)
+//! may wait on it. vCPU-side calls only record the wanted state and wake the
+//! worker; the worker reconciles the backend with it.
+//!
+//! Backend death: the worker polls the socket between requests; end of file,
+//! a hang-up, an unsolicited message or a failed request stops the VM with
+//! a fatal error naming the tag and socket (a container whose file system is
+//! gone cannot go on, and the guest's pending FUSE requests would otherwise
+//! hang for ever). A backend that stays connected but stops answering stalls
+//! only the worker (and the guest's file system), never a vCPU or the event
+//! loop; the socket is shut down when the device is dropped, which ends the
+//! worker.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use vhost::vhost_user::message::VhostUserHeaderFlag;
+use vhost::vhost_user::{
+    Frontend, VhostUserFrontend, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::block::read_config_bytes;
+use super::{ActivateError, Interrupt, VirtioDevice, TYPE_FS};
+use crate::bus::lock;
+use crate::config::FS_TAG_MAX;
+use crate::vcpu::{ExitState, VmExit};
+
+/// hiprio + one request queue.
+pub const NUM_QUEUES: usize = 2;
+/// `struct virtio_fs_config`: tag[36] + le32 num_request_queues.
+pub const CONFIG_SIZE: usize = FS_TAG_MAX + 4;
+/// How long to wait for the backend's socket to appear and accept, and for
+/// its answers to the first requests.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_RETRY: Duration = Duration::from_millis(10);
+
+/// The virtio feature bits we let through from the backend to the driver.
+/// Ring features are the backend's business (it walks the rings); the
+/// transport-level ones we leave out need transport support we lack
+/// (packed rings, notification data, an IOMMU).
+pub const SUPPORTED_FEATURES: u64 =
+    (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_INDIRECT_DESC) | (1 << VIRTIO_RING_F_EVENT_IDX);
+
+/// Protocol features we use if the backend offers them: MQ (to check that it
+/// serves both queues) and REPLY_ACK (every request is acknowledged, so a
+/// backend that rejects the memory table or a ring fails activation loudly).
+pub fn wanted_protocol_features() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
+}
+
+/// The device config space for `tag` (at most [`FS_TAG_MAX`] bytes; the
+/// config code checks).
+pub fn config_space(tag: &str) -> [u8; CONFIG_SIZE] {
+    let mut c = [0u8; CONFIG_SIZE];
+    let t = tag.as_bytes();
+    let n = t.len().min(FS_TAG_MAX);
+    c[..n].copy_from_slice(&t[..n]);
+    c[FS_TAG_MAX..].copy_from_slice(&1u32.to_le_bytes());
+    c
+}
+
+/// The features offered to the driver, given the backend's.
+pub fn offered_features(backend: u64) -> Result<u64, String> {
+    if backend & (1 << VIRTIO_F_VERSION_1) == 0 {
+        return Err(format!(
+            "the backend does not offer VIRTIO_F_VERSION_1 (features {backend:#x})"
+        ));
+    }
+    Ok(backend & SUPPORTED_FEATURES)
+}
+
+/// What SET_FEATURES tells the backend: the driver's features plus
+/// VHOST_USER_F_PROTOCOL_FEATURES if the backend offered it.
+pub fn backend_features(driver_acked: u64, protocol: bool) -> u64 {
+    let p = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+    (driver_acked & !p) | if protocol { p } else { 0 }
+}
+
+/// Why a virtio-fs device could not be set up.
+#[derive(Debug)]
+pub enum FsError {
+    /// The socket did not accept a connection in time.
+    Connect(PathBuf, Duration, std::io::Error),
+    /// The backend did not finish the first handshake in time.
+    Timeout(PathBuf, Duration),
+    /// A request of the handshake failed.
+    Backend(PathBuf, String),
+    /// A host resource (eventfd, thread) could not be created.
+    Host(std::io::Error),
+}
+
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsError::Connect(p, t, e) => write!(
+                f,
+                "cannot connect to vhost-user socket {} within {}: {}",
+                p.display(),
+                human(*t),
+                crate::config::io_msg(e)
+            ),
+            FsError::Timeout(p, t) => write!(
+                f,
+                "vhost-user backend on {} did not answer within {}",
+                p.display(),
+                human(*t)
+            ),
+            FsError::Backend(p, m) => write!(f, "vhost-user backend on {}: {m}", p.display()),
+            FsError::Host(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for FsError {}
+
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// Connects to `path`, retrying while it does not exist or refuses (the
+/// backend creates and starts listening on it asynchronously).
+fn connect(path: &Path, timeout: Duration) -> Result<UnixStream, FsError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(CONNECT_RETRY);
+            }
+            Err(e) => return Err(FsError::Connect(path.to_path_buf(), timeout, e)),
+        }
+    }
+}
+
+/// One ring as the driver set it up, with host virtual addresses (what
+/// vhost-user's SET_VRING_ADDR carries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Ring {
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    next_avail: u16,
+}
+
+/// What the driver brought up: everything the worker needs to start the
+/// backend.
+#[derive(Clone)]
+struct Activation {
+    /// Keeps the memfd (whose fd the regions name) open.
+    _mem: GuestMemoryMmap,
+    regions: Vec<VhostUserMemoryRegionInfo>,
+    rings: Vec<Ring>,
+    interrupt: Arc<Interrupt>,
+    kicks: Arc<Vec<EventFd>>,
+    features: u64,
+}
+
+/// The state the vCPU side wants; the worker reconciles the backend with it.
+#[derive(Default)]
+struct Wanted {
+    activation: Option<(u64, Activation)>,
+    generation: u64,
+    stop: bool,
+}
+
+struct Shared {
+    wanted: Mutex<Wanted>,
+    wake: EventFd,
+}
+
+/// The virtio-fs device.
+pub struct Fs {
+    tag: String,
+    config: [u8; CONFIG_SIZE],
+    queue_sizes: [u16; NUM_QUEUES],
+    avail_features: u64,
+    protocol: bool,
+    kicks: Arc<Vec<EventFd>>,
+    shared: Arc<Shared>,
+    /// A clone of the socket, to shut it down (which ends any request the
+    /// worker is blocked in) when the device goes away.
+    sock: UnixStream,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fs")
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the handshake at connect time learnt.
+struct Negotiated {
+    features: u64,
+    protocol: bool,
+}
+
+/// SET_OWNER, GET_FEATURES and (if offered) the protocol feature exchange.
+fn negotiate(fe: &mut Frontend) -> Result<Negotiated, String> {
+    fe.set_owner().map_err(|e| format!("SET_OWNER: {e}"))?;
+    let features = fe
+        .get_features()
+        .map_err(|e| format!("GET_FEATURES: {e}"))?;
+    let protocol = features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
+    if protocol {
+        let offered = fe
+            .get_protocol_features()
+            .map_err(|e| format!("GET_PROTOCOL_FEATURES: {e}"))?;
+        let acked = offered & wanted_protocol_features();
+        fe.set_protocol_features(acked)
+            .map_err(|e| format!("SET_PROTOCOL_FEATURES: {e}"))?;
+        if acked.contains(VhostUserProtocolFeatures::MQ) {
+            let n = fe
+                .get_queue_num()
+                .map_err(|e| format!("GET_QUEUE_NUM: {e}"))?;
+            if n < NUM_QUEUES as u64 {
+                return Err(format!(
+                    "it serves {n} queue(s), virtio-fs needs {NUM_QUEUES}"
+                ));
+            }
+        }
+        if acked.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+            fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        }
+    }
+    Ok(Negotiated { features, protocol })
+}
+
+impl Fs {
+    /// Connects to the backend on `socket` (waiting up to `timeout` for it to
+    /// appear and answer) and negotiates. A backend that dies later stops
+    /// the VM through `exit`.
+    pub fn new(
+        tag: &str,
+        socket: &Path,
+        queue_size: u16,
+        exit: Arc<ExitState>,
+        timeout: Duration,
+    ) -> Result<Fs, FsError> {
+        let stream = connect(socket, timeout)?;
+        let sock = stream.try_clone().map_err(FsError::Host)?;
+        let mut fe = Frontend::from_stream(stream, NUM_QUEUES as u64);
+        let shared = Arc::new(Shared {
+            wanted: Mutex::new(Wanted::default()),
+            wake: EventFd::new(libc::EFD_NONBLOCK).map_err(FsError::Host)?,
+        });
+        let (tx, rx) = mpsc::channel();
+        let worker_shared = shared.clone();
+        let name = format!("fs {tag}: {}", socket.display());
+        let worker = std::thread::Builder::new()
+            .name(format!("vhost-fs-{tag}"))
+            .spawn(move || {
+                let n = match negotiate(&mut fe) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let protocol = n.protocol;
+                if tx.send(Ok(n)).is_err() {
+                    return;
+                }
+                Worker {
+                    fe,
+                    protocol,
+                    shared: worker_shared,
+                    exit,
+                    name,
+                    running: None,
+                }
+                .run()
+            })
+            .map_err(FsError::Host)?;
+        let fail = |e: FsError| {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+            e
+        };
+        let n = match rx.recv_timeout(timeout) {
+            Ok(Ok(n)) => n,
+            Ok(Err(m)) => return Err(fail(FsError::Backend(socket.to_path_buf(), m))),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(fail(FsError::Timeout(socket.to_path_buf(), timeout)))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(fail(FsError::Backend(
+                    socket.to_path_buf(),
+                    "handshake thread ended".into(),
+                )))
+            }
+        };
+        let avail_features = offered_features(n.features)
+            .map_err(|m| fail(FsError::Backend(socket.to_path_buf(), m)))?;
+        debug!(
+            "fs {tag}: backend features {:#x}, offering {avail_features:#x}, protocol features: {}",
+            n.features, n.protocol
+        );
+        Ok(Fs {
+            tag: tag.to_string(),
+            config: config_space(tag),
+            queue_sizes: [queue_size; NUM_QUEUES],
+            avail_features,
+            protocol: n.protocol,
+            kicks: Arc::new(Vec::new()),
+            shared,
+            sock,
+            worker: Some(worker),
+        })
+    }
+
+    fn set_wanted(&self, f: impl FnOnce(&mut Wanted)) {
+        f(&mut lock(&self.shared.wanted));
+        if let Err(e) = self.shared.wake.write(1) {
+            warn!("fs {}: cannot wake the vhost-user thread: {e}", self.tag);
+        }
+    }
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        self.set_wanted(|w| w.stop = true);
+        // Ends a request the worker may be blocked in; the backend sees the
+        // connection close once the worker drops its end.
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        // Never wait on a backend: the worker ends on its own.
+        drop(self.worker.take());
+    }
+}
+
+/// Host addresses of a ready queue's rings.
+fn ring_of(mem: &GuestMemoryMmap, q: &Queue) -> Result<Ring, ActivateError> {
+    let hva = |gpa: u64, what: &str| -> Result<u64, ActivateError> {
+        mem.get_host_address(GuestAddress(gpa))
+            .map(|p| p as u64)
+            .map_err(|e| ActivateError::Other(format!("{what} ring at {gpa:#x}: {e}")))
+    };
+    Ok(Ring {
+        size: q.size(),
+        desc: hva(q.desc_table(), "descriptor")?,
+        avail: hva(q.avail_ring(), "available")?,
+        used: hva(q.used_ring(), "used")?,
+        next_avail: q.next_avail(),
+    })
+}
+
+/// The memory table for the backend: every guest RAM region with its fd.
+fn memory_regions(mem: &GuestMemoryMmap) -> Result<Vec<VhostUserMemoryRegionInfo>, ActivateError> {
+    mem.iter()
+        .map(|r| {
+            VhostUserMemoryRegionInfo::from_guest_region(r).map_err(|e| {
+                ActivateError::Other(format!(
+                    "guest RAM at {:#x} cannot be shared ({e}); it must be memfd-backed",
+                    r.start_addr().0
+                ))
+            })
+        })
+        .collect()
+}
+
+impl VirtioDevice for Fs {
+    fn device_type(&self) -> u32 {
+        TYPE_FS
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.avail_features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        queues: Vec<Queue>,
+        interrupt: Arc<Interrupt>,
+        acked_features: u64,
+    ) -> Result<(), ActivateError> {
+        if queues.len() != NUM_QUEUES {
+            return Err(ActivateError::QueueCount {
+                expected: NUM_QUEUES,
+                got: queues.len(),
+            });
+        }
+        if self.kicks.len() != NUM_QUEUES {
+            return Err(ActivateError::Other("no queue notifiers".into()));
+        }
+        let rings = queues
+            .iter()
+            .map(|q| ring_of(&mem, q))
+            .collect::<Result<Vec<_>, _>>()?;
+        let a = Activation {
+            regions: memory_regions(&mem)?,
+            _mem: mem,
+            rings,
+            interrupt,
+            kicks: self.kicks.clone(),
+            features: backend_features(acked_features, self.protocol),
+        };
+        self.set_wanted(|w| {
+            w.generation += 1;
+            w.activation = Some((w.generation, a));
+        });
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.set_wanted(|w| {
+            w.generation += 1;
+            w.activation = None;
+        });
+    }
+
+    fn external_queues(&self) -> bool {
+        true
+    }
+
+    fn set_queue_notifiers(&mut self, evts: Vec<EventFd>) {
+        self.kicks = Arc::new(evts);
+    }
+
+    fn process_queue(&mut self, _index: usize, _ops: &mut event_manager::EventOps) -> bool {
+        // Never called: the transport does not poll our queue eventfds.
+        false
+    }
+}
+
+/// The vhost-user side, on its own thread.
+struct Worker {
+    fe: Frontend,
+    protocol: bool,
+    shared: Arc<Shared>,
+    exit: Arc<ExitState>,
+    /// "fs TAG: SOCKET", for messages.
+    name: String,
+    /// Generation of the activation the backend runs.
+    running: Option<u64>,
+}
+
+/// What `poll` saw.
+enum Wake {
+    Wanted,
+    Socket(i16),
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            match self.wait() {
+                Ok(Wake::Wanted) => {
+                    let _ = self.shared.wake.read();
+                    if lock(&self.shared.wanted).stop {
+                        return;
+                    }
+                    if let Err(e) = self.reconcile() {
+                        return self.died(e);
+                    }
+                }
+                Ok(Wake::Socket(revents)) => {
+                    if lock(&self.shared.wanted).stop {
+                        return;
+                    }
+                    return self.died(self.socket_event(revents));
+                }
+                Err(e) => return self.died(format!("poll: {e}")),
+            }
+        }
+    }
+
+    fn wait(&self) -> std::io::Result<Wake> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.shared.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.fe.as_raw_fd(),
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: `fds` is a valid array of two pollfds for the call's
+            // duration.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            // Requests first: a stop must win over the hang-up it causes.
+            if fds[0].revents != 0 {
+                return Ok(Wake::Wanted);
+            }
+            if fds[1].revents != 0 {
+                return Ok(Wake::Socket(fds[1].revents));
+            }
+        }
+    }
+
+    /// The socket became readable or hung up while no request was pending.
+    fn socket_event(&self, revents: i16) -> String {
+        let mut b = [0u8; 1];
+        // SAFETY: `b` is a writable 1-byte buffer; MSG_PEEK leaves the
+        // socket's contents alone.
+        let n = unsafe {
+            libc::recv(
+                self.fe.as_raw_fd(),
+                b.as_mut_ptr() as *mut libc::c_void,
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => "the backend closed the connection".into(),
+            n if n > 0 => "the backend sent an unexpected message".into(),
+            _ if revents & (libc::POLLHUP | libc::POLLERR) != 0 => {
+                format!("connection lost ({})", std::io::Error::last_os_error())
+            }
+            _ => format!("socket error: {}", std::io::Error::last_os_error()),
+        }
+    }
+
+    fn died(&self, why: String) {
+        self.exit.request(VmExit::Fatal(format!(
+            "{}: vhost-user backend failed: {why}",
+            self.name
+        )));
+    }
+
+    /// Brings the backend in line with what the driver wants. An error means
+    /// the backend is unusable.
+    fn reconcile(&mut self) -> Result<(), String> {
+        let wanted = lock(&self.shared.wanted).activation.clone();
+        if let Some(g) = self.running {
+            if wanted.as_ref().map(|(wg, _)| *wg) != Some(g) {
+                self.stop()?;
+                self.running = None;
+            }
+        }
+        if let (None, Some((g, a))) = (self.running, wanted) {
+            self.start(&a)?;
+            self.running = Some(g);
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, a: &Activation) -> Result<(), String> {
+        let fe = &mut self.fe;
+        fe.set_features(a.features)
+            .map_err(|e| format!("SET_FEATURES {:#x}: {e}", a.features))?;
+        fe.set_mem_table(&a.regions)
+            .map_err(|e| format!("SET_MEM_TABLE: {e}"))?;
+        for (i, r) in a.rings.iter().enumerate() {
+            let at = |what: &str, e: vhost::Error| format!("queue {i}: {what}: {e}");
+            fe.set_vring_num(i, r.size)
+                .map_err(|e| at("SET_VRING_NUM", e))?;
+            fe.set_vring_base(i, r.next_avail)
+                .map_err(|e| at("SET_VRING_BASE", e))?;
+            let addr = VringConfigData {
+                queue_max_size: r.size,
+                queue_size: r.size,
+                flags: 0,
+                desc_table_addr: r.desc,
+                used_ring_addr: r.used,
+                avail_ring_addr: r.avail,
+                log_addr: None,
+            };
+            fe.set_vring_addr(i, &addr)
+                .map_err(|e| at("SET_VRING_ADDR", e))?;
+            fe.set_vring_call(i, a.interrupt.evt())
+                .map_err(|e| at("SET_VRING_CALL", e))?;
+            fe.set_vring_kick(i, &a.kicks[i])
+                .map_err(|e| at("SET_VRING_KICK", e))?;
+        }
+        if self.protocol {
+            for i in 0..a.rings.len() {
+                fe.set_vring_enable(i, true)
+                    .map_err(|e| format!("queue {i}: SET_VRING_ENABLE: {e}"))?;
+            }
+        }
+        // Anything the driver queued before the backend had the kick fds.
+        for k in a.kicks.iter() {
+            let _ = k.write(1);
+        }
+        debug!("{}: backend started", self.name);
+        Ok(())
+    }
+
+    /// Device reset: the backend stops both rings (GET_VRING_BASE) and stops
+    /// touching them; the next activation sets everything up again.
+    fn stop(&mut self) -> Result<(), String> {
+        let fe = &mut self.fe;
+        for i in 0..NUM_QUEUES {
+            if self.protocol {
+                fe.set_vring_enable(i, false)
+                    .map_err(|e| format!("queue {i}: SET_VRING_ENABLE 0: {e}"))?;
+            }
+            fe.get_vring_base(i)
+                .map_err(|e| format!("queue {i}: GET_VRING_BASE: {e}"))?;
+        }
+        debug!("{}: backend stopped (device reset)", self.name);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "fs_tests.rs"]
+mod tests;
