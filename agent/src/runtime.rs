@@ -139,6 +139,8 @@ pub struct Runtime {
     creating: Mutex<HashSet<String>>,
     subscribers: Mutex<Vec<SyncSender<Event>>>,
     env: OnceLock<spec::Env>,
+    /// Serializes mounting virtio-fs shares.
+    share_lock: Mutex<()>,
 }
 
 static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
@@ -311,6 +313,27 @@ impl Runtime {
         })
     }
 
+    /// Mounts the virtio-fs share `tag` at `at` unless it is mounted
+    /// there already (shares outlive containers: a pod's containers and
+    /// their bind mounts use the same one).
+    fn mount_share(&self, tag: &str, at: &Path) -> Res<()> {
+        let _guard = self.share_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let is_mount = |p: &Path| -> bool {
+            use std::os::unix::fs::MetadataExt;
+            match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
+                (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+                _ => false,
+            }
+        };
+        if is_mount(at) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(at)
+            .map_err(|e| err(ErrorCode::Internal, format!("mkdir {}: {e}", at.display())))?;
+        rootfs::mount(Some(tag), at, Some("virtiofs"), 0, Some(""))
+            .map_err(|e| bad(format!("rootfs: mount virtio-fs share {tag:?}: {e}")))
+    }
+
     fn mount_rootfs(&self, id: &str, src: &RootfsSource) -> Res<(PathBuf, Option<PathBuf>)> {
         let target = || -> Res<PathBuf> {
             let d = Path::new(RUN_DIR).join(id).join("rootfs");
@@ -372,11 +395,40 @@ impl Runtime {
                 let flags = if *readonly { libc::MS_RDONLY } else { 0 };
                 do_mount(device, fstype, flags, options)
             }
-            RootfsSource::VirtioFs { tag } => {
-                if tag.is_empty() || tag.len() > 36 || tag.contains('\0') {
-                    return Err(bad("rootfs.tag: must be 1-36 bytes without NUL"));
+            RootfsSource::VirtioFs { tag, subdir } => {
+                if tag.is_empty()
+                    || tag.len() > 36
+                    || !tag.bytes().all(|b| b.is_ascii_graphic())
+                    || tag.contains('/')
+                {
+                    return Err(bad("rootfs.tag: must be 1-36 printable bytes without '/'"));
                 }
-                do_mount(tag, "virtiofs", 0, "")
+                let share = PathBuf::from(husk_protocol::container::share_path(tag));
+                self.mount_share(tag, &share)?;
+                let root = match subdir.as_deref() {
+                    None | Some("") => share,
+                    Some(d) => {
+                        let rel = Path::new(d);
+                        if rel.is_absolute()
+                            || rel
+                                .components()
+                                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+                        {
+                            return Err(bad(format!(
+                                "rootfs.subdir: {d:?} must be a relative path without '..'"
+                            )));
+                        }
+                        share.join(rel)
+                    }
+                };
+                match std::fs::symlink_metadata(&root) {
+                    Ok(m) if m.is_dir() => Ok((root, None)),
+                    Ok(_) => Err(bad(format!(
+                        "rootfs.subdir: {} is not a directory",
+                        root.display()
+                    ))),
+                    Err(e) => Err(bad(format!("rootfs.subdir: {}: {e}", root.display()))),
+                }
             }
         }
     }

@@ -36,8 +36,24 @@ pub enum RootfsSource {
         #[serde(default)]
         options: String,
     },
-    /// A virtio-fs share, by its tag.
-    VirtioFs { tag: String },
+    /// A virtio-fs share, by its tag. The agent mounts the share once at
+    /// [`share_path`]`(tag)` (shared by every container that names it) and
+    /// uses `subdir` inside it (absent: the share's root) as the root file
+    /// system. Spec mounts may name files of the share by that path: the
+    /// host runtime puts a container's bind-mount sources into its share.
+    VirtioFs {
+        tag: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subdir: Option<String>,
+    },
+}
+
+/// Where the agent mounts virtio-fs shares in the guest.
+pub const SHARE_DIR: &str = "/run/husk/shares";
+
+/// The guest path of the virtio-fs share `tag` (see [`RootfsSource::VirtioFs`]).
+pub fn share_path(tag: &str) -> String {
+    format!("{SHARE_DIR}/{tag}")
 }
 
 fn default_fstype() -> String {

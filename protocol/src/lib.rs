@@ -603,8 +603,21 @@ mod tests {
         );
         let r: Request = serde_json::from_str(r#"{"type":"wait","id":"c"}"#).unwrap();
         assert_eq!(r.name(), "wait");
-        let v = serde_json::to_value(RootfsSource::VirtioFs { tag: "t".into() }).unwrap();
+        let v = serde_json::to_value(RootfsSource::VirtioFs {
+            tag: "t".into(),
+            subdir: None,
+        })
+        .unwrap();
         assert_eq!(v, serde_json::json!({"kind":"virtio_fs","tag":"t"}));
+        let r: RootfsSource =
+            serde_json::from_str(r#"{"kind":"virtio_fs","tag":"husk","subdir":"rootfs"}"#).unwrap();
+        assert_eq!(
+            r,
+            RootfsSource::VirtioFs {
+                tag: "husk".into(),
+                subdir: Some("rootfs".into())
+            }
+        );
         let r: RootfsSource =
             serde_json::from_str(r#"{"kind":"block","device":"/dev/vda"}"#).unwrap();
         assert_eq!(

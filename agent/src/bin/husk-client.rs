@@ -334,7 +334,10 @@ fn load(a: &Args) -> Result<(oci::Spec, RootfsSource), String> {
             options: String::new(),
         }
     } else if let Some(tag) = a.get("--rootfs-virtiofs") {
-        RootfsSource::VirtioFs { tag: tag.into() }
+        RootfsSource::VirtioFs {
+            tag: tag.into(),
+            subdir: None,
+        }
     } else {
         let root = spec
             .root()
