@@ -1,0 +1,495 @@
+//! Reading an OCI bundle and turning its spec into what the microVM needs:
+//! the guest's spec (bind sources moved into the virtio-fs share, hooks
+//! kept on the host), the list of host paths to share, and the VM's size.
+//!
+//! Every error is one line naming the field (`mounts[3].source: ...`) or
+//! the path.
+
+use std::path::{Path, PathBuf};
+
+use husk_protocol::oci;
+use serde_json::Value;
+
+use crate::state::resolve;
+use crate::util::{Context, Result};
+
+/// The virtio-fs tag of a container's share, and the share's layout.
+pub const SHARE_TAG: &str = "husk";
+pub const ROOTFS_DIR: &str = "rootfs";
+
+/// Guest memory when the spec sets no limit, and the least we boot with.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+pub const MIN_MEMORY_MIB: u64 = 128;
+/// Added to a spec's memory limit: the guest kernel and agent.
+pub const VM_OVERHEAD_MIB: u64 = 64;
+pub const MAX_VCPUS: u32 = 32;
+
+/// One host path served to the guest through the share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shared {
+    /// Absolute host path (file or directory).
+    pub source: PathBuf,
+    /// Name inside the share.
+    pub name: String,
+    pub is_dir: bool,
+}
+
+#[derive(Debug)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    /// The spec as written (hooks, annotations for the host side).
+    pub spec: oci::Spec,
+    /// The spec the agent gets.
+    pub guest_spec: oci::Spec,
+    pub rootfs: PathBuf,
+    pub shares: Vec<Shared>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// `process.terminal`.
+    pub terminal: bool,
+    /// The spec's network namespace: None = the host's, Some(None) = a new
+    /// one, Some(Some(path)) = that one.
+    pub netns: Option<Option<PathBuf>>,
+}
+
+/// Reads and checks `<dir>/config.json`.
+pub fn load(dir: &Path) -> Result<Bundle> {
+    let dir = std::fs::canonicalize(dir).ctx(format!("bundle {}", dir.display()))?;
+    let path = dir.join("config.json");
+    let data = std::fs::read(&path).ctx(path.display())?;
+    let v: Value =
+        serde_json::from_slice(&data).ctx(format!("{}: invalid JSON", path.display()))?;
+    from_value(&dir, v)
+}
+
+fn err_at(path: &Path, e: String) -> String {
+    format!("{}: {e}", path.display())
+}
+
+pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
+    let cfg = dir.join("config.json");
+    let spec: oci::Spec =
+        husk_protocol::decode_tracked(v.clone(), "").map_err(|e| err_at(&cfg, e))?;
+    let bad = |field: &str, msg: String| err_at(&cfg, format!("{field}: {msg}"));
+
+    let ver = spec.version();
+    if !ver.starts_with("1.") {
+        return Err(bad(
+            "ociVersion",
+            format!("{ver:?} is not supported (husk reads 1.x specs)"),
+        ));
+    }
+    let Some(process) = spec.process() else {
+        return Err(bad("process", "missing".into()));
+    };
+    let terminal = process.terminal().unwrap_or(false);
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| bad("root", "missing".into()))?;
+    let rootfs = resolve(dir, root.path());
+    match std::fs::metadata(&rootfs) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(bad(
+                "root.path",
+                format!("{} is not a directory", rootfs.display()),
+            ))
+        }
+        Err(e) => return Err(bad("root.path", format!("{}: {e}", rootfs.display()))),
+    }
+
+    // Namespaces: a VM has its own kernel, so a container cannot join a
+    // namespace of the host — except the network one, which the host side
+    // (the monitor) joins so that the daemon's network hooks see it.
+    let mut netns = None;
+    if let Some(nss) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
+        for (i, ns) in nss.iter().enumerate() {
+            let t = ns.typ();
+            if t == oci::LinuxNamespaceType::Network {
+                netns = Some(ns.path().clone());
+            } else if let Some(p) = ns.path() {
+                return Err(bad(
+                    &format!("linux.namespaces[{i}].path"),
+                    format!(
+                        "joining the host's {t} namespace ({}) is not possible from a microVM",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Sizing from linux.resources, overridable by annotations.
+    let res = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+        .clamp(1, MAX_VCPUS);
+    let mut vcpus = 1u32;
+    if let Some(cpu) = res.and_then(|r| r.cpu().as_ref()) {
+        match (cpu.quota(), cpu.period()) {
+            (Some(q), Some(p)) if q > 0 && p > 0 => {
+                vcpus = (q as u64).div_ceil(p).clamp(1, u64::from(host_cpus)) as u32;
+            }
+            _ => {
+                if let Some(set) = cpu.cpus() {
+                    let n = cpuset_count(set).map_err(|e| bad("linux.resources.cpu.cpus", e))?;
+                    vcpus = n.clamp(1, host_cpus);
+                }
+            }
+        }
+    }
+    let mut memory_mib = DEFAULT_MEMORY_MIB;
+    if let Some(limit) = res
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|l| *l > 0)
+    {
+        memory_mib = (limit as u64).div_ceil(1 << 20) + VM_OVERHEAD_MIB;
+    }
+    let ann = spec.annotations().clone().unwrap_or_default();
+    if let Some(s) = ann.get("io.husk.vcpus") {
+        vcpus = s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_VCPUS).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "annotations.io.husk.vcpus",
+                    format!("{s:?}: want 1..={MAX_VCPUS}"),
+                )
+            })?;
+    }
+    if let Some(s) = ann.get("io.husk.memory_mib") {
+        memory_mib = s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= MIN_MEMORY_MIB && *n <= 1 << 20)
+            .ok_or_else(|| {
+                bad(
+                    "annotations.io.husk.memory_mib",
+                    format!("{s:?}: want {MIN_MEMORY_MIB}..=1048576"),
+                )
+            })?;
+    }
+    memory_mib = memory_mib.max(MIN_MEMORY_MIB);
+
+    // Mounts: bind sources go into the share; /dev/shm becomes guest tmpfs.
+    let mut shares = vec![Shared {
+        source: rootfs.clone(),
+        name: ROOTFS_DIR.into(),
+        is_dir: true,
+    }];
+    let share_root = husk_protocol::container::share_path(SHARE_TAG);
+    if let Some(Value::Array(mounts)) = v.get_mut("mounts") {
+        for (i, m) in mounts.iter_mut().enumerate() {
+            let typ = m.get("type").and_then(Value::as_str).unwrap_or("");
+            let opts: Vec<String> = m
+                .get("options")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|o| o.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let is_bind = typ == "bind" || opts.iter().any(|o| o == "bind" || o == "rbind");
+            if !is_bind {
+                continue;
+            }
+            let dest = m.get("destination").and_then(Value::as_str).unwrap_or("");
+            if dest == "/dev/shm" {
+                // The host's shm tmpfs cannot be shared usefully; the guest
+                // gets its own, as Kata does.
+                let keep: Vec<Value> = opts
+                    .iter()
+                    .filter(|o| ["nosuid", "noexec", "nodev", "ro"].contains(&o.as_str()))
+                    .map(|o| Value::from(o.as_str()))
+                    .chain(["mode=1777", "size=65536k"].map(Value::from))
+                    .collect();
+                m["type"] = "tmpfs".into();
+                m["source"] = "shm".into();
+                m["options"] = Value::Array(keep);
+                continue;
+            }
+            let field = format!("mounts[{i}].source");
+            let src = m
+                .get("source")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(&field, "missing for a bind mount".into()))?;
+            let src = resolve(dir, Path::new(src));
+            let md = std::fs::metadata(&src)
+                .map_err(|e| bad(&field, format!("{}: {e}", src.display())))?;
+            if !md.is_dir() && !md.is_file() {
+                return Err(bad(
+                    &field,
+                    format!(
+                        "{}: only files and directories can be shared into a microVM",
+                        src.display()
+                    ),
+                ));
+            }
+            let name = format!("m{i}");
+            m["source"] = Value::from(format!("{share_root}/{name}"));
+            m["type"] = "bind".into();
+            shares.push(Shared {
+                source: src,
+                name,
+                is_dir: md.is_dir(),
+            });
+        }
+    }
+    // The guest never sees host namespace paths or hooks.
+    if let Some(Value::Array(nss)) = v.pointer_mut("/linux/namespaces") {
+        for ns in nss.iter_mut() {
+            if let Some(o) = ns.as_object_mut() {
+                o.remove("path");
+            }
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove("hooks");
+    }
+    if let Some(cg) = v.pointer_mut("/linux/cgroupsPath") {
+        if let Some(s) = cg.as_str() {
+            *cg = Value::from(guest_cgroup_path(s));
+        }
+    }
+    let guest_spec: oci::Spec =
+        husk_protocol::decode_tracked(v, "").map_err(|e| err_at(&cfg, e))?;
+    Ok(Bundle {
+        dir: dir.to_path_buf(),
+        spec,
+        guest_spec,
+        rootfs,
+        shares,
+        vcpus,
+        memory_mib,
+        terminal,
+        netns,
+    })
+}
+
+/// systemd-style `slice:prefix:name` cgroup paths become plain paths in
+/// the guest (which has no systemd): `/slice/prefix-name.scope`.
+pub fn guest_cgroup_path(s: &str) -> String {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 3 && !s.starts_with('/') {
+        let slice = if parts[0].is_empty() {
+            "system.slice"
+        } else {
+            parts[0]
+        };
+        format!("/{slice}/{}-{}.scope", parts[1], parts[2])
+    } else {
+        s.to_string()
+    }
+}
+
+/// Number of CPUs in a cpuset list (`0-3,8`).
+pub fn cpuset_count(s: &str) -> std::result::Result<u32, String> {
+    let mut n = 0u32;
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let a: u32 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: bad CPU list"))?;
+        let b: u32 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: bad CPU list"))?;
+        if b < a || b > 4095 {
+            return Err(format!("{s:?}: bad CPU range"));
+        }
+        n += b - a + 1;
+    }
+    Ok(n)
+}
+
+/// The id the agent knows the container by: the host id when it fits the
+/// agent's rule (64 bytes of `[A-Za-z0-9][A-Za-z0-9_.-]*`), else a
+/// shortened, cleaned form (one container per VM, so it only needs to be
+/// readable).
+pub fn guest_id(id: &str) -> String {
+    let mut g: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if !g.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        g.replace_range(..1, "c");
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn bundle_dir(name: &str) -> Tmp {
+        let d = std::env::temp_dir().join(format!("husk-bundle-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("rootfs")).unwrap();
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        std::fs::write(d.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        Tmp(d)
+    }
+    fn spec() -> Value {
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs"},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/data", "type": "bind", "source": "data", "options": ["rbind", "ro"]},
+                {"destination": "/etc/hosts", "source": "hosts", "options": ["bind"]},
+                {"destination": "/dev/shm", "type": "bind", "source": "/somewhere/shm", "options": ["rbind", "nosuid", "size=9k"]}
+            ],
+            "hooks": {"prestart": [{"path": "/bin/true"}]},
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "network", "path": "/run/netns/x"}],
+                "cgroupsPath": "system.slice:docker:abc",
+                "resources": {"memory": {"limit": 536870912}, "cpu": {"quota": 150000, "period": 100000}}
+            }
+        })
+    }
+
+    #[test]
+    fn rewrites_mounts_and_sizes() {
+        let t = bundle_dir("ok");
+        let b = from_value(&t.0, spec()).unwrap();
+        assert_eq!(b.rootfs, t.0.join("rootfs"));
+        assert_eq!(
+            b.vcpus,
+            2.min(std::thread::available_parallelism().unwrap().get() as u32)
+        );
+        assert_eq!(b.memory_mib, 512 + VM_OVERHEAD_MIB);
+        assert_eq!(b.netns, Some(Some(PathBuf::from("/run/netns/x"))));
+        let names: Vec<_> = b
+            .shares
+            .iter()
+            .map(|s| (s.name.as_str(), s.is_dir))
+            .collect();
+        assert_eq!(names, [("rootfs", true), ("m1", true), ("m2", false)]);
+        let g = serde_json::to_value(&b.guest_spec).unwrap();
+        assert_eq!(g["mounts"][1]["source"], "/run/husk/shares/husk/m1");
+        assert_eq!(g["mounts"][1]["options"], json!(["rbind", "ro"]));
+        assert_eq!(g["mounts"][2]["source"], "/run/husk/shares/husk/m2");
+        assert_eq!(g["mounts"][3]["type"], "tmpfs");
+        assert_eq!(
+            g["mounts"][3]["options"],
+            json!(["nosuid", "mode=1777", "size=65536k"])
+        );
+        assert!(g.get("hooks").is_none());
+        assert!(g["linux"]["namespaces"][1].get("path").is_none());
+        assert_eq!(g["linux"]["cgroupsPath"], "/system.slice/docker-abc.scope");
+        // the host-side spec keeps its hooks
+        assert!(b.spec.hooks().is_some());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let t = bundle_dir("err");
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                json!({"ociVersion": "2.0.0"}),
+                "ociVersion: \"2.0.0\" is not supported",
+            ),
+            (
+                json!({"ociVersion": "1.0.0", "root": {"path": "rootfs"}}),
+                "process: missing",
+            ),
+            (
+                {
+                    let mut s = spec();
+                    s["root"]["path"] = "nope".into();
+                    s
+                },
+                "root.path: ",
+            ),
+            (
+                {
+                    let mut s = spec();
+                    s["mounts"][1]["source"] = "/no/such/dir".into();
+                    s
+                },
+                "mounts[1].source: /no/such/dir: No such file",
+            ),
+            (
+                {
+                    let mut s = spec();
+                    s["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into();
+                    s
+                },
+                "linux.namespaces[0].path: joining the host's pid namespace",
+            ),
+            (
+                {
+                    let mut s = spec();
+                    s["process"]["args"] = json!("sh");
+                    s
+                },
+                "process.args: invalid type",
+            ),
+            (
+                {
+                    let mut s = spec();
+                    s["annotations"] = json!({"io.husk.vcpus": "99"});
+                    s
+                },
+                "annotations.io.husk.vcpus: \"99\"",
+            ),
+        ];
+        for (v, want) in cases {
+            let e = from_value(&t.0, v).unwrap_err();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+            assert!(e.contains("config.json"), "{e:?}");
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn defaults_and_helpers() {
+        let t = bundle_dir("def");
+        let mut s = spec();
+        s["linux"]["resources"] = json!({});
+        let b = from_value(&t.0, s).unwrap();
+        assert_eq!((b.vcpus, b.memory_mib), (1, DEFAULT_MEMORY_MIB));
+        assert_eq!(cpuset_count("0-3,8"), Ok(5));
+        assert!(cpuset_count("3-1").is_err());
+        assert_eq!(guest_id("abc"), "abc");
+        assert_eq!(guest_id("+x"), "cx");
+        assert_eq!(guest_id(&"a".repeat(100)).len(), 64);
+        assert_eq!(guest_cgroup_path("/docker/abc"), "/docker/abc");
+    }
+
+    #[test]
+    fn missing_and_invalid_config() {
+        let t = bundle_dir("cfg");
+        let e = load(&t.0).unwrap_err();
+        assert!(e.contains("config.json: No such file"), "{e}");
+        std::fs::write(t.0.join("config.json"), "{nope").unwrap();
+        let e = load(&t.0).unwrap_err();
+        assert!(e.contains("config.json: invalid JSON"), "{e}");
+        let e = load(Path::new("/no/bundle")).unwrap_err();
+        assert!(e.starts_with("bundle /no/bundle: "), "{e}");
+    }
+}

@@ -1,0 +1,118 @@
+//! OCI hooks, run on the host as runc runs them: the container's state
+//! JSON on stdin, the hook's own args and env, its timeout.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use husk_protocol::oci::Hook;
+
+use crate::util::Result;
+
+/// No hook may hold a command forever, even without a timeout of its own.
+const MAX_HOOK_TIME: Duration = Duration::from_secs(600);
+
+/// Runs `hooks` in order; the first failure ends the run with one line
+/// naming the hook (`prestart hook #0 (/usr/bin/x): exit status 1: ...`).
+pub fn run(kind: &str, hooks: &[Hook], state_json: &str) -> Result<()> {
+    for (i, h) in hooks.iter().enumerate() {
+        let path = h.path();
+        let what = || format!("{kind} hook #{i} ({})", path.display());
+        let mut cmd = Command::new(path);
+        if let Some(args) = h.args() {
+            if let Some((a0, rest)) = args.split_first() {
+                use std::os::unix::process::CommandExt;
+                cmd.arg0(a0).args(rest);
+            }
+        }
+        if let Some(env) = h.env() {
+            cmd.env_clear();
+            for kv in env {
+                if let Some((k, v)) = kv.split_once('=') {
+                    cmd.env(k, v);
+                }
+            }
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", what()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(state_json.as_bytes());
+        }
+        let limit = h
+            .timeout()
+            .filter(|t| *t > 0)
+            .map(|t| Duration::from_secs(t as u64))
+            .unwrap_or(MAX_HOOK_TIME)
+            .min(MAX_HOOK_TIME);
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("{}: timed out after {} s", what(), limit.as_secs()));
+                }
+                Err(e) => return Err(format!("{}: {e}", what())),
+            }
+        };
+        if !status.success() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = (&mut e).take(4096).read_to_string(&mut err);
+            }
+            let first = err.lines().next().unwrap_or("").trim();
+            return Err(format!("{}: {status}: {first}", what()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(v: serde_json::Value) -> Hook {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn state_on_stdin_and_failures() {
+        let dir = std::env::temp_dir().join(format!("husk-hooks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let ok = hook(serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat >{}; echo $X >>{}", out.display(), out.display())],
+            "env": ["X=from-env"]
+        }));
+        run("prestart", &[ok], "{\"id\":\"c\"}").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"id\":\"c\"}from-env\n"
+        );
+        let bad = hook(
+            serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", "echo boom >&2; exit 3"]}),
+        );
+        let e = run("poststop", &[bad], "{}").unwrap_err();
+        assert_eq!(e, "poststop hook #0 (/bin/sh): exit status: 3: boom");
+        let slow =
+            hook(serde_json::json!({"path": "/bin/sleep", "args": ["sleep", "5"], "timeout": 1}));
+        assert!(run("prestart", &[slow], "{}")
+            .unwrap_err()
+            .contains("timed out"));
+        let missing = hook(serde_json::json!({"path": "/no/such/hook"}));
+        assert!(run("createRuntime", &[missing], "{}")
+            .unwrap_err()
+            .starts_with("createRuntime hook #0 (/no/such/hook): "));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,486 @@
+//! The monitor: the host process that stands for a container. The daemon
+//! waits on its pid (written to `--pid-file`), so it lives exactly as long
+//! as the container, exits with the container's status, relays the stdio
+//! the daemon gave to `create` and forwards the signals it receives.
+//!
+//! It owns the sandbox: in a private mount namespace it bind-mounts the
+//! bundle's rootfs and the spec's bind sources into the share directory,
+//! starts virtiofsd on it and husk-vmm (both die with it: PDEATHSIG), waits
+//! for the agent, runs the create hooks and asks the agent to create the
+//! container. When the container exits (or the VM or virtiofsd dies) it
+//! records the exit status, stops the helpers and exits.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use husk_protocol::client::Client;
+use husk_protocol::{ExitInfo, RootfsSource, AGENT_PORT};
+
+use crate::bundle::{self, Bundle};
+use crate::config::HostConfig;
+use crate::session::{self, Target, Terminal};
+use crate::state::{State, Status, Store};
+use crate::util::{self, Context, Result};
+use crate::{hooks, sys};
+
+/// Status a container gets when its VM dies under it.
+pub const CRASH_STATUS: i32 = 255;
+
+/// Helper processes the monitor started, for `delete` to find if the
+/// monitor itself was killed (they die with it, but delete double-checks).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Helpers {
+    pub pids: Vec<(i32, u64)>,
+}
+
+pub struct Opts {
+    pub term: Terminal,
+    /// Write end of the pipe `create` waits on: "ok\n" or "error: ...\n".
+    pub ready: Option<OwnedFd>,
+    /// Start the container right after creating it (`husk run`).
+    pub start: bool,
+}
+
+enum Ev {
+    Exited(Result<ExitInfo>),
+    HelperDied(&'static str, ExitStatus),
+}
+
+struct Sandbox {
+    dir: PathBuf,
+    vsock: PathBuf,
+    helpers: Vec<(&'static str, i32)>,
+    tx: mpsc::Sender<Ev>,
+}
+
+/// Short socket directory for a container: Unix socket paths are limited
+/// to 107 bytes and daemons use long roots and 64-character ids.
+pub fn sock_dir(root: &Path, id: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    root.hash(&mut h);
+    id.hash(&mut h);
+    PathBuf::from(format!("/run/husk-sock/{:016x}", h.finish()))
+}
+
+fn exit_path(dir: &Path) -> PathBuf {
+    dir.join("exit")
+}
+
+/// The exit status the monitor recorded, if it did.
+pub fn recorded_exit(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(exit_path(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn state_json(st: &State, status: Status, pid: i32) -> String {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "id": st.id,
+        "status": status.as_str(),
+        "pid": pid,
+        "bundle": st.bundle,
+        "annotations": st.annotations,
+    })
+    .to_string()
+}
+
+impl Sandbox {
+    fn spawn(&mut self, name: &'static str, cmd: &mut Command, log: &Path) -> Result<(i32, Child)> {
+        let out = std::fs::File::create(log).ctx(log.display())?;
+        let err = out.try_clone().ctx(log.display())?;
+        // SAFETY: child_setup only makes async-signal-safe calls.
+        let child = unsafe { cmd.pre_exec(sys::child_setup) }
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "start {name} ({}): {e}",
+                    cmd.get_program().to_string_lossy()
+                )
+            })?;
+        let pid = child.id() as i32;
+        self.helpers.push((name, pid));
+        let h = Helpers {
+            pids: self
+                .helpers
+                .iter()
+                .filter_map(|(_, p)| util::proc_start_time(*p).map(|s| (*p, s)))
+                .collect(),
+        };
+        let _ = util::write_atomic(
+            &self.dir.join("helpers.json"),
+            &serde_json::to_vec(&h).unwrap_or_default(),
+        );
+        Ok((pid, child))
+    }
+
+    /// Watches a helper in a thread; its death is an event.
+    fn watch(&self, name: &'static str, mut child: Child) {
+        let tx = self.tx.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("wait-{name}"))
+            .spawn(move || {
+                if let Ok(s) = child.wait() {
+                    let _ = tx.send(Ev::HelperDied(name, s));
+                }
+            });
+    }
+
+    /// Kills the helpers (virtiofsd last: the VM may still use it).
+    fn stop(&self) {
+        for (_, pid) in self.helpers.iter().rev() {
+            // SAFETY: kill(2) on our own unreaped children (their waiter
+            // threads hold them until they exit).
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn report(ready: &mut Option<OwnedFd>, msg: &str) {
+    if let Some(fd) = ready.take() {
+        let mut f = std::fs::File::from(fd);
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+/// Runs the monitor to the end; returns the container's exit status, or
+/// the error that kept it from being created (or started, with `start`),
+/// already reported on the ready pipe.
+pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
+    // Every thread started from here on inherits the blocked set, so the
+    // signal thread alone receives them.
+    sys::block_signals(&sys::relay_sigset());
+    let (tx, rx) = mpsc::channel();
+    let dir = store.dir(id);
+    let mut sb = Sandbox {
+        dir: dir.clone(),
+        vsock: PathBuf::new(),
+        helpers: vec![],
+        tx,
+    };
+    let setup = setup(store, id, &mut sb, &opts);
+    let (st, target, attached) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            util::log("error", &e);
+            sb.stop();
+            let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
+            report(&mut opts.ready, &format!("error: {e}\n"));
+            return Err(e);
+        }
+    };
+    let _ = store.set_status(id, Status::Created, None);
+    if opts.start {
+        let r = target.connect().and_then(|mut c| {
+            c.start_container(&target.guest_id)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = r {
+            let e = format!("start container {id}: {e}");
+            util::log("error", &e);
+            sb.stop();
+            let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
+            report(&mut opts.ready, &format!("error: {e}\n"));
+            return Err(e);
+        }
+        let _ = store.set_status(id, Status::Running, None);
+        let json = state_json(&st, Status::Running, std::process::id() as i32);
+        if let Err(e) = hooks::run("poststart", &st.poststart, &json) {
+            crate::warn!("{e}");
+        }
+    }
+    report(&mut opts.ready, "ok\n");
+    let _ = session::forward_signals(target.clone(), attached.tty());
+
+    let t2 = target.clone();
+    let tx = sb.tx.clone();
+    let _ = std::thread::Builder::new()
+        .name("wait".into())
+        .spawn(move || {
+            let _ = tx.send(Ev::Exited(session::wait(&t2)));
+        });
+
+    let status = match rx.recv() {
+        Ok(Ev::Exited(Ok(info))) => {
+            crate::debug!("container {id} exited: {info:?}");
+            attached.finish(Duration::from_secs(10));
+            session::status_of(&info)
+        }
+        Ok(Ev::Exited(Err(e))) => {
+            // The agent connection broke: the VM is going down. Give the
+            // helper's exit a moment to explain it.
+            let why = match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ev::HelperDied(n, s)) => format!("{n} exited ({s})"),
+                _ => e,
+            };
+            crash(&dir, id, &why)
+        }
+        Ok(Ev::HelperDied(n, s)) => crash(&dir, id, &format!("{n} exited ({s})")),
+        Err(_) => crash(&dir, id, "monitor lost its event channel"),
+    };
+    let _ = util::write_atomic(&exit_path(&dir), format!("{status}\n").as_bytes());
+    let _ = store.set_status(id, Status::Stopped, Some(status));
+    sb.stop();
+    // The helpers' waiter threads reap them; don't wait long for that.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sb
+        .helpers
+        .iter()
+        .any(|(_, p)| util::proc_start_time(*p).is_some())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
+    Ok(status)
+}
+
+fn crash(dir: &Path, id: &str, why: &str) -> i32 {
+    let tail = session::tail(&dir.join("console.log"), 5);
+    util::log(
+        "error",
+        &format!("container {id}: the microVM stopped unexpectedly: {why}; console: {tail}"),
+    );
+    CRASH_STATUS
+}
+
+fn setup(
+    store: &Store,
+    id: &str,
+    sb: &mut Sandbox,
+    opts: &Opts,
+) -> Result<(State, Target, session::Attached)> {
+    let mut st = store.load(id)?;
+    st.monitor_pid = std::process::id() as i32;
+    st.monitor_start = util::proc_start_time(st.monitor_pid).unwrap_or(0);
+    store.save(&st)?;
+    let b: Bundle = bundle::load(&st.bundle)?;
+    let cfg = HostConfig::load()?;
+    cfg.check()?;
+
+    sys::unshare_mounts()?;
+    if let Some(ns) = &b.netns {
+        sys::enter_netns(ns.as_deref())?;
+    }
+    let share = sb.dir.join("share");
+    std::fs::create_dir_all(&share).ctx(share.display())?;
+    for s in &b.shares {
+        let at = share.join(&s.name);
+        if s.is_dir {
+            std::fs::create_dir_all(&at).ctx(at.display())?;
+        } else {
+            std::fs::File::create(&at).ctx(at.display())?;
+        }
+        sys::bind(&s.source, &at)?;
+    }
+
+    let sdir = sock_dir(&store.root, id);
+    let _ = std::fs::remove_dir_all(&sdir);
+    std::fs::create_dir_all(&sdir).ctx(sdir.display())?;
+    let fs_sock = sdir.join("fs.sock");
+    sb.vsock = sdir.join("vsock");
+
+    let (_, vfsd) = sb.spawn(
+        "virtiofsd",
+        Command::new(&cfg.virtiofsd)
+            .arg(format!("--socket-path={}", fs_sock.display()))
+            .arg("-o")
+            .arg(format!("source={}", share.display()))
+            .args(["-o", "cache=auto", "-o", "xattr"]),
+        &sb.dir.join("virtiofsd.log"),
+    )?;
+    sb.watch("virtiofsd", vfsd);
+
+    let (_, vmm) = sb.spawn(
+        "husk-vmm",
+        Command::new(&cfg.vmm)
+            .arg("run")
+            .arg("--kernel")
+            .arg(&cfg.kernel)
+            .arg("--initrd")
+            .arg(&cfg.initramfs)
+            .arg("--vcpus")
+            .arg(b.vcpus.to_string())
+            .arg("--memory")
+            .arg(b.memory_mib.to_string())
+            .arg("--vsock-uds")
+            .arg(&sb.vsock)
+            .arg("--serial")
+            .arg(format!("file:{}", sb.dir.join("console.log").display()))
+            .arg("--fs")
+            .arg(format!(
+                "tag={},socket={}",
+                bundle::SHARE_TAG,
+                fs_sock.display()
+            )),
+        &sb.dir.join("vmm.log"),
+    )?;
+    sb.watch("husk-vmm", vmm);
+
+    let mut agent = boot_wait(sb, &cfg, &b)?;
+
+    // createRuntime and prestart hooks see the monitor as the container's
+    // process: its network namespace is the container's on the host.
+    let hk = b.spec.hooks().clone().unwrap_or_default();
+    let json = state_json(&st, Status::Creating, st.monitor_pid);
+    hooks::run(
+        "prestart",
+        hk.prestart().as_deref().unwrap_or_default(),
+        &json,
+    )?;
+    hooks::run(
+        "createRuntime",
+        hk.create_runtime().as_deref().unwrap_or_default(),
+        &json,
+    )?;
+    let ifs: Vec<String> = sys::net_interfaces()
+        .into_iter()
+        .filter(|i| i != "lo")
+        .collect();
+    if b.netns.is_some() && !ifs.is_empty() {
+        crate::warn!(
+            "container {id}: networking is not supported by husk yet: the container has loopback only \
+             ({} in its network namespace on the host {} not connected to the microVM)",
+            ifs.join(", "),
+            if ifs.len() == 1 { "is" } else { "are" }
+        );
+    }
+
+    let target = Target {
+        vsock: sb.vsock.clone(),
+        guest_id: st.guest_id.clone(),
+        exec_id: None,
+    };
+    let (_, warnings) = agent
+        .create_container(
+            &st.guest_id,
+            b.guest_spec.clone(),
+            RootfsSource::VirtioFs {
+                tag: bundle::SHARE_TAG.into(),
+                subdir: Some(bundle::ROOTFS_DIR.into()),
+            },
+            opts.term.stdio(),
+        )
+        .map_err(|e| format!("create container {id} in the microVM: {e}"))?;
+    for w in warnings {
+        crate::warn!("container {id}: {w}");
+    }
+    let attached = session::attach(&target, &opts.term)?;
+    attached.resize(&target);
+    st.poststart = hk.poststart().clone().unwrap_or_default();
+    st.poststop = hk.poststop().clone().unwrap_or_default();
+    st.status = Status::Created;
+    store.save(&st)?;
+    Ok((st, target, attached))
+}
+
+/// Waits for the agent's answer; fails at once if a helper dies.
+fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle) -> Result<Client> {
+    let start = Instant::now();
+    let deadline = start + cfg.boot_timeout;
+    let mut last;
+    loop {
+        if let Some((n, p)) = sb
+            .helpers
+            .iter()
+            .find(|(_, p)| util::proc_start_time(*p).is_none())
+        {
+            let log = sb.dir.join(if *n == "virtiofsd" {
+                "virtiofsd.log"
+            } else {
+                "vmm.log"
+            });
+            return Err(format!(
+                "{n} (pid {p}) exited while the microVM booted: {}",
+                session::tail(&log, 3)
+            ));
+        }
+        match Client::connect_uds(&sb.vsock, AGENT_PORT, Duration::from_secs(2)) {
+            Ok(mut c) => match c.ping() {
+                Ok(info) => {
+                    crate::debug!(
+                        "agent {} ready after {} ms ({} vCPUs, {} MiB)",
+                        info.agent_version,
+                        start.elapsed().as_millis(),
+                        b.vcpus,
+                        b.memory_mib
+                    );
+                    c.set_timeout(session::CALL_TIMEOUT)
+                        .map_err(|e| e.to_string())?;
+                    return Ok(c);
+                }
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the microVM's agent did not answer within {} s ({last}); console: {}",
+                cfg.boot_timeout.as_secs(),
+                session::tail(&sb.dir.join("console.log"), 3)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An exec'd process: attach, forward signals, wait; returns its status.
+/// With `ready`, reports "ok" once the process runs (for `exec --detach`).
+pub fn exec_session(
+    target: Target,
+    process: husk_protocol::oci::Process,
+    term: Terminal,
+    mut ready: Option<OwnedFd>,
+    pid_file: Option<&Path>,
+) -> i32 {
+    sys::block_signals(&sys::relay_sigset());
+    let eid = target.exec_id.clone().unwrap_or_default();
+    let r = target.connect().and_then(|mut c| {
+        c.exec(&target.guest_id, &eid, process, term.stdio())
+            .map_err(|e| format!("exec in container {}: {e}", target.guest_id))
+    });
+    let attached = match r.and_then(|_| session::attach(&target, &term)) {
+        Ok(a) => a,
+        Err(e) => {
+            report(&mut ready, &format!("error: {e}\n"));
+            if ready.is_none() {
+                eprintln!("husk: {e}");
+            }
+            util::log("error", &e);
+            return 1;
+        }
+    };
+    attached.resize(&target);
+    if let Some(p) = pid_file {
+        if let Err(e) = write_pid_file(p, std::process::id() as i32) {
+            eprintln!("husk: {e}");
+        }
+    }
+    report(&mut ready, "ok\n");
+    let _ = session::forward_signals(target.clone(), attached.tty());
+    match session::wait(&target) {
+        Ok(info) => {
+            attached.finish(Duration::from_secs(10));
+            session::status_of(&info)
+        }
+        Err(e) => {
+            util::log("error", &format!("exec {eid}: {e}"));
+            CRASH_STATUS
+        }
+    }
+}
+
+pub fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
+    util::write_atomic(p, pid.to_string().as_bytes()).map_err(|e| format!("--pid-file: {e}"))
+}

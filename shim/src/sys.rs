@@ -1,0 +1,372 @@
+//! Thin wrappers over the system calls the host side needs: namespaces,
+//! bind mounts, ptys, passing a descriptor over a Unix socket, terminal
+//! modes and signal masks.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use crate::util::Result;
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", p.display()))
+}
+
+fn check(r: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", what(), io::Error::last_os_error()))
+    }
+}
+
+/// A private mount namespace whose mounts see the host's unmounts (slave
+/// propagation), so mounts made here vanish with this process.
+pub fn unshare_mounts() -> Result<()> {
+    // SAFETY: unshare(2) with a flag; affects only this (single-threaded) process.
+    check(unsafe { libc::unshare(libc::CLONE_NEWNS) }, || {
+        "unshare(CLONE_NEWNS)".into()
+    })?;
+    // SAFETY: valid NUL-terminated strings / nulls as mount(2) allows.
+    check(
+        unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            )
+        },
+        || "make / a slave mount".into(),
+    )
+}
+
+/// Bind-mounts `src` (recursively) onto `dst`.
+pub fn bind(src: &Path, dst: &Path) -> Result<()> {
+    let (s, d) = (cstr(src)?, cstr(dst)?);
+    // SAFETY: valid NUL-terminated paths; no data argument.
+    check(
+        unsafe {
+            libc::mount(
+                s.as_ptr(),
+                d.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        },
+        || format!("bind-mount {} on {}", src.display(), dst.display()),
+    )
+}
+
+/// Mount points at or under `dir` in this process's mount namespace,
+/// deepest first (from /proc/self/mountinfo, whose paths escape space,
+/// tab, newline and backslash in octal).
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    v.dedup();
+    v
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detaches every mount at or under `dir` (so that removing `dir` can
+/// never reach into a bind-mounted source).
+pub fn unmount_under(dir: &Path) -> Result<()> {
+    for m in mounts_under(dir) {
+        let c = cstr(&m)?;
+        // SAFETY: umount2 with a valid NUL-terminated path.
+        check(
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) },
+            || format!("unmount {}", m.display()),
+        )?;
+    }
+    match mounts_under(dir).first() {
+        Some(m) => Err(format!("{} is still mounted", m.display())),
+        None => Ok(()),
+    }
+}
+
+/// Joins the network namespace at `path`, or makes a new one.
+pub fn enter_netns(path: Option<&Path>) -> Result<()> {
+    match path {
+        Some(p) => {
+            let f = std::fs::File::open(p)
+                .map_err(|e| format!("network namespace {}: {e}", p.display()))?;
+            // SAFETY: setns on a descriptor we own.
+            check(
+                unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) },
+                || format!("join network namespace {}", p.display()),
+            )
+        }
+        // SAFETY: unshare(2) with a flag.
+        None => check(unsafe { libc::unshare(libc::CLONE_NEWNET) }, || {
+            "unshare(CLONE_NEWNET)".into()
+        }),
+    }
+}
+
+/// Names of the network interfaces of this thread's network namespace.
+pub fn net_interfaces() -> Vec<String> {
+    std::fs::read_to_string("/proc/thread-self/net/dev")
+        .unwrap_or_default()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A new pty pair: (master, slave, slave path).
+pub fn openpty() -> Result<(OwnedFd, OwnedFd, String)> {
+    let (mut m, mut s) = (-1, -1);
+    // SAFETY: openpty writes two descriptors; the name/termios/winsize
+    // arguments may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    check(r, || "openpty".into())?;
+    // SAFETY: fresh descriptors only we own.
+    let (m, s) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    for fd in [&m, &s] {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let mut buf = [0 as libc::c_char; 128];
+    // SAFETY: buf has the length we pass.
+    let r = unsafe { libc::ptsname_r(m.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    let name = if r == 0 {
+        // SAFETY: ptsname_r NUL-terminated buf.
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        String::new()
+    };
+    Ok((m, s, name))
+}
+
+/// Sends `fd` over the Unix socket at `socket` with `name` as the message,
+/// as runc does with a console's pty master (`--console-socket`).
+pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
+    let sock = UnixStream::connect(socket)
+        .map_err(|e| format!("--console-socket {}: {e}", socket.display()))?;
+    let mut data = name.as_bytes().to_vec();
+    if data.is_empty() {
+        data.push(b'/');
+    }
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: an all-zero msghdr is valid; we fill the fields below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points at `space` bytes, enough for one header
+    // with one descriptor; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+    }
+    loop {
+        // SAFETY: msg and everything it points to are alive for the call.
+        let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(format!("--console-socket {}: send: {e}", socket.display()));
+        }
+    }
+}
+
+/// Puts the terminal `fd` in raw mode; returns the old settings.
+pub fn make_raw(fd: RawFd) -> Option<libc::termios> {
+    // SAFETY: termios is plain data; tcgetattr fills it.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a descriptor the caller owns; t is valid.
+    if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
+        return None;
+    }
+    let old = t;
+    // SAFETY: t is a valid termios.
+    unsafe { libc::cfmakeraw(&mut t) };
+    // SAFETY: as above.
+    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) } != 0 {
+        return None;
+    }
+    Some(old)
+}
+
+pub fn restore_term(fd: RawFd, t: &libc::termios) {
+    // SAFETY: t came from tcgetattr on this fd.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) };
+}
+
+/// The window size of terminal `fd` (rows, cols).
+pub fn winsize(fd: RawFd) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain data filled by the ioctl.
+    let mut w: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into w.
+    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w) } != 0 || (w.ws_row == 0 && w.ws_col == 0)
+    {
+        return None;
+    }
+    Some((w.ws_row, w.ws_col))
+}
+
+/// Makes terminal `fd` this session's controlling terminal (the caller is
+/// a session leader), so the kernel sends SIGWINCH on resizes.
+pub fn set_ctty(fd: RawFd) {
+    // SAFETY: TIOCSCTTY with arg 0 on a tty we own.
+    unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+}
+
+pub fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// The signals the host side relays to the container: everything a user
+/// or daemon sends, not the synchronous faults.
+pub fn relay_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigfillset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t.
+    unsafe {
+        libc::sigfillset(&mut set);
+        for s in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGABRT,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+        ] {
+            libc::sigdelset(&mut set, s);
+        }
+    }
+    set
+}
+
+/// Blocks `set` in the calling thread (and the threads it starts later).
+pub fn block_signals(set: &libc::sigset_t) {
+    // SAFETY: set is a valid sigset_t.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, std::ptr::null_mut()) };
+}
+
+/// Waits for one of the blocked signals in `set`.
+pub fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    loop {
+        // SAFETY: set is valid and blocked; sig receives the number.
+        if unsafe { libc::sigwait(set, &mut sig) } == 0 {
+            return sig;
+        }
+    }
+}
+
+/// For a child between fork and exec: its own session (no terminal
+/// signals from the daemon's or the monitor's terminal) and death with
+/// its parent, so nothing outlives the monitor.
+pub fn child_setup() -> io::Result<()> {
+    // SAFETY: async-signal-safe calls between fork and exec.
+    unsafe {
+        libc::setsid();
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn console_fd_passing() {
+        let dir = std::env::temp_dir().join(format!("husk-sys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("c.sock");
+        let l = UnixListener::bind(&sock).unwrap();
+        let (m, _s, name) = openpty().unwrap();
+        assert!(name.starts_with("/dev/pts/"), "{name}");
+        send_console(&sock, m.as_raw_fd(), &name).unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = vec![0u8; 64];
+        let n = c.read(&mut got).unwrap();
+        assert_eq!(&got[..n], name.as_bytes());
+        assert!(send_console(&dir.join("missing"), m.as_raw_fd(), &name)
+            .unwrap_err()
+            .starts_with("--console-socket "));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mountinfo_paths() {
+        assert_eq!(unescape_mountinfo("/a\\040b\\134c"), "/a b\\c");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/end\\04"), "/end\\04");
+        assert!(mounts_under(Path::new("/proc"))
+            .iter()
+            .any(|m| m == Path::new("/proc")));
+        assert!(mounts_under(Path::new("/nonexistent-husk")).is_empty());
+    }
+
+    #[test]
+    fn interfaces_include_lo() {
+        assert!(net_interfaces().iter().any(|i| i == "lo"));
+    }
+}
