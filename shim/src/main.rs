@@ -309,6 +309,13 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     };
     let monitor = matches!(cmd, Cmd::Monitor(_) | Cmd::ExecMonitor(_));
+    if !monitor {
+        // A CLI whose reader went away (`husk state X | grep -q`) ends
+        // quietly, as C tools do. Relaying processes (monitors, a
+        // foreground run or exec) block SIGPIPE and see EPIPE instead.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // A monitor's stderr is the container's: its own lines go to the log.
     let log = cli.g.log.clone().or_else(|| {
         monitor.then(|| match &cmd {

@@ -23,6 +23,14 @@ mk_initramfs() {
     (cd "$_d" && find . | busybox cpio -o -H newc 2>/dev/null) >"$1"
     rm -rf "$_d"
 }
+# busybox_rootfs DIR: a container root file system: busybox and its applets.
+busybox_rootfs() {
+    mkdir -p "$1/bin" "$1/tmp" "$1/etc"
+    cp /bin/busybox "$1/bin/busybox"
+    for _a in $(/bin/busybox --list); do [ "$_a" = busybox ] || ln -sf busybox "$1/bin/$_a"; done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$1/etc/passwd"
+    echo 'root:x:0:' >"$1/etc/group"
+}
 # no_leftovers: fail if a husk-vmm process is still running (busybox has no pgrep)
 no_leftovers() {
     _left=

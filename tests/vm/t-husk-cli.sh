@@ -1,0 +1,160 @@
+# The runc-compatible `husk` CLI end to end: every container in its own
+# microVM, its rootfs a virtio-fs share of the bundle (virtiofsd), driven
+# exactly as a daemon drives runc: run (exit status, stdout, stdin), create
+# with a pid file + start + state + kill + delete, exec (foreground and
+# --detach), pause/resume, a bind mount whose writes land on the host, a VMM
+# crash leaving the container stopped, bad bundles as one-line errors, and
+# nothing left behind (state, sockets, husk-vmm, virtiofsd, monitors).
+. ./lib.sh
+tmp=$(mktemp -d)
+ROOT=$tmp/state
+H() { husk --root "$ROOT" "$@"; }
+cleanup() {
+    for id in $(H list -q 2>/dev/null); do H delete --force "$id" >/dev/null 2>&1; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+B=$tmp/bundle; R=$B/rootfs
+mkdir -p "$tmp/host-out"
+busybox_rootfs "$R"
+# spec ARGS_JSON [TERMINAL]: a config.json shaped like Docker's (runc's
+# default mounts, every namespace, a bind mount of $tmp/host-out at /out).
+spec() {
+    cat >"$B/config.json" <<EOF
+{"ociVersion":"1.0.2",
+ "process":{"terminal":${2:-false},"args":$1,"cwd":"/","env":["PATH=/bin","HOME=/"],"user":{"uid":0,"gid":0},
+   "capabilities":{"bounding":["CAP_KILL","CAP_CHOWN"],"effective":["CAP_KILL","CAP_CHOWN"],"permitted":["CAP_KILL","CAP_CHOWN"]},
+   "rlimits":[{"type":"RLIMIT_NOFILE","hard":1024,"soft":1024}],"noNewPrivileges":true},
+ "root":{"path":"rootfs"},
+ "hostname":"huskbox",
+ "mounts":[{"destination":"/proc","type":"proc","source":"proc","options":["nosuid","noexec","nodev"]},
+   {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},
+   {"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec","newinstance","ptmxmode=0666","mode=0620"]},
+   {"destination":"/dev/shm","type":"tmpfs","source":"shm","options":["nosuid","noexec","nodev","mode=1777","size=65536k"]},
+   {"destination":"/sys","type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]},
+   {"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["ro","nosuid","noexec","nodev"]},
+   {"destination":"/out","type":"bind","source":"$tmp/host-out","options":["rbind","rw"]}],
+ "linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"uts"},{"type":"ipc"},{"type":"network"},{"type":"cgroup"}],
+   "resources":{"memory":{"limit":134217728}},
+   "maskedPaths":["/proc/kcore"],"readonlyPaths":["/proc/sys"]}}
+EOF
+}
+procs() { # names of husk's host processes still running
+    for c in /proc/[0-9]*/comm; do
+        case "$(cat "$c" 2>/dev/null)" in husk-vmm|virtiofsd|husk) echo "$(cat "$c") ${c%/comm}" ;; esac
+    done
+}
+nothing_left() { # WHAT
+    _p=$(procs); [ -z "$_p" ] || fail "$1: processes left: $(echo $_p)"
+    [ -z "$(ls -A "$ROOT" 2>/dev/null)" ] || fail "$1: state left under --root: $(ls -A "$ROOT")"
+    [ -z "$(ls -A /run/husk-sock 2>/dev/null)" ] || fail "$1: sockets left in /run/husk-sock: $(ls -A /run/husk-sock)"
+}
+show() { for f in "$@"; do echo "--- $f:" >&2; tail -c 1500 "$f" >&2; done; }
+status_of() { H state "$1" 2>/dev/null | sed -n 's/.*"status": "\([a-z]*\)".*/\1/p'; }
+wait_status() { # ID STATUS SECONDS
+    _n=$(($3 * 10))
+    while [ $_n -gt 0 ]; do [ "$(status_of "$1")" = "$2" ] && return 0; sleep 0.1; _n=$((_n - 1)); done
+    fail "$1 did not become $2 within $3 s (state: $(H state "$1" 2>&1 | tr -d '\n'))"
+}
+
+# --- run: stdout, exit status, bind mount write, stdin -----------------------
+spec '["sh","-c","echo hello from $(hostname); echo written-in-vm >/out/file; exit 7"]'
+t0=$(now_ms)
+H run --bundle "$B" r1 >"$tmp/out" 2>"$tmp/err"; rc=$?
+t1=$(now_ms)
+[ $rc = 7 ] || { show "$tmp/out" "$tmp/err"; fail "husk run: exit status $rc, want 7"; }
+assert_eq "$(cat "$tmp/out")" "hello from huskbox" "husk run stdout"
+assert_eq "$(cat "$tmp/host-out/file" 2>/dev/null)" "written-in-vm" "file written to the bind mount, read on the host"
+nothing_left "after husk run"
+note "husk run: stdout, exit 7, bind-mount write on the host, nothing left ($((t1 - t0)) ms)"
+
+spec '["sh","-c","wc -c; echo eof"]'
+head -c 100000 /dev/urandom >"$tmp/in"
+H run --bundle "$B" r2 <"$tmp/in" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 0 ] && [ "$(cat "$tmp/out" | tr -d ' ')" = "$(printf '100000\neof')" ] || { show "$tmp/out" "$tmp/err"; fail "husk run stdin (rc $rc)"; }
+note "husk run: 100000 bytes of stdin and EOF reach the container"
+
+# --- create / start / state / kill / delete ---------------------------------
+spec '["sh","-c","echo started; trap \"echo got-term; exit 3\" TERM; while :; do sleep 0.1; done"]'
+H create --bundle "$B" --pid-file "$tmp/pid" c1 >"$tmp/c1.out" 2>"$tmp/c1.err" </dev/null; rc=$?
+[ $rc = 0 ] || { show "$tmp/c1.err"; fail "husk create (rc $rc)"; }
+pid=$(cat "$tmp/pid")
+[ -d "/proc/$pid" ] || fail "pid file names $pid, which is not running"
+assert_eq "$(status_of c1)" created "state after create"
+H state c1 | grep -q "\"pid\": $pid," || fail "state pid is not the pid file's $pid: $(H state c1)"
+H state c1 | grep -q "\"bundle\": \"$B\"" || fail "state bundle: $(H state c1)"
+[ ! -s "$tmp/c1.out" ] || fail "the process ran before start: $(cat "$tmp/c1.out")"
+H start c1 || fail "husk start"
+assert_eq "$(status_of c1)" running "state after start"
+for _ in $(seq 100); do grep -q started "$tmp/c1.out" && break; sleep 0.1; done
+expect_in "$tmp/c1.out" started "the started container's output reaches create's stdout"
+H start c1 2>"$tmp/err" && fail "a second start succeeded"
+H delete c1 2>"$tmp/err" && fail "delete of a running container succeeded without --force"
+expect_in "$tmp/err" "not stopped" "delete of a running container says why"
+
+# exec: foreground status and output, same container (pid 1 is its init)
+H exec c1 sh -c 'echo in-exec $(cat /proc/1/comm); exit 5' >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 5 ] || { show "$tmp/out" "$tmp/err"; fail "husk exec: status $rc, want 5"; }
+assert_eq "$(cat "$tmp/out")" "in-exec sh" "husk exec output"
+H exec --detach --pid-file "$tmp/epid" c1 sh -c 'sleep 0.5; echo detached >/out/exec' || fail "exec --detach"
+epid=$(cat "$tmp/epid"); [ -n "$epid" ] || fail "exec --detach wrote no pid file"
+for _ in $(seq 100); do [ -d "/proc/$epid" ] || break; sleep 0.1; done
+[ -d "/proc/$epid" ] && fail "the detached exec's pid $epid outlived its process"
+assert_eq "$(cat "$tmp/host-out/exec" 2>/dev/null)" detached "detached exec wrote through the bind mount"
+note "exec: status 5, output, --detach with a pid file that lives as long as the process"
+
+# pause / resume
+H pause c1 || fail "husk pause"
+assert_eq "$(status_of c1)" paused "state after pause"
+H resume c1 || fail "husk resume"
+assert_eq "$(status_of c1)" running "state after resume"
+
+# kill: SIGTERM reaches the trap, the container stops with status 3
+H kill c1 TERM || fail "husk kill TERM"
+wait_status c1 stopped 30
+expect_in "$tmp/c1.out" got-term "SIGTERM reached the container's trap"
+H state c1 | grep -q '"pid": 0,' || fail "a stopped container's pid is not 0: $(H state c1)"
+[ -d "/proc/$pid" ] && fail "the monitor ($pid) outlived its container"
+H kill c1 KILL 2>"$tmp/err" && fail "kill of a stopped container succeeded"
+expect_in "$tmp/err" "not running" "kill of a stopped container says why"
+H delete c1 || fail "husk delete of a stopped container"
+H state c1 2>"$tmp/err" && fail "state of a deleted container succeeded"
+nothing_left "after create/start/kill/delete"
+note "create -> created (pid file = monitor), start -> running, pause/resume, kill TERM -> stopped, delete"
+
+# --- delete --force of a running container; a created one is deleted too ----
+spec '["sleep","1000"]'
+H create --bundle "$B" c2 </dev/null >/dev/null 2>"$tmp/err" || { show "$tmp/err"; fail "create c2"; }
+H start c2 || fail "start c2"
+H create --bundle "$B" c3 </dev/null >/dev/null 2>"$tmp/err" || { show "$tmp/err"; fail "create c3"; }
+H create --bundle "$B" c3 </dev/null 2>"$tmp/err" && fail "a second create with the same id succeeded"
+expect_in "$tmp/err" "already exists" "duplicate id says so"
+H list | grep -q "^c2 .*running" || fail "list: $(H list)"
+H delete --force c2 || fail "delete --force of a running container"
+H delete c3 || fail "delete of a created container"
+nothing_left "after delete --force"
+note "delete --force of a running container and delete of a created one leave nothing"
+
+# --- the VMM dies under a running container: stopped with a status ----------
+H create --bundle "$B" c4 </dev/null >/dev/null 2>"$tmp/err" && H start c4 || { show "$tmp/err"; fail "create c4"; }
+for c in /proc/[0-9]*/comm; do [ "$(cat "$c" 2>/dev/null)" = husk-vmm ] && kill -9 "$(basename "${c%/comm}")"; done
+wait_status c4 stopped 30
+H delete c4 || fail "delete after a VMM crash"
+nothing_left "after a VMM crash"
+note "husk-vmm killed: the container is stopped, delete cleans up"
+
+# --- bad bundles: one line, exit 1, nothing made ---------------------------
+bad() { # WHAT PATTERN
+    H create --bundle "$B" bad </dev/null >/dev/null 2>"$tmp/err"; rc=$?
+    [ $rc = 1 ] || { show "$tmp/err"; fail "$1: exit $rc, want 1"; }
+    [ "$(wc -l <"$tmp/err")" = 1 ] || { show "$tmp/err"; fail "$1: error is not one line"; }
+    expect_in "$tmp/err" "$2" "$1: the error names the problem"
+    nothing_left "$1"
+}
+rm "$B/config.json"; bad "missing config.json" "config.json"
+echo '{"ociVersion": "1.0.2", "process": ' >"$B/config.json"; bad "invalid JSON" "config.json: invalid JSON"
+spec '["true"]'; sed -i 's/"hostname":"huskbox"/"hostname":42/' "$B/config.json"; bad "hostname of the wrong type" "hostname"
+spec '["true"]'; sed -i 's#{"type":"uts"}#{"type":"uts","path":"/proc/1/ns/uts"}#' "$B/config.json"; bad "host namespace path" "linux.namespaces\[2\].path"
+spec '["true"]'; sed -i 's#"root":{"path":"rootfs"}#"root":{"path":"nonexistent"}#' "$B/config.json"; bad "missing rootfs" "root.path"
+spec '["true"]' true; bad "terminal without --console-socket" "console-socket"
+note "bad bundles: one-line errors naming the field, exit 1, nothing left"
