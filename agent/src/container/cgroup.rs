@@ -107,7 +107,9 @@ pub fn resource_writes(
         }
     }
     if let Some(c) = r.cpu() {
-        if let Some(shares) = c.shares() {
+        // 0 means "not set" for shares, quota and period, as runc reads
+        // them (Docker sends 0 for every CPU knob the user left alone).
+        if let Some(shares) = c.shares().filter(|s| *s != 0) {
             let field = format!("{f}.cpu.shares");
             if !(2..=262_144).contains(&shares) {
                 return Err(format!("{field}: {shares} is outside 2..262144"));
@@ -115,16 +117,20 @@ pub fn resource_writes(
             let weight = 1 + ((shares - 2) * 9999) / 262_142;
             out.push(w("cpu.weight", weight.to_string(), &field));
         }
-        if c.quota().is_some() || c.period().is_some() {
+        let (cq, cp) = (
+            c.quota().filter(|q| *q != 0),
+            c.period().filter(|p| *p != 0),
+        );
+        if cq.is_some() || cp.is_some() {
             let field = format!("{f}.cpu.quota");
-            let quota = match c.quota() {
+            let quota = match cq {
                 None | Some(-1) => "max".to_string(),
                 Some(q) if q <= 0 => {
                     return Err(format!("{field}: {q} must be positive or -1 (unlimited)"))
                 }
                 Some(q) => q.to_string(),
             };
-            let period = c.period().unwrap_or(100_000);
+            let period = cp.unwrap_or(100_000);
             if !(1_000..=1_000_000).contains(&period) {
                 return Err(format!(
                     "{f}.cpu.period: {period} is outside 1000..1000000 us"
@@ -174,7 +180,7 @@ pub fn resource_writes(
     }
     if let Some(b) = r.block_io() {
         let bf = format!("{f}.blockIO");
-        if let Some(wt) = b.weight() {
+        if let Some(wt) = b.weight().filter(|w| *w != 0) {
             if !(10..=1000).contains(&wt) {
                 return Err(format!("{bf}.weight: {wt} is outside 10..1000"));
             }
@@ -540,6 +546,13 @@ mod tests {
     }
 
     #[test]
+    fn zero_cpu_knobs_are_unset_as_in_runc() {
+        let ws =
+            res(r#"{"cpu":{"shares":0,"quota":0,"period":0},"blockIO":{"weight":0}}"#).unwrap();
+        assert!(ws.is_empty(), "{:?}", files(&ws));
+    }
+
+    #[test]
     fn bad_values_name_the_field() {
         for (json, field) in [
             (
@@ -553,7 +566,7 @@ mod tests {
                 "linux.resources.memory.swap:",
             ),
             (r#"{"cpu":{"shares":1}}"#, "linux.resources.cpu.shares:"),
-            (r#"{"cpu":{"quota":0}}"#, "linux.resources.cpu.quota:"),
+            (r#"{"cpu":{"quota":-5}}"#, "linux.resources.cpu.quota:"),
             (r#"{"cpu":{"cpus":"0;1"}}"#, "linux.resources.cpu.cpus:"),
             (
                 r#"{"blockIO":{"weight":5}}"#,

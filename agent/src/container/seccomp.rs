@@ -243,11 +243,9 @@ pub fn compile(s: &LinuxSeccomp, warnings: &mut Vec<String>) -> Result<Filter, S
                     a.index()
                 ));
             }
-            if a.op() == LinuxSeccompOperator::ScmpCmpMaskedEq && a.value_two().is_none() {
-                return Err(format!(
-                    "{rf}.args[{ai}].valueTwo: SCMP_CMP_MASKED_EQ needs valueTwo"
-                ));
-            }
+            // A missing valueTwo is 0, as in runc and libseccomp: Docker's
+            // default profile omits it (Go's omitempty) for `(arg & value)
+            // == 0` rules such as clone's namespace flags.
             conds.extend(arg_cond(
                 a.index(),
                 a.op(),
