@@ -207,12 +207,28 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 /// Starts `husk <globals> <args>` as a detached child (own session) with
 /// `ready` as its fd 3, and waits for its "ok" or "error: ..." line.
 /// Returns the child's pid once it says ok.
-fn spawn_helper(g: &Global, args: &[String], what: &str, limit: Duration) -> Result<i32> {
+///
+/// With `console` the child gets /dev/null as stdio: its process's terminal
+/// goes over the console socket, and a caller that reads our stdout and
+/// stderr to EOF (go-runc does for a terminal create) must not wait for the
+/// container's lifetime.
+fn spawn_helper(
+    g: &Global,
+    args: &[String],
+    what: &str,
+    limit: Duration,
+    console: bool,
+) -> Result<i32> {
     let (r, w) = pipe()?;
     let wfd = w.as_raw_fd();
     let exe = std::env::current_exe().ctx("/proc/self/exe")?;
     let mut cmd = Command::new(exe);
     cmd.args(global_args(g)).args(args);
+    if console {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -318,7 +334,7 @@ fn create(g: &Global, store: &Store, a: &CreateArgs, start: bool) -> Result<i32>
         }
         args.extend(["--ready-fd".into(), "3".into()]);
         let limit = HostConfig::load()?.boot_timeout + Duration::from_secs(60);
-        let pid = spawn_helper(g, &args, "monitor", limit)
+        let pid = spawn_helper(g, &args, "monitor", limit, b.terminal)
             .map_err(|e| format!("create container {}: {e}", a.id))?;
         if let Some(p) = &a.pid_file {
             monitor::write_pid_file(p, pid)?;
@@ -671,7 +687,7 @@ fn exec(g: &Global, store: &Store, a: ExecArgs) -> Result<i32> {
             args.push(s.display().to_string());
         }
         args.extend(["--ready-fd".into(), "3".into()]);
-        let r = spawn_helper(g, &args, "exec monitor", Duration::from_secs(60));
+        let r = spawn_helper(g, &args, "exec monitor", Duration::from_secs(60), tty);
         let _ = std::fs::remove_file(&pf);
         let pid = r.map_err(|e| format!("exec in container {}: {e}", a.id))?;
         if let Some(p) = &a.pid_file {
