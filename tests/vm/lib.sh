@@ -23,6 +23,29 @@ mk_initramfs() {
     (cd "$_d" && find . | busybox cpio -o -H newc 2>/dev/null) >"$1"
     rm -rf "$_d"
 }
+# expect_run WHAT WANT-RC WANT-STDOUT CMD...: run CMD (stdout to $out, stderr
+# to $out.err), fail unless it exits WANT-RC and (when WANT-STDOUT is not
+# empty) prints exactly WANT-STDOUT; notes how long it took.
+expect_run() {
+    _what=$1 _rc=$2 _want=$3; shift 3
+    _t=$(now_ms)
+    timeout -s KILL "${EXPECT_RUN_TIMEOUT:-180}" "$@" >"$out" 2>"$out.err"; rc=$?
+    _ms=$(( $(now_ms) - _t ))
+    if [ "$rc" != "$_rc" ] || { [ -n "$_want" ] && [ "$(cat "$out")" != "$_want" ]; }; then
+        [ "$rc" = 137 ] && echo "--- timed out after ${EXPECT_RUN_TIMEOUT:-180} s: $*" >&2
+        echo "--- stdout of: $*" >&2; tail -n 20 "$out" >&2
+        echo "--- stderr:" >&2; tail -n 20 "$out.err" >&2
+        command -v on_fail >/dev/null 2>&1 && on_fail >&2
+        fail "$_what: exit $rc (want $_rc), output '$(head -c 200 "$out")' (want '$_want')"
+    fi
+    note "$_what: ${_ms} ms"
+}
+# husk_leftovers: husk's host processes (monitors, husk-vmm, virtiofsd) still running
+husk_leftovers() {
+    for _c in /proc/[0-9]*/comm; do
+        case "$(cat "$_c" 2>/dev/null)" in husk-vmm|virtiofsd|husk) printf '%s ' "$(cat "$_c")/${_c#/proc/}" ;; esac
+    done | sed 's#/comm##g'
+}
 # busybox_rootfs DIR: a container root file system: busybox and its applets.
 busybox_rootfs() {
     mkdir -p "$1/bin" "$1/tmp" "$1/etc"
