@@ -257,9 +257,23 @@ pub fn compile(s: &LinuxSeccomp, warnings: &mut Vec<String>) -> Result<Filter, S
         if rule.names().is_empty() {
             return Err(format!("{rf}.names: empty"));
         }
+        // Profiles list other architectures' calls (Docker's has ~50 such
+        // as "stat64"): one warning per rule, not one per name.
+        let unknown: Vec<&str> = rule
+            .names()
+            .iter()
+            .filter(|n| syscall_number(n).is_none())
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            warnings.push(format!(
+                "{rf}.names: {} system call(s) unknown on x86_64 skipped: {}",
+                unknown.len(),
+                unknown.join(", ")
+            ));
+        }
         for name in rule.names() {
             let Some(nr) = syscall_number(name) else {
-                warnings.push(format!("{rf}.names: unknown system call {name:?} skipped"));
                 continue;
             };
             if !nr_loaded {
