@@ -71,32 +71,13 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
+        .map(husk_protocol::unescape_mountinfo)
         .map(PathBuf::from)
         .filter(|m| m.starts_with(dir))
         .collect();
     v.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     v.dedup();
     v
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Detaches every mount at or under `dir` (so that removing `dir` can
@@ -356,9 +337,6 @@ mod tests {
 
     #[test]
     fn mountinfo_paths() {
-        assert_eq!(unescape_mountinfo("/a\\040b\\134c"), "/a b\\c");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/end\\04"), "/end\\04");
         assert!(mounts_under(Path::new("/proc"))
             .iter()
             .any(|m| m == Path::new("/proc")));

@@ -432,33 +432,13 @@ fn switch_root(root: &Path) -> Result<(), String> {
     move_root(root)
 }
 
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn move_root(root: &Path) -> Result<(), String> {
     let info =
         fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("read mountinfo: {e}"))?;
     let rs = root.to_string_lossy().into_owned();
     let mut points: Vec<String> = info
         .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(unescape_mountinfo))
+        .filter_map(|l| l.split(' ').nth(4).map(husk_protocol::unescape_mountinfo))
         .filter(|mp| {
             mp != "/"
                 && *mp != rs
@@ -511,12 +491,5 @@ mod tests {
         assert_eq!(secure_join(&d, "/a/up/etc").unwrap(), d.join("etc"));
         assert!(secure_join(&d, "/loop/x").is_err());
         fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
-        assert_eq!(unescape_mountinfo("/x\\04"), "/x\\04");
     }
 }
