@@ -99,6 +99,7 @@ impl Vcpu {
     /// `self.exit`.
     pub fn run(mut self) {
         let id = self.id;
+        crate::timing::first_kvm_run();
         while !self.exit.stopping() {
             let why = match self.fd.run() {
                 Ok(exit) => match exit {
@@ -126,7 +127,12 @@ impl Vcpu {
                     // With the in-kernel LAPIC, HLT only exits when the guest
                     // halts for good.
                     VcpuExit::Hlt => Some(VmExit::PowerOff),
-                    VcpuExit::Shutdown => Some(VmExit::TripleFault { cpu: id }),
+                    VcpuExit::Shutdown => {
+                        // Where the guest died is the one clue a triple
+                        // fault leaves (often before any console output).
+                        eprintln!("husk-vmm: vCPU {id}: triple fault; {}", self.state_summary());
+                        Some(VmExit::TripleFault { cpu: id })
+                    }
                     VcpuExit::SystemEvent(kind, _) => Some(match kind {
                         kvm_bindings::KVM_SYSTEM_EVENT_RESET => VmExit::Reset,
                         kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::PowerOff,
@@ -153,6 +159,20 @@ impl Vcpu {
             if let Some(why) = why {
                 self.exit.request(why);
             }
+        }
+    }
+
+    /// The registers that say where a guest was and in which mode, in one
+    /// line: `rip=.. rsp=.. cr0=.. cr2=.. cr3=.. cr4=.. efer=.. cs=..`.
+    fn state_summary(&self) -> String {
+        let regs = self.fd.get_regs();
+        let sregs = self.fd.get_sregs();
+        match (regs, sregs) {
+            (Ok(r), Ok(s)) => format!(
+                "rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}",
+                r.rip, r.rsp, r.rflags, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector
+            ),
+            (Err(e), _) | (_, Err(e)) => format!("registers unavailable: {e}"),
         }
     }
 

@@ -1,57 +1,74 @@
-//! husk benchmarks.
+//! husk benchmarks: how much a microVM costs at start-up.
 //!
-//! `husk-bench boot` measures boot-to-agent-ready — from spawning the VMM
-//! process to the agent's answer to a Ping over virtio-vsock — for husk-vmm
-//! and for QEMU `-M microvm` with the same kernel, initramfs and kernel
-//! command line, timed the same way from outside both processes, with the runs
-//! of the two interleaved so that background noise hits both alike. It prints
-//! min / median / p90 for each and the ratios, and can write every sample as
-//! JSON. Figures are only meaningful as ratios within one run (in the nested
-//! lab everything is 20-50x slower than on hardware).
+//! `husk-bench [--quick] [SECTION...]` runs, in one go (default: all):
+//! - `boot`: boot-to-agent-ready of husk-vmm against QEMU `-M microvm` with
+//!   the same kernel, initramfs and command line, both timed the same way
+//!   from outside (spawn to the agent's Ping answer over virtio-vsock), runs
+//!   interleaved so that background noise hits both alike;
+//! - `start`: container start (spawn of `RUNTIME run` to the workload's
+//!   first stdout byte and to its exit) for husk, crun and runc on the same
+//!   busybox bundle, all driven as the same runc-compatible command line;
+//! - `overhead`: host memory per sandbox (PSS outside guest RAM, guest RAM
+//!   touched, every process a runtime leaves running per container) and the
+//!   VMM's CPU time from exec to the first KVM_RUN;
+//! - `density`: K sandboxes started at once until all agents answer.
+//!
+//! It prints tables and the ratios against the goals, and can write every
+//! sample as JSON (`--json`) and an SVG plot (`--plot`). Figures are only
+//! meaningful as ratios within one run (in the nested lab everything is
+//! 20-50x slower than on hardware).
 
-use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
+mod check;
+mod density;
+mod mem;
+mod plot;
+mod start;
+mod stats;
+mod vmms;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
-use husk_protocol::client::Client;
-use husk_protocol::{
-    read_frame, write_frame, Request, RequestFrame, Response, ResponseFrame, AGENT_PORT,
-};
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
-/// The kernel command line both VMMs boot with (each adds its own
-/// virtio_mmio.device= entries).
-const CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=k panic=-1 pci=off \
-     i8042.noaux i8042.nomux i8042.dumbkbd i8042.nopnp tsc=reliable no_timer_check quiet";
+use start::{Runtime, SandboxMem, StartSample};
+use stats::{ratio, stats, Stats};
+use vmms::{BootSpec, Sample, TempDir};
 
-/// Where QEMU microvm (acpi=off) puts its first virtio-mmio transport:
-/// base 0xfeb00000, 512 bytes, GSI 5.
-const QEMU_MICROVM_VSOCK: &str = "virtio_mmio.device=512@0xfeb00000:5";
+/// The goals of issue 6, printed next to the figures.
+const GOAL_BOOT_RATIO: f64 = 0.5;
+const GOAL_HOST_PSS_MIB: f64 = 5.0;
+const GOAL_FIRST_RUN_CPU_MS: f64 = 8.0;
 
 #[derive(Parser)]
-#[command(name = "husk-bench", about = "husk benchmarks")]
+#[command(
+    name = "husk-bench",
+    about = "husk benchmarks: VM boot, container start, overhead, density",
+    after_help = "Run where VMs boot: `tests/lab/run -- husk-bench --quick` (nested lab) \
+                  or directly on a KVM host. Compare ratios within one run."
+)]
 struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Boot-to-agent-ready: husk-vmm against QEMU microvm.
-    Boot(BootArgs),
-}
-
-#[derive(clap::Args)]
-struct BootArgs {
-    /// Boots per VMM.
-    #[arg(long, default_value_t = 10)]
-    runs: usize,
+    /// Sections to run [default: all]
+    #[arg(value_enum)]
+    sections: Vec<Section>,
+    /// Small N everywhere (boot 3, start 5, density 5,10): minutes, not tens.
+    #[arg(long)]
+    quick: bool,
+    /// Boots per VMM [default: 10; --quick 3].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Container runs per runtime [default: 10; --quick 5].
+    #[arg(long)]
+    start_runs: Option<usize>,
+    /// Concurrent sandboxes, comma-separated [default: 10,25,50; --quick 5,10].
+    #[arg(long, value_delimiter = ',')]
+    density: Option<Vec<usize>>,
+    /// vCPUs per VM.
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
-    /// Guest memory in MiB.
+    /// Guest memory per VM in MiB (boot, overhead, density). Guest RAM is
+    /// MAP_NORESERVE: only what the guest touches costs host memory.
     #[arg(long, default_value_t = 128)]
     memory: u32,
     /// Guest kernel [default: $HUSK_KERNEL or /usr/share/husk/vmlinux]
@@ -64,48 +81,235 @@ struct BootArgs {
     husk_vmm: PathBuf,
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu: PathBuf,
-    /// Seconds to wait for one agent to answer.
+    /// The husk runtime CLI [default: husk on PATH]
+    #[arg(long)]
+    husk: Option<PathBuf>,
+    /// [default: runc on PATH]
+    #[arg(long)]
+    runc: Option<PathBuf>,
+    /// [default: crun on PATH]
+    #[arg(long)]
+    crun: Option<PathBuf>,
+    /// Static busybox for the container bundle [default: busybox on PATH]
+    #[arg(long)]
+    busybox: Option<PathBuf>,
+    /// A runtime that is not installed is reported and skipped without
+    /// making the exit status non-zero.
+    #[arg(long)]
+    allow_missing: bool,
+    /// Seconds to wait for one VM's agent or one container.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
-    /// Also write all samples here as JSON.
+    /// Directory for husk-bench.json and husk-bench.svg [default:
+    /// $HUSK_BENCH_OUT or ./husk-bench-out]. In the nested lab, pass a
+    /// `tests/lab/run --share` directory to see them on the host.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Every sample and figure as JSON [default: OUT/husk-bench.json]
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The SVG plot [default: OUT/husk-bench.svg]
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Measure nothing: check that the JSON report FILE is complete and its
+    /// figures sane (exit 1 and name each problem if not).
+    #[arg(long, value_name = "FILE", exclusive = true)]
+    check: Option<PathBuf>,
 }
 
-#[derive(Serialize, Clone, Copy)]
-struct Sample {
-    /// Spawn of the VMM process to the Ping answer.
-    ready_ms: f64,
-    /// The guest's own uptime when it answered: the kernel + agent share.
-    guest_uptime_ms: u64,
-    /// Spawn to the VMM process's exit after Shutdown.
-    total_ms: f64,
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum Section {
+    Boot,
+    Start,
+    Overhead,
+    Density,
+}
+
+#[derive(Serialize, Default)]
+struct Report {
+    quick: bool,
+    host: HostInfo,
+    boot: Option<BootReport>,
+    start: Option<StartReport>,
+    overhead: Option<OverheadReport>,
+    density: Option<DensityReport>,
+    goals: Vec<Goal>,
+    errors: Vec<String>,
+    elapsed_s: f64,
+}
+
+#[derive(Serialize, Default)]
+struct HostInfo {
+    kernel: String,
+    cpus: usize,
+    mem_total_kib: Option<u64>,
+    kvm: String,
+    /// Inside tests/lab's L1 machine (TCG-emulated, nested KVM).
+    nested_lab: bool,
 }
 
 #[derive(Serialize)]
-struct Stats {
-    min: f64,
-    median: f64,
-    p90: f64,
-}
-
-#[derive(Serialize)]
-struct VmmResult {
-    name: &'static str,
+pub struct VmmResult {
+    name: String,
     samples: Vec<Sample>,
-    ready_ms: Stats,
-    guest_uptime_ms: Stats,
+    ready_ms: Option<Stats>,
+    guest_uptime_ms: Option<Stats>,
+    host_pss_kib: Option<Stats>,
+    guest_ram_pss_kib: Option<Stats>,
+    first_kvm_run_cpu_ms: Option<Stats>,
+    first_kvm_run_wall_ms: Option<Stats>,
+    /// The VMM process's CPU at agent-ready, all threads; the part of it
+    /// in the guest; the rest (the VMM's own work).
+    vmm_cpu_ms: Option<Stats>,
+    guest_cpu_ms: Option<Stats>,
+    vmm_own_cpu_ms: Option<Stats>,
+    /// husk-vmm start-up phases in order: median wall and CPU ms at the end
+    /// of each.
+    phases: Vec<PhaseStats>,
+    error: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct PhaseStats {
+    what: String,
+    wall_ms: f64,
+    cpu_ms: f64,
+}
+
+/// Median end (wall, CPU) of each phase over `samples`, in the order of the
+/// first sample that has phases.
+fn phase_stats(samples: &[Sample]) -> Vec<PhaseStats> {
+    let Some(first) = samples.iter().find(|s| !s.phases.is_empty()) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PhaseStats> = first
+        .phases
+        .iter()
+        .filter_map(|p| {
+            let of = |f: fn(&vmms::Phase) -> f64| {
+                stats(
+                    samples
+                        .iter()
+                        .filter_map(|s| s.phases.iter().find(|q| q.what == p.what).map(f))
+                        .collect(),
+                )
+            };
+            Some(PhaseStats {
+                what: p.what.clone(),
+                wall_ms: of(|q| q.wall_ms)?.median,
+                cpu_ms: of(|q| q.cpu_ms)?.median,
+            })
+        })
+        .collect();
+    // By CPU: process CPU time only grows, whichever thread marked the phase.
+    v.sort_by(|a, b| a.cpu_ms.total_cmp(&b.cpu_ms));
+    v
+}
+
+impl VmmResult {
+    fn new(name: &str, samples: Vec<Sample>, error: Option<String>) -> VmmResult {
+        let f = |g: &dyn Fn(&Sample) -> Option<f64>| stats(samples.iter().filter_map(g).collect());
+        VmmResult {
+            name: name.into(),
+            ready_ms: f(&|s| Some(s.ready_ms)),
+            guest_uptime_ms: f(&|s| Some(s.guest_uptime_ms as f64)),
+            host_pss_kib: f(&|s| s.host_pss_kib.map(|v| v as f64)),
+            guest_ram_pss_kib: f(&|s| s.guest_ram_pss_kib.map(|v| v as f64)),
+            first_kvm_run_cpu_ms: f(&|s| s.first_kvm_run_cpu_ms),
+            first_kvm_run_wall_ms: f(&|s| s.first_kvm_run_wall_ms),
+            vmm_cpu_ms: f(&|s| s.vmm_cpu_ms),
+            guest_cpu_ms: f(&|s| s.guest_cpu_ms),
+            vmm_own_cpu_ms: f(&|s| Some(s.vmm_cpu_ms? - s.guest_cpu_ms?)),
+            phases: phase_stats(&samples),
+            samples,
+            error,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BootReport {
+    runs: usize,
+    vcpus: u32,
+    memory_mib: u32,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    cmdline: &'static str,
+    pub vmms: Vec<VmmResult>,
+    ratio_min: Option<f64>,
+    pub ratio_median: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct RuntimeResult {
+    pub name: String,
+    bin: Option<PathBuf>,
+    /// "ok", "skipped: ..." or "failed: ...".
+    status: String,
+    pub samples: Vec<StartSample>,
+    first_byte_ms: Option<Stats>,
+    exit_ms: Option<Stats>,
+}
+
+#[derive(Serialize)]
+pub struct StartReport {
+    runs: usize,
+    workload: Vec<&'static str>,
+    pub runtimes: Vec<RuntimeResult>,
+    /// husk/crun and husk/runc of the median first-byte and exit times.
+    pub ratios: Vec<(String, Option<f64>, Option<f64>)>,
+}
+
+#[derive(Serialize)]
+struct OverheadReport {
+    /// From the boot samples (husk-vmm and QEMU, bare VMs at agent-ready).
+    vmms: Vec<VmmOverhead>,
+    /// What each runtime leaves on the host per running container.
+    runtimes: Vec<(String, Result<SandboxMem, String>)>,
+}
+
+#[derive(Serialize)]
+struct VmmOverhead {
+    name: String,
+    host_pss_kib: Option<Stats>,
+    guest_ram_pss_kib: Option<Stats>,
+    guest_mem_total_kib: Option<u64>,
+    /// Guest RAM the guest kernel keeps for itself before MemTotal (its
+    /// image, page tables, memmap): configured RAM - MemTotal.
+    guest_kernel_reserved_kib: Option<u64>,
+    first_kvm_run_cpu_ms: Option<Stats>,
+    first_kvm_run_wall_ms: Option<Stats>,
+    vmm_cpu_ms: Option<Stats>,
+    guest_cpu_ms: Option<Stats>,
+    vmm_own_cpu_ms: Option<Stats>,
+    phases: Vec<PhaseStats>,
+}
+
+#[derive(Serialize)]
+pub struct DensityReport {
+    memory_mib: u32,
+    vcpus: u32,
+    pub results: Vec<(usize, Result<density::DensityResult, String>)>,
+}
+
+#[derive(Serialize)]
+struct Goal {
+    what: String,
+    value: Option<f64>,
+    goal: f64,
+    unit: &'static str,
+    met: Option<bool>,
 }
 
 fn main() {
     let cli = Cli::parse();
-    let r = match cli.cmd {
-        Cmd::Boot(a) => boot(a),
-    };
-    if let Err(e) = r {
-        eprintln!("husk-bench: {e}");
-        std::process::exit(1);
-    }
+    std::process::exit(match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("husk-bench: {e}");
+            1
+        }
+    });
 }
 
 fn default_path(flag: Option<PathBuf>, env: &str, default: &str) -> PathBuf {
@@ -113,427 +317,848 @@ fn default_path(flag: Option<PathBuf>, env: &str, default: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(default))
 }
 
-fn boot(a: BootArgs) -> Result<(), String> {
-    let kernel = default_path(a.kernel, "HUSK_KERNEL", "/usr/share/husk/vmlinux");
-    let initrd = default_path(a.initrd, "HUSK_INITRAMFS", "/usr/share/husk/initramfs.img");
-    for (what, p) in [("kernel", &kernel), ("initrd", &initrd)] {
-        if !p.is_file() {
-            return Err(format!("{what} {}: not found", p.display()));
-        }
-    }
-    if a.runs == 0 {
-        return Err("--runs must be at least 1".into());
-    }
-    let timeout = Duration::from_secs(a.timeout);
-    let tmp = TempDir::new()?;
-    let (mut husk, mut qemu) = (Vec::new(), Vec::new());
-    for i in 0..a.runs {
-        let h = husk_sample(
-            &a.husk_vmm,
-            &kernel,
-            &initrd,
-            a.vcpus,
-            a.memory,
-            tmp.path(),
-            timeout,
-        )
-        .map_err(|e| format!("husk-vmm run {}: {e}", i + 1))?;
-        let q = qemu_sample(
-            &a.qemu,
-            &kernel,
-            &initrd,
-            a.vcpus,
-            a.memory,
-            1000 + i as u32,
-            tmp.path(),
-            timeout,
-        )
-        .map_err(|e| format!("qemu run {}: {e}", i + 1))?;
-        eprintln!(
-            "  run {:>2}: husk-vmm {:>8.1} ms   qemu-microvm {:>8.1} ms",
-            i + 1,
-            h.ready_ms,
-            q.ready_ms
-        );
-        husk.push(h);
-        qemu.push(q);
-    }
-    let husk = summarize("husk-vmm", husk);
-    let qemu = summarize("qemu-microvm", qemu);
-    println!(
-        "boot-to-agent-ready, ms ({} boots each; {} vCPU, {} MiB; kernel {}, initrd {})",
-        a.runs,
-        a.vcpus,
-        a.memory,
-        kernel.display(),
-        initrd.display()
-    );
-    println!(
-        "{:<14} {:>9} {:>9} {:>9}   {:>22}",
-        "", "min", "median", "p90", "guest uptime (median)"
-    );
-    for r in [&husk, &qemu] {
-        println!(
-            "{:<14} {:>9.1} {:>9.1} {:>9.1}   {:>22}",
-            r.name, r.ready_ms.min, r.ready_ms.median, r.ready_ms.p90, r.guest_uptime_ms.median
-        );
-    }
-    let ratio_min = husk.ready_ms.min / qemu.ready_ms.min;
-    let ratio_med = husk.ready_ms.median / qemu.ready_ms.median;
-    println!(
-        "ratio husk-vmm/qemu-microvm: min {ratio_min:.2}, median {ratio_med:.2} (goal <= 0.50)"
-    );
-    if let Some(path) = a.json {
-        let doc = serde_json::json!({
-            "benchmark": "boot-to-agent-ready",
-            "runs": a.runs, "vcpus": a.vcpus, "memory_mib": a.memory,
-            "kernel": kernel, "initrd": initrd, "cmdline": CMDLINE,
-            "results": [husk, qemu],
-            "ratio": {"min": ratio_min, "median": ratio_med},
-        });
-        std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn summarize(name: &'static str, samples: Vec<Sample>) -> VmmResult {
-    let ready: Vec<f64> = samples.iter().map(|s| s.ready_ms).collect();
-    let up: Vec<f64> = samples.iter().map(|s| s.guest_uptime_ms as f64).collect();
-    VmmResult {
-        name,
-        ready_ms: stats(ready),
-        guest_uptime_ms: stats(up),
-        samples,
+fn host_info() -> HostInfo {
+    let kvm = ["kvm_intel", "kvm_amd", "kvm_pvm"]
+        .iter()
+        .filter(|m| Path::new("/sys/module").join(m).exists())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",");
+    HostInfo {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .into(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        mem_total_kib: mem::meminfo_kib("MemTotal"),
+        kvm: if kvm.is_empty() { "none".into() } else { kvm },
+        nested_lab: Path::new("/run/husk-lab").is_dir(),
     }
 }
 
-/// min, median and p90 (nearest rank) of a non-empty set.
-fn stats(mut v: Vec<f64>) -> Stats {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
+fn check_report(path: &Path) -> Result<i32, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let r: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let p = check::problems(&r);
+    if p.is_empty() {
+        println!("{}: complete, figures sane", path.display());
+        return Ok(0);
+    }
+    println!("{}: {} problem(s):", path.display(), p.len());
+    for x in &p {
+        println!("  {x}");
+    }
+    Ok(1)
+}
+
+fn run(cli: Cli) -> Result<i32, String> {
+    if let Some(p) = &cli.check {
+        return check_report(p);
+    }
+    let t_start = Instant::now();
+    let all = [
+        Section::Boot,
+        Section::Start,
+        Section::Overhead,
+        Section::Density,
+    ];
+    let sections: Vec<Section> = if cli.sections.is_empty() {
+        all.to_vec()
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        all.into_iter()
+            .filter(|s| cli.sections.contains(s))
+            .collect()
     };
-    let p90 = v[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1];
-    Stats {
-        min: v[0],
-        median,
-        p90,
+    let runs = cli.runs.unwrap_or(if cli.quick { 3 } else { 10 });
+    let start_runs = cli.start_runs.unwrap_or(if cli.quick { 5 } else { 10 });
+    let ks = cli.density.clone().unwrap_or_else(|| {
+        if cli.quick {
+            vec![5, 10]
+        } else {
+            vec![10, 25, 50]
+        }
+    });
+    if runs == 0 || start_runs == 0 || ks.contains(&0) {
+        return Err("--runs, --start-runs and --density values must be at least 1".into());
     }
-}
+    let kernel = default_path(cli.kernel.clone(), "HUSK_KERNEL", "/usr/share/husk/vmlinux");
+    let initrd = default_path(
+        cli.initrd.clone(),
+        "HUSK_INITRAMFS",
+        "/usr/share/husk/initramfs.img",
+    );
+    let needs_vm = sections.iter().any(|s| *s != Section::Start);
+    if needs_vm {
+        for (what, p) in [("kernel", &kernel), ("initrd", &initrd)] {
+            if !p.is_file() {
+                return Err(format!("{what} {}: not found", p.display()));
+            }
+        }
+    }
+    let spec = BootSpec {
+        kernel: kernel.clone(),
+        initrd: initrd.clone(),
+        vcpus: cli.vcpus,
+        memory_mib: cli.memory,
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    let tmp = TempDir::new()?;
+    let mut rep = Report {
+        quick: cli.quick,
+        host: host_info(),
+        ..Default::default()
+    };
+    let mut exit = 0;
+    println!(
+        "husk-bench{}: host kernel {}, {} CPUs, {:.0} MiB, kvm: {}",
+        if cli.quick { " --quick" } else { "" },
+        rep.host.kernel,
+        rep.host.cpus,
+        rep.host.mem_total_kib.unwrap_or(0) as f64 / 1024.0,
+        rep.host.kvm
+    );
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// A VMM process that is killed if the sample fails half-way.
-struct Vmm(Child);
-
-impl Vmm {
-    fn spawn(cmd: &mut Command, log: &Path) -> Result<Vmm, String> {
-        let log = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
-        cmd.stdin(Stdio::null()).stdout(log).stderr(err);
-        cmd.spawn()
-            .map(Vmm)
-            .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))
+    if sections.contains(&Section::Boot) {
+        let b = boot_section(&cli, &spec, runs, tmp.path());
+        print_boot(&b);
+        for v in &b.vmms {
+            if let Some(e) = &v.error {
+                rep.errors.push(format!("boot {}: {e}", v.name));
+            }
+        }
+        rep.boot = Some(b);
     }
 
-    /// Waits up to `timeout` for the process to end by itself.
-    fn wait(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.0.try_wait().map_err(|e| e.to_string())? {
-                return Ok(st);
-            }
-            if Instant::now() > deadline {
-                return Err(format!("did not exit within {timeout:?} of Shutdown"));
-            }
-            std::thread::sleep(Duration::from_millis(2));
+    // The bundles for start and overhead.
+    let runtimes = [
+        Runtime::find("husk", cli.husk.as_deref()),
+        Runtime::find("crun", cli.crun.as_deref()),
+        Runtime::find("runc", cli.runc.as_deref()),
+    ];
+    let wants_containers =
+        sections.contains(&Section::Start) || sections.contains(&Section::Overhead);
+    let mut bundles = None;
+    if wants_containers {
+        let missing: Vec<&Runtime> = runtimes.iter().filter(|r| r.bin.is_none()).collect();
+        for r in &missing {
+            eprintln!("husk-bench: {}: {}", r.name, r.missing_reason());
+        }
+        if !missing.is_empty() && !cli.allow_missing {
+            rep.errors.push(format!(
+                "runtimes missing: {} (--allow-missing to accept)",
+                missing
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let busybox = cli
+            .busybox
+            .clone()
+            .or_else(|| mem::which("busybox"))
+            .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
+        let echo = tmp.path().join("bundle-echo");
+        let sleep = tmp.path().join("bundle-sleep");
+        match start::make_bundle(&echo, &busybox, start::WORKLOAD)
+            .and_then(|()| start::make_bundle(&sleep, &busybox, &["sleep", "600"]))
+        {
+            Ok(()) => bundles = Some((echo, sleep)),
+            Err(e) => rep.errors.push(format!("busybox bundle: {e}")),
         }
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.0.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+    if sections.contains(&Section::Start) {
+        if let Some((echo, _)) = &bundles {
+            let s = start_section(&runtimes, echo, start_runs, &cli, tmp.path());
+            print_start(&s);
+            for r in &s.runtimes {
+                if r.status.starts_with("failed") {
+                    rep.errors.push(format!("start {}: {}", r.name, r.status));
+                }
+            }
+            rep.start = Some(s);
         }
     }
+
+    if sections.contains(&Section::Overhead) {
+        let o = overhead_section(
+            &cli,
+            &spec,
+            runs,
+            rep.boot.as_ref(),
+            rep.start.as_ref(),
+            &runtimes,
+            bundles.as_ref(),
+            tmp.path(),
+            &mut rep.errors,
+        );
+        print_overhead(&o);
+        rep.overhead = Some(o);
+    }
+
+    if sections.contains(&Section::Density) {
+        let per_sandbox_kib = rep
+            .boot
+            .as_ref()
+            .and_then(|b| b.vmms.first())
+            .and_then(|v| v.guest_ram_pss_kib.zip(v.host_pss_kib))
+            .map(|(g, h)| g.max + h.max)
+            .unwrap_or(64.0 * 1024.0);
+        let d = density_section(&cli, &spec, &ks, per_sandbox_kib, tmp.path());
+        print_density(&d);
+        for (k, r) in &d.results {
+            match r {
+                Err(e) if !e.starts_with("skipped") => rep.errors.push(format!("density {k}: {e}")),
+                Ok(x) => {
+                    for e in &x.errors {
+                        rep.errors.push(format!("density {k}: {e}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        rep.density = Some(d);
+    }
+
+    rep.goals = goals(&rep);
+    print_goals(&rep.goals, &rep);
+    rep.elapsed_s = t_start.elapsed().as_secs_f64();
+    let out = default_path(cli.out.clone(), "HUSK_BENCH_OUT", "husk-bench-out");
+    if (cli.json.is_none() || cli.plot.is_none()) && !out.is_dir() {
+        if let Err(e) = std::fs::create_dir_all(&out) {
+            rep.errors.push(format!("{}: {e}", out.display()));
+        }
+    }
+    let json = cli
+        .json
+        .clone()
+        .unwrap_or_else(|| out.join("husk-bench.json"));
+    let svg = cli
+        .plot
+        .clone()
+        .unwrap_or_else(|| out.join("husk-bench.svg"));
+    {
+        let p = &svg;
+        match plot::draw(
+            p,
+            rep.boot.as_ref(),
+            rep.start.as_ref(),
+            rep.density.as_ref(),
+        ) {
+            Ok(()) => println!("plot: {}", p.display()),
+            Err(e) => rep.errors.push(format!("plot {}: {e}", p.display())),
+        }
+    }
+    {
+        let p = &json;
+        let text = serde_json::to_vec_pretty(&rep).map_err(|e| e.to_string())?;
+        match std::fs::write(p, text) {
+            Ok(()) => println!("json: {}", p.display()),
+            Err(e) => rep.errors.push(format!("json {}: {e}", p.display())),
+        }
+    }
+    if !rep.errors.is_empty() {
+        println!("errors:");
+        for e in &rep.errors {
+            println!("  {e}");
+        }
+        exit = 1;
+    }
+    println!("husk-bench: done in {:.0} s", rep.elapsed_s);
+    Ok(exit)
 }
 
-fn log_tail(path: &Path) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(8)..].join(" | ")
+// --- sections ---------------------------------------------------------------
+
+fn boot_section(cli: &Cli, spec: &BootSpec, runs: usize, tmp: &Path) -> BootReport {
+    eprintln!("husk-bench: boot: {runs} boots each of husk-vmm and qemu-microvm, interleaved");
+    let (mut husk, mut qemu) = (Vec::new(), Vec::new());
+    let (mut husk_err, mut qemu_err) = (None, None);
+    for i in 0..runs {
+        let mut line = format!("  run {:>2}:", i + 1);
+        if husk_err.is_none() {
+            match vmms::husk_sample(&cli.husk_vmm, spec, tmp) {
+                Ok(s) => {
+                    line += &format!(" husk-vmm {:>8.1} ms", s.ready_ms);
+                    husk.push(s);
+                }
+                Err(e) => husk_err = Some(format!("run {}: {e}", i + 1)),
+            }
+        }
+        if qemu_err.is_none() {
+            match vmms::qemu_sample(&cli.qemu, spec, 1000 + i as u32, tmp) {
+                Ok(s) => {
+                    line += &format!("   qemu-microvm {:>8.1} ms", s.ready_ms);
+                    qemu.push(s);
+                }
+                Err(e) => qemu_err = Some(format!("run {}: {e}", i + 1)),
+            }
+        }
+        eprintln!("{line}");
+        if husk_err.is_some() && qemu_err.is_some() {
+            break;
+        }
+    }
+    let husk = VmmResult::new("husk-vmm", husk, husk_err);
+    let qemu = VmmResult::new("qemu-microvm", qemu, qemu_err);
+    let m = |v: &VmmResult, f: fn(&Stats) -> f64| v.ready_ms.as_ref().map(f);
+    BootReport {
+        runs,
+        vcpus: spec.vcpus,
+        memory_mib: spec.memory_mib,
+        kernel: spec.kernel.clone(),
+        initrd: spec.initrd.clone(),
+        cmdline: vmms::CMDLINE,
+        ratio_min: ratio(m(&husk, |s| s.min), m(&qemu, |s| s.min)),
+        ratio_median: ratio(m(&husk, |s| s.median), m(&qemu, |s| s.median)),
+        vmms: vec![husk, qemu],
+    }
 }
 
-fn husk_sample(
-    bin: &Path,
-    kernel: &Path,
-    initrd: &Path,
-    vcpus: u32,
-    memory: u32,
+fn start_section(
+    runtimes: &[Runtime],
+    bundle: &Path,
+    runs: usize,
+    cli: &Cli,
     tmp: &Path,
-    timeout: Duration,
-) -> Result<Sample, String> {
-    let uds = tmp.join("husk.vsock");
-    let log = tmp.join("husk.log");
-    let _ = std::fs::remove_file(&uds);
-    let t0 = Instant::now();
-    let mut vmm = Vmm::spawn(
-        Command::new(bin)
-            .arg("run")
-            .arg("--kernel")
-            .arg(kernel)
-            .arg("--initrd")
-            .arg(initrd)
-            .args(["--cmdline", CMDLINE, "--serial", "none"])
-            .args([
-                "--vcpus",
-                &vcpus.to_string(),
-                "--memory",
-                &memory.to_string(),
-            ])
-            .arg("--vsock-uds")
-            .arg(&uds),
-        &log,
-    )?;
-    let deadline = t0 + timeout;
-    let mut client = loop {
-        // Retry in short slices so that a VMM that died is noticed at once.
-        match Client::connect_uds_retry(&uds, AGENT_PORT, Duration::from_millis(200)) {
-            Ok(c) => break c,
-            Err(e) => {
-                if let Some(st) = vmm.exited() {
-                    return Err(format!(
-                        "husk-vmm exited ({st}) before the agent answered: {}",
-                        log_tail(&log)
-                    ));
+) -> StartReport {
+    let found: Vec<&Runtime> = runtimes.iter().filter(|r| r.bin.is_some()).collect();
+    eprintln!(
+        "husk-bench: start: {runs} runs each of {} (`RUNTIME --root DIR run --bundle B ID`, busybox {})",
+        if found.is_empty() {
+            "no runtime".to_string()
+        } else {
+            found.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+        },
+        start::WORKLOAD.join(" ")
+    );
+    let timeout = Duration::from_secs(cli.timeout);
+    let mut results: Vec<RuntimeResult> = runtimes
+        .iter()
+        .map(|r| RuntimeResult {
+            name: r.name.clone(),
+            bin: r.bin.clone(),
+            status: if r.bin.is_some() {
+                "ok".into()
+            } else {
+                format!("skipped: {}", r.missing_reason())
+            },
+            samples: Vec::new(),
+            first_byte_ms: None,
+            exit_ms: None,
+        })
+        .collect();
+    for i in 0..runs {
+        if !results.iter().any(|r| r.status == "ok") {
+            break;
+        }
+        let mut line = format!("  run {:>2}:", i + 1);
+        for (r, res) in runtimes.iter().zip(results.iter_mut()) {
+            let Some(bin) = &r.bin else { continue };
+            if res.status != "ok" {
+                continue;
+            }
+            let root = tmp.join(format!("root-{}", r.name));
+            let _ = std::fs::create_dir_all(&root);
+            let id = format!("bench-{}-{}-{i}", r.name, std::process::id());
+            let errlog = tmp.join(format!("{}.err", r.name));
+            match start::start_sample(bin, &root, bundle, &id, timeout, &errlog) {
+                Ok(s) => {
+                    line += &format!("  {} {:.1}/{:.1} ms", r.name, s.first_byte_ms, s.exit_ms);
+                    res.samples.push(s);
                 }
-                if Instant::now() > deadline {
-                    return Err(format!("no agent within {timeout:?}: {e}"));
+                Err(e) => {
+                    line += &format!("  {} FAILED", r.name);
+                    start::force_delete(bin, &root, &id);
+                    res.status = format!("failed: run {}: {e}", i + 1);
                 }
             }
         }
-    };
-    client
-        .set_timeout(Duration::from_secs(30))
-        .map_err(|e| format!("socket timeout: {e}"))?;
-    let info = client.ping().map_err(|e| format!("ping: {e}"))?;
-    let ready = t0.elapsed();
-    client.shutdown().map_err(|e| format!("shutdown: {e}"))?;
-    let st = vmm.wait(Duration::from_secs(30))?;
-    if !st.success() {
-        return Err(format!(
-            "husk-vmm exited {st} after Shutdown: {}",
-            log_tail(&log)
-        ));
+        eprintln!("{line}");
     }
-    Ok(Sample {
-        ready_ms: ms(ready),
-        guest_uptime_ms: info.uptime_ms,
-        total_ms: ms(t0.elapsed()),
-    })
+    for r in &mut results {
+        r.first_byte_ms = stats(r.samples.iter().map(|s| s.first_byte_ms).collect());
+        r.exit_ms = stats(r.samples.iter().map(|s| s.exit_ms).collect());
+    }
+    let med = |name: &str, f: fn(&RuntimeResult) -> Option<Stats>| {
+        results
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(f)
+            .map(|s| s.median)
+    };
+    let ratios = ["crun", "runc"]
+        .iter()
+        .map(|peer| {
+            (
+                format!("husk/{peer}"),
+                ratio(
+                    med("husk", |r| r.first_byte_ms),
+                    med(peer, |r| r.first_byte_ms),
+                ),
+                ratio(med("husk", |r| r.exit_ms), med(peer, |r| r.exit_ms)),
+            )
+        })
+        .collect();
+    StartReport {
+        runs,
+        workload: start::WORKLOAD.to_vec(),
+        runtimes: results,
+        ratios,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn qemu_sample(
-    bin: &Path,
-    kernel: &Path,
-    initrd: &Path,
-    vcpus: u32,
-    memory: u32,
-    cid: u32,
+fn overhead_section(
+    cli: &Cli,
+    spec: &BootSpec,
+    runs: usize,
+    boot: Option<&BootReport>,
+    start: Option<&StartReport>,
+    runtimes: &[Runtime],
+    bundles: Option<&(PathBuf, PathBuf)>,
     tmp: &Path,
-    timeout: Duration,
-) -> Result<Sample, String> {
-    let log = tmp.join("qemu.log");
-    let t0 = Instant::now();
-    // QEMU's microvm configured for fast boots: qboot firmware, no ACPI (our
-    // kernel has none; with ACPI on, microvm moves virtio-mmio IRQs to a
-    // second IOAPIC that only ACPI describes), no option ROMs, no RTC; the
-    // same serial port (output dropped) and a vhost-vsock device, as husk-vmm
-    // has. microvm adds virtio_mmio.device= only for bzImage boots, so the
-    // device is pinned to the first transport and announced here.
-    let mut vmm = Vmm::spawn(
-        Command::new(bin)
-            .args([
-                "-M",
-                "microvm,acpi=off,x-option-roms=off,rtc=off,isa-serial=on",
-            ])
-            .args([
-                "-enable-kvm",
-                "-cpu",
-                "host",
-                "-nodefaults",
-                "-no-user-config",
-            ])
-            .args(["-display", "none", "-no-reboot", "-serial", "null"])
-            .args(["-smp", &vcpus.to_string(), "-m", &memory.to_string()])
-            .arg("-kernel")
-            .arg(kernel)
-            .arg("-initrd")
-            .arg(initrd)
-            // reboot=t (last one wins): microvm has no i8042, and reboot=k
-            // falls back to a BIOS restart that reboots the guest in place;
-            // a triple fault makes QEMU (-no-reboot) exit. Shutdown only.
-            .args([
-                "-append",
-                &format!("{CMDLINE} {QEMU_MICROVM_VSOCK} reboot=t"),
-            ])
-            .args([
-                "-device",
-                &format!("vhost-vsock-device,guest-cid={cid},bus=virtio-mmio-bus.0"),
-            ]),
-        &log,
-    )?;
-    let deadline = t0 + timeout;
-    let mut backoff = Duration::from_millis(1);
-    let mut sock = loop {
-        match vsock_connect(cid, AGENT_PORT) {
-            Ok(s) => break s,
-            Err(e) => {
-                if let Some(st) = vmm.exited() {
-                    return Err(format!(
-                        "qemu exited ({st}) before the agent answered: {}",
-                        log_tail(&log)
-                    ));
+    errors: &mut Vec<String>,
+) -> OverheadReport {
+    // Bare VMs: from the boot samples, or boots of husk-vmm alone.
+    let own;
+    let vmm_results: &[VmmResult] = match boot {
+        Some(b) => &b.vmms,
+        None => {
+            eprintln!("husk-bench: overhead: {runs} boots of husk-vmm");
+            let mut v = Vec::new();
+            let mut err = None;
+            for i in 0..runs {
+                match vmms::husk_sample(&cli.husk_vmm, spec, tmp) {
+                    Ok(s) => v.push(s),
+                    Err(e) => {
+                        err = Some(format!("run {}: {e}", i + 1));
+                        break;
+                    }
                 }
-                if Instant::now() > deadline {
-                    return Err(format!("no agent within {timeout:?}: {e}"));
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(20));
             }
+            if let Some(e) = &err {
+                errors.push(format!("overhead husk-vmm: {e}"));
+            }
+            own = [VmmResult::new("husk-vmm", v, err)];
+            &own
         }
     };
-    let info = vsock_call(&mut sock, 1, Request::Ping).and_then(|r| match r {
-        Response::Pong(p) => Ok(p),
-        other => Err(format!("unexpected answer to Ping: {other:?}")),
-    })?;
-    let ready = t0.elapsed();
-    let _ = vsock_call(&mut sock, 2, Request::Shutdown)?;
-    drop(sock);
-    vmm.wait(Duration::from_secs(30))?;
-    Ok(Sample {
-        ready_ms: ms(ready),
-        guest_uptime_ms: info.uptime_ms,
-        total_ms: ms(t0.elapsed()),
-    })
+    let vmms = vmm_results
+        .iter()
+        .map(|v| VmmOverhead {
+            name: v.name.clone(),
+            host_pss_kib: v.host_pss_kib,
+            guest_ram_pss_kib: v.guest_ram_pss_kib,
+            guest_mem_total_kib: v.samples.first().map(|s| s.guest_mem_total_kib),
+            guest_kernel_reserved_kib: v
+                .samples
+                .first()
+                .map(|s| (u64::from(spec.memory_mib) << 10).saturating_sub(s.guest_mem_total_kib)),
+            first_kvm_run_cpu_ms: v.first_kvm_run_cpu_ms,
+            first_kvm_run_wall_ms: v.first_kvm_run_wall_ms,
+            vmm_cpu_ms: v.vmm_cpu_ms,
+            guest_cpu_ms: v.guest_cpu_ms,
+            vmm_own_cpu_ms: v.vmm_own_cpu_ms,
+            phases: v.phases.clone(),
+        })
+        .collect();
+    let mut per_runtime = Vec::new();
+    if let Some((_, sleep)) = bundles {
+        for r in runtimes {
+            let Some(bin) = &r.bin else {
+                per_runtime.push((
+                    r.name.clone(),
+                    Err(format!("skipped: {}", r.missing_reason())),
+                ));
+                continue;
+            };
+            // A runtime that could not run one container in `start` would
+            // only fail again here, after its timeout.
+            if let Some(st) = start.and_then(|s| s.runtimes.iter().find(|x| x.name == r.name)) {
+                if st.status.starts_with("failed") {
+                    per_runtime.push((r.name.clone(), Err("skipped: it failed in `start`".into())));
+                    continue;
+                }
+            }
+            eprintln!(
+                "husk-bench: overhead: {} create + start, then delete",
+                r.name
+            );
+            let root = tmp.join(format!("root-{}", r.name));
+            let _ = std::fs::create_dir_all(&root);
+            let id = format!("bench-mem-{}-{}", r.name, std::process::id());
+            let res = start::sandbox_mem(bin, &root, sleep, &id, Duration::from_secs(cli.timeout));
+            match &res {
+                Err(e) => errors.push(format!("overhead {}: {e}", r.name)),
+                Ok(m) if !m.left_after_delete.is_empty() => errors.push(format!(
+                    "overhead {}: processes left after delete --force: {}",
+                    r.name,
+                    m.left_after_delete.join(", ")
+                )),
+                Ok(_) => {}
+            }
+            per_runtime.push((r.name.clone(), res));
+        }
+    }
+    OverheadReport {
+        vmms,
+        runtimes: per_runtime,
+    }
 }
 
-/// A connected AF_VSOCK stream to (cid, port) on the host side of vhost-vsock.
-fn vsock_connect(cid: u32, port: u32) -> Result<File, String> {
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(format!(
-            "socket(AF_VSOCK): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: fd is a fresh socket that nothing else owns; OwnedFd closes it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_vm is plain data; all-zero is a valid starting value.
-    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-    addr.svm_cid = cid;
-    addr.svm_port = port;
-    // SAFETY: addr is a valid sockaddr_vm and the length passed is its size.
-    let rc = unsafe {
-        libc::connect(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "connect(vsock {cid}:{port}): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // Bound every read and write: a guest that stops answering must end the
-    // sample with an error, not hang the benchmark.
-    let tv = libc::timeval {
-        tv_sec: 30,
-        tv_usec: 0,
-    };
-    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: tv is a valid timeval and the length passed is its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                libc::SOL_SOCKET,
-                opt,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
+fn density_section(
+    cli: &Cli,
+    spec: &BootSpec,
+    ks: &[usize],
+    per_sandbox_kib: f64,
+    tmp: &Path,
+) -> DensityReport {
+    let mut results = Vec::new();
+    for &k in ks {
+        let avail = mem::meminfo_kib("MemAvailable");
+        if let Err(e) = density::fits(k, per_sandbox_kib, avail) {
+            eprintln!("husk-bench: density: K={k} skipped: {e}");
+            results.push((k, Err(format!("skipped: {e}"))));
+            continue;
+        }
+        eprintln!("husk-bench: density: {k} husk-vmm sandboxes at once");
+        let spec_k = BootSpec {
+            timeout: density::timeout_for(k, spec.timeout),
+            ..spec.clone()
         };
-        if rc != 0 {
-            return Err(format!(
-                "setsockopt(vsock timeout): {}",
-                std::io::Error::last_os_error()
-            ));
+        let r = density::run(&cli.husk_vmm, &spec_k, k, tmp);
+        match &r {
+            Ok(d) => eprintln!(
+                "  K={k}: {} ready in {:.1} s, all stopped in {:.1} s",
+                d.ready,
+                d.all_ready_ms / 1e3,
+                d.all_stopped_ms / 1e3
+            ),
+            Err(e) => eprintln!("  K={k}: {e}"),
+        }
+        results.push((k, r));
+    }
+    DensityReport {
+        memory_mib: spec.memory_mib,
+        vcpus: spec.vcpus,
+        results,
+    }
+}
+
+fn goals(rep: &Report) -> Vec<Goal> {
+    let mut g = Vec::new();
+    let mut add = |what: &str, value: Option<f64>, goal: f64, unit: &'static str| {
+        g.push(Goal {
+            what: what.into(),
+            value,
+            goal,
+            unit,
+            met: value.map(|v| v <= goal),
+        })
+    };
+    add(
+        "boot-to-agent husk-vmm/qemu-microvm (median)",
+        rep.boot.as_ref().and_then(|b| b.ratio_median),
+        GOAL_BOOT_RATIO,
+        "x",
+    );
+    let husk = rep
+        .overhead
+        .as_ref()
+        .and_then(|o| o.vmms.iter().find(|v| v.name == "husk-vmm"));
+    add(
+        "husk-vmm host PSS outside guest RAM (median)",
+        husk.and_then(|h| h.host_pss_kib).map(|s| s.median / 1024.0),
+        GOAL_HOST_PSS_MIB,
+        "MiB",
+    );
+    add(
+        "husk-vmm exec -> first KVM_RUN, CPU (median)",
+        husk.and_then(|h| h.first_kvm_run_cpu_ms).map(|s| s.median),
+        GOAL_FIRST_RUN_CPU_MS,
+        "ms",
+    );
+    g
+}
+
+// --- tables -----------------------------------------------------------------
+
+fn f1(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+}
+
+fn f2(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+}
+
+/// "min / median / p90" of `s` scaled by `scale`.
+fn triple(s: Option<Stats>, scale: f64) -> String {
+    match s {
+        Some(s) => format!(
+            "{:.1} / {:.1} / {:.1}",
+            s.min * scale,
+            s.median * scale,
+            s.p90 * scale
+        ),
+        None => "-".into(),
+    }
+}
+
+fn print_boot(b: &BootReport) {
+    println!();
+    println!(
+        "== VM boot: spawn -> agent Ping answer, ms ({} boots each; {} vCPU, {} MiB; kernel {}, initrd {})",
+        b.runs,
+        b.vcpus,
+        b.memory_mib,
+        b.kernel.display(),
+        b.initrd.display()
+    );
+    println!(
+        "{:<14} {:>4} {:>9} {:>9} {:>9}   {:>14}",
+        "", "n", "min", "median", "p90", "guest uptime"
+    );
+    for v in &b.vmms {
+        match (&v.ready_ms, &v.error) {
+            (Some(s), _) => println!(
+                "{:<14} {:>4} {:>9.1} {:>9.1} {:>9.1}   {:>14}{}",
+                v.name,
+                s.n,
+                s.min,
+                s.median,
+                s.p90,
+                f1(v.guest_uptime_ms.map(|s| s.median)),
+                v.error
+                    .as_ref()
+                    .map(|e| format!("   (stopped: {e})"))
+                    .unwrap_or_default()
+            ),
+            (None, Some(e)) => println!("{:<14} failed: {e}", v.name),
+            (None, None) => println!("{:<14} no samples", v.name),
         }
     }
-    Ok(File::from(fd))
+    println!(
+        "ratio husk-vmm/qemu-microvm: min {}, median {} (goal <= {GOAL_BOOT_RATIO:.2})",
+        f2(b.ratio_min),
+        f2(b.ratio_median)
+    );
 }
 
-fn vsock_call(sock: &mut File, id: u64, request: Request) -> Result<Response, String> {
-    write_frame(sock, &RequestFrame::new(id, request)).map_err(|e| format!("send: {e}"))?;
-    let resp: ResponseFrame = read_frame(sock).map_err(|e| format!("receive: {e}"))?;
-    if resp.id != id {
-        return Err(format!("answer for request {} to request {id}", resp.id));
+fn print_start(s: &StartReport) {
+    println!();
+    println!(
+        "== Container start: spawn `RUNTIME run` -> first stdout byte / -> exit, ms ({} runs each; busybox `{}`)",
+        s.runs,
+        s.workload.join(" ")
+    );
+    println!(
+        "{:<6} {:>4}   {:>26}   {:>26}",
+        "", "n", "first byte min/median/p90", "exit min/median/p90"
+    );
+    for r in &s.runtimes {
+        if r.samples.is_empty() {
+            println!("{:<6} {}", r.name, r.status);
+            continue;
+        }
+        println!(
+            "{:<6} {:>4}   {:>26}   {:>26}{}",
+            r.name,
+            r.samples.len(),
+            triple(r.first_byte_ms, 1.0),
+            triple(r.exit_ms, 1.0),
+            if r.status == "ok" {
+                String::new()
+            } else {
+                format!("   ({})", r.status)
+            }
+        );
     }
-    Ok(resp.response)
+    for (name, fb, ex) in &s.ratios {
+        println!(
+            "ratio {name} (median): first byte {}, exit {}",
+            f2(*fb),
+            f2(*ex)
+        );
+    }
 }
 
-/// A private directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir, String> {
-        let base = std::env::temp_dir();
-        for n in 0..1000u32 {
-            let p = base.join(format!("husk-bench.{}.{n}", std::process::id()));
-            if std::fs::create_dir(&p).is_ok() {
-                return Ok(TempDir(p));
+fn print_overhead(o: &OverheadReport) {
+    println!();
+    println!("== Overhead per sandbox (bare VMs at agent-ready; PSS in KiB, min / median / p90)");
+    println!(
+        "{:<14} {:>26}   {:>26}   {:>14}   {:>15}",
+        "",
+        "host PSS outside guest RAM",
+        "guest RAM touched (PSS)",
+        "guest MemTotal",
+        "kernel reserved"
+    );
+    let kib = |v: Option<u64>| v.map_or_else(|| "-".into(), |k| format!("{k}"));
+    for v in &o.vmms {
+        println!(
+            "{:<14} {:>26}   {:>26}   {:>14}   {:>15}",
+            v.name,
+            triple(v.host_pss_kib, 1.0),
+            triple(v.guest_ram_pss_kib, 1.0),
+            kib(v.guest_mem_total_kib),
+            kib(v.guest_kernel_reserved_kib)
+        );
+    }
+    println!("VMM process CPU at agent-ready, ms (min / median / p90):");
+    println!(
+        "{:<14} {:>26}   {:>26}   {:>26}",
+        "", "all threads", "of which in the guest", "VMM's own"
+    );
+    for v in &o.vmms {
+        println!(
+            "{:<14} {:>26}   {:>26}   {:>26}",
+            v.name,
+            triple(v.vmm_cpu_ms, 1.0),
+            triple(v.guest_cpu_ms, 1.0),
+            triple(v.vmm_own_cpu_ms, 1.0)
+        );
+    }
+    if let [a, b] = &o.vmms[..] {
+        println!(
+            "ratio {}/{} of the VMM's own CPU (median): {}",
+            a.name,
+            b.name,
+            f2(ratio(
+                a.vmm_own_cpu_ms.map(|s| s.median),
+                b.vmm_own_cpu_ms.map(|s| s.median)
+            ))
+        );
+    }
+    for v in &o.vmms {
+        if v.first_kvm_run_cpu_ms.is_some() {
+            println!(
+                "{} exec -> first KVM_RUN: CPU {} ms, wall {} ms (min / median / p90; goal CPU <= {GOAL_FIRST_RUN_CPU_MS} ms on hardware)",
+                v.name,
+                triple(v.first_kvm_run_cpu_ms, 1.0),
+                triple(v.first_kvm_run_wall_ms, 1.0)
+            );
+        }
+        if !v.phases.is_empty() {
+            println!(
+                "  start-up phases (median, ms: CPU spent in the phase / CPU and wall at its end):"
+            );
+            let mut prev = 0.0;
+            for p in &v.phases {
+                println!(
+                    "    {:<36} {:>8.1}   {:>8.1} {:>8.1}",
+                    p.what,
+                    p.cpu_ms - prev,
+                    p.cpu_ms,
+                    p.wall_ms
+                );
+                prev = p.cpu_ms;
             }
         }
-        Err(format!("cannot create a directory in {}", base.display()))
     }
-    fn path(&self) -> &Path {
-        &self.0
+    if o.runtimes.is_empty() {
+        return;
+    }
+    println!("host processes a runtime leaves per running container (`create` + `start` of busybox `sleep`), PSS KiB:");
+    for (name, r) in &o.runtimes {
+        match r {
+            Ok(m) => {
+                let procs: Vec<String> = m
+                    .processes
+                    .iter()
+                    .map(|p| {
+                        if p.guest_ram_pss_kib > 0 {
+                            format!(
+                                "{} {} (+{} guest RAM)",
+                                p.comm,
+                                p.host_pss_kib(),
+                                p.guest_ram_pss_kib
+                            )
+                        } else {
+                            format!("{} {}", p.comm, p.host_pss_kib())
+                        }
+                    })
+                    .collect();
+                println!(
+                    "  {:<6} {:>6} KiB in {} process(es): {}; create+start {:.0} ms",
+                    name,
+                    m.host_pss_kib,
+                    m.processes.len(),
+                    procs.join(", "),
+                    m.create_start_ms
+                );
+            }
+            Err(e) if e.starts_with("skipped") => println!("  {name:<6} {e}"),
+            Err(e) => println!("  {name:<6} failed: {e}"),
+        }
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+fn print_density(d: &DensityReport) {
+    println!();
+    println!(
+        "== Density: K husk-vmm sandboxes started at once until every agent answers ({} vCPU, {} MiB guest each)",
+        d.vcpus, d.memory_mib
+    );
+    println!(
+        "{:>4} {:>6} {:>12} {:>22} {:>16} {:>18} {:>20}",
+        "K",
+        "ready",
+        "all ready s",
+        "ready s min/med/p90",
+        "VMM PSS KiB med",
+        "guest RAM MiB med",
+        "MemAvail drop MiB/sb"
+    );
+    for (k, r) in &d.results {
+        match r {
+            Ok(x) => {
+                println!(
+                    "{:>4} {:>6} {:>12.1} {:>22} {:>16} {:>18} {:>20}",
+                    k,
+                    format!("{}/{k}", x.ready),
+                    x.all_ready_ms / 1e3,
+                    triple(x.ready_ms, 1e-3),
+                    f1(x.host_pss_kib.map(|s| s.median)),
+                    f1(x.guest_ram_pss_kib.map(|s| s.median / 1024.0)),
+                    f1(x.mem_available_drop_per_sandbox_kib.map(|v| v / 1024.0))
+                );
+                for e in &x.errors {
+                    println!("       FAILED {e}");
+                }
+            }
+            Err(e) => println!("{k:>4} {e}"),
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stats_of_odd_and_even_sets() {
-        let s = stats(vec![5.0, 1.0, 3.0]);
-        assert_eq!((s.min, s.median, s.p90), (1.0, 3.0, 5.0));
-        let s = stats((1..=10).map(f64::from).collect());
-        assert_eq!((s.min, s.median, s.p90), (1.0, 5.5, 9.0));
-        let s = stats(vec![7.0]);
-        assert_eq!((s.min, s.median, s.p90), (7.0, 7.0, 7.0));
+fn print_goals(goals: &[Goal], rep: &Report) {
+    println!();
+    println!("== Goals (figures, not tests)");
+    for g in goals {
+        let v = match (g.value, g.unit) {
+            (Some(v), "x") => format!("{v:.2}x"),
+            (Some(v), u) => format!("{v:.2} {u}"),
+            (None, _) => "not measured".into(),
+        };
+        let goal = if g.unit == "x" {
+            format!("<= {:.2}x", g.goal)
+        } else {
+            format!("<= {} {}", g.goal, g.unit)
+        };
+        let met = match g.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "-",
+        };
+        println!("{:<48} {:>12}   goal {:<10} {met}", g.what, v, goal);
+    }
+    if rep.host.nested_lab {
+        println!(
+            "(in the nested lab's L1 machine under TCG everything runs 20-50x slower than on \
+             hardware: the ratios compare, the absolute CPU goal is for hardware)"
+        );
     }
 }

@@ -1,0 +1,536 @@
+//! Booting the two VMMs the same way and timing them from outside: husk-vmm
+//! and QEMU `-M microvm`, same kernel, initramfs and command line, each timed
+//! from spawning the process to the agent's answer to a Ping over
+//! virtio-vsock.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use husk_protocol::client::Client;
+use husk_protocol::{
+    read_frame, write_frame, PingInfo, Request, RequestFrame, Response, ResponseFrame, AGENT_PORT,
+};
+use serde::Serialize;
+
+use crate::mem;
+
+/// The kernel command line both VMMs boot with (each adds its own
+/// virtio_mmio.device= entries).
+pub const CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=k panic=-1 pci=off \
+     i8042.noaux i8042.nomux i8042.dumbkbd i8042.nopnp tsc=reliable no_timer_check quiet";
+
+/// Where QEMU microvm (acpi=off) puts its first virtio-mmio transport:
+/// base 0xfeb00000, 512 bytes, GSI 5.
+const QEMU_MICROVM_VSOCK: &str = "virtio_mmio.device=512@0xfeb00000:5";
+
+/// Bound on every agent read and write once connected.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a boot is made of.
+#[derive(Clone, Debug)]
+pub struct BootSpec {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+}
+
+impl BootSpec {
+    /// Mappings at least this large are guest RAM (see [`mem::parse_smaps`]).
+    pub fn guest_ram_min(&self) -> u64 {
+        (self.memory_mib as u64) << 19
+    }
+}
+
+/// One boot of one VMM.
+#[derive(Serialize, Clone, Debug)]
+pub struct Sample {
+    /// Spawn of the VMM process to the Ping answer.
+    pub ready_ms: f64,
+    /// The guest's own uptime when it answered: the kernel + agent share.
+    pub guest_uptime_ms: u64,
+    /// Spawn to the VMM process's exit after Shutdown.
+    pub total_ms: f64,
+    /// `MemTotal` the agent reports.
+    pub guest_mem_total_kib: u64,
+    /// The VMM process's PSS outside guest RAM, at the Ping answer.
+    pub host_pss_kib: Option<u64>,
+    /// PSS of the guest RAM mapping at the Ping answer: the guest memory
+    /// touched so far, as the host pays for it.
+    pub guest_ram_pss_kib: Option<u64>,
+    /// husk-vmm only (`HUSK_VMM_TIMING`): process CPU time and wall time
+    /// since main when the first vCPU entered KVM_RUN.
+    pub first_kvm_run_cpu_ms: Option<f64>,
+    pub first_kvm_run_wall_ms: Option<f64>,
+    /// husk-vmm only: every start-up phase, in order (wall and CPU ms at
+    /// its end).
+    pub phases: Vec<Phase>,
+    /// CPU time of the VMM process (all threads) at the Ping answer, and
+    /// the part of it spent running the guest (KVM_RUN): the rest is the
+    /// VMM's own work, comparable between the two VMMs.
+    pub vmm_cpu_ms: Option<f64>,
+    pub guest_cpu_ms: Option<f64>,
+}
+
+/// One `husk-vmm: timing:` line.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Phase {
+    pub what: String,
+    pub wall_ms: f64,
+    pub cpu_ms: f64,
+}
+
+/// A VMM process that is killed if it is dropped still running.
+pub struct Vmm {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Vmm {
+    pub fn spawn(cmd: &mut Command, log: &Path) -> Result<Vmm, String> {
+        let f = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = f.try_clone().map_err(|e| e.to_string())?;
+        cmd.stdin(Stdio::null()).stdout(f).stderr(err);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+        Ok(Vmm {
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits up to `timeout` for the process to end by itself.
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("did not exit within {timeout:?} of Shutdown"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log)
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn log_tail(path: &Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().filter(|l| !l.contains(" timing: ")).collect();
+    lines[lines.len().saturating_sub(8)..].join(" | ")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Starts husk-vmm for `spec` with its vsock socket at `uds` and
+/// `HUSK_VMM_TIMING` on; output goes to `log`.
+pub fn spawn_husk(
+    bin: &Path,
+    spec: &BootSpec,
+    uds: &Path,
+    log: &Path,
+    extra: &[String],
+) -> Result<Vmm, String> {
+    let _ = std::fs::remove_file(uds);
+    Vmm::spawn(
+        Command::new(bin)
+            .env("HUSK_VMM_TIMING", "1")
+            .arg("run")
+            .arg("--kernel")
+            .arg(&spec.kernel)
+            .arg("--initrd")
+            .arg(&spec.initrd)
+            // The console goes to the log with husk-vmm's own messages: with
+            // `quiet` that is a line or two, and a failed boot shows why.
+            // (QEMU gets `-serial null`: the same UART, output dropped.)
+            .args(["--cmdline", CMDLINE, "--serial", "stdout"])
+            .args(["--vcpus", &spec.vcpus.to_string()])
+            .args(["--memory", &spec.memory_mib.to_string()])
+            .arg("--vsock-uds")
+            .arg(uds)
+            .args(extra),
+        log,
+    )
+}
+
+/// Connects to the agent of a husk-vmm started at `t0` and pings it.
+pub fn husk_wait_agent(
+    vmm: &mut Vmm,
+    uds: &Path,
+    t0: Instant,
+    timeout: Duration,
+) -> Result<(Client, PingInfo, Duration), String> {
+    let deadline = t0 + timeout;
+    let mut client = loop {
+        // Retry in short slices so that a VMM that died is noticed at once.
+        match Client::connect_uds_retry(uds, AGENT_PORT, Duration::from_millis(200)) {
+            Ok(c) => break c,
+            Err(e) => {
+                if let Some(st) = vmm.exited() {
+                    return Err(format!(
+                        "husk-vmm exited ({st}) before the agent answered: {}",
+                        vmm.log_tail()
+                    ));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("no agent within {timeout:?}: {e}"));
+                }
+            }
+        }
+    };
+    client
+        .set_timeout(IO_TIMEOUT)
+        .map_err(|e| format!("socket timeout: {e}"))?;
+    let info = client.ping().map_err(|e| format!("ping: {e}"))?;
+    Ok((client, info, t0.elapsed()))
+}
+
+/// Shuts a husk-vmm down through its agent and checks that it exits 0.
+pub fn husk_shutdown(mut vmm: Vmm, client: Client) -> Result<(), String> {
+    client.shutdown().map_err(|e| format!("shutdown: {e}"))?;
+    let st = vmm.wait(Duration::from_secs(30))?;
+    if !st.success() {
+        return Err(format!(
+            "husk-vmm exited {st} after Shutdown: {}",
+            vmm.log_tail()
+        ));
+    }
+    Ok(())
+}
+
+/// Every `husk-vmm: timing:` line of a husk-vmm log, in order.
+pub fn parse_phases(log: &str) -> Vec<Phase> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("husk-vmm: timing:")?;
+            let (wall, rest) = rest.split_once(" ms")?;
+            let rest = rest.trim_start().strip_prefix("cpu")?;
+            let (cpu, what) = rest.split_once(" ms")?;
+            Some(Phase {
+                what: what.trim().to_string(),
+                wall_ms: wall.trim().parse().ok()?,
+                cpu_ms: cpu.trim().parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// `(wall ms, cpu ms)` of the `first KVM_RUN` timing line.
+pub fn first_kvm_run(phases: &[Phase]) -> Option<(f64, f64)> {
+    phases
+        .iter()
+        .find(|p| p.what == "first KVM_RUN")
+        .map(|p| (p.wall_ms, p.cpu_ms))
+}
+
+/// `(all threads' CPU ms, guest ms)` of process `pid`: the sum of
+/// `/proc/PID/task/*/schedstat` (ns on CPU) and `guest_time` from
+/// `/proc/PID/stat` (clock ticks).
+pub fn proc_cpu_ms(pid: i32) -> Option<(f64, f64)> {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let s = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
+        ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some((
+        ns as f64 / 1e6,
+        guest_ticks(&stat)? as f64 * 1e3 / clock_ticks(),
+    ))
+}
+
+/// Field 43 (`guest_time`) of a /proc/PID/stat line.
+fn guest_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(43 - 3)?.parse().ok()
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+pub fn husk_sample(bin: &Path, spec: &BootSpec, tmp: &Path) -> Result<Sample, String> {
+    let uds = tmp.join("husk.vsock");
+    let t0 = Instant::now();
+    let mut vmm = spawn_husk(bin, spec, &uds, &tmp.join("husk.log"), &[])?;
+    let (client, info, ready) = husk_wait_agent(&mut vmm, &uds, t0, spec.timeout)?;
+    let cpu = proc_cpu_ms(vmm.pid());
+    let m = mem::proc_mem(vmm.pid(), spec.guest_ram_min()).ok();
+    let log = vmm.log.clone();
+    husk_shutdown(vmm, client)?;
+    let phases = parse_phases(&std::fs::read_to_string(&log).unwrap_or_default());
+    let first = first_kvm_run(&phases);
+    Ok(Sample {
+        ready_ms: ms(ready),
+        guest_uptime_ms: info.uptime_ms,
+        total_ms: ms(t0.elapsed()),
+        guest_mem_total_kib: info.mem_total_kib,
+        host_pss_kib: m.as_ref().map(|m| m.host_pss_kib()),
+        guest_ram_pss_kib: m.as_ref().map(|m| m.guest_ram_pss_kib),
+        first_kvm_run_wall_ms: first.map(|f| f.0),
+        first_kvm_run_cpu_ms: first.map(|f| f.1),
+        phases,
+        vmm_cpu_ms: cpu.map(|c| c.0),
+        guest_cpu_ms: cpu.map(|c| c.1),
+    })
+}
+
+pub fn qemu_sample(bin: &Path, spec: &BootSpec, cid: u32, tmp: &Path) -> Result<Sample, String> {
+    let log = tmp.join("qemu.log");
+    let t0 = Instant::now();
+    // QEMU's microvm configured for fast boots: qboot firmware, no ACPI (our
+    // kernel has none; with ACPI on, microvm moves virtio-mmio IRQs to a
+    // second IOAPIC that only ACPI describes), no option ROMs, no RTC; the
+    // same serial port (output dropped) and a vhost-vsock device, as husk-vmm
+    // has. microvm adds virtio_mmio.device= only for bzImage boots, so the
+    // device is pinned to the first transport and announced here.
+    let mut vmm = Vmm::spawn(
+        Command::new(bin)
+            .args([
+                "-M",
+                "microvm,acpi=off,x-option-roms=off,rtc=off,isa-serial=on",
+            ])
+            .args([
+                "-enable-kvm",
+                "-cpu",
+                "host",
+                "-nodefaults",
+                "-no-user-config",
+            ])
+            .args(["-display", "none", "-no-reboot", "-serial", "null"])
+            .args(["-smp", &spec.vcpus.to_string()])
+            .args(["-m", &spec.memory_mib.to_string()])
+            .arg("-kernel")
+            .arg(&spec.kernel)
+            .arg("-initrd")
+            .arg(&spec.initrd)
+            // reboot=t (last one wins): microvm has no i8042, and reboot=k
+            // falls back to a BIOS restart that reboots the guest in place;
+            // a triple fault makes QEMU (-no-reboot) exit. Shutdown only.
+            .args([
+                "-append",
+                &format!("{CMDLINE} {QEMU_MICROVM_VSOCK} reboot=t"),
+            ])
+            .args([
+                "-device",
+                &format!("vhost-vsock-device,guest-cid={cid},bus=virtio-mmio-bus.0"),
+            ]),
+        &log,
+    )?;
+    let deadline = t0 + spec.timeout;
+    let mut backoff = Duration::from_millis(1);
+    let mut sock = loop {
+        match vsock_connect(cid, AGENT_PORT) {
+            Ok(s) => break s,
+            Err(e) => {
+                if let Some(st) = vmm.exited() {
+                    return Err(format!(
+                        "qemu exited ({st}) before the agent answered: {}",
+                        vmm.log_tail()
+                    ));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("no agent within {:?}: {e}", spec.timeout));
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(20));
+            }
+        }
+    };
+    let info = vsock_call(&mut sock, 1, Request::Ping).and_then(|r| match r {
+        Response::Pong(p) => Ok(p),
+        other => Err(format!("unexpected answer to Ping: {other:?}")),
+    })?;
+    let ready = t0.elapsed();
+    let cpu = proc_cpu_ms(vmm.pid());
+    let m = mem::proc_mem(vmm.pid(), spec.guest_ram_min()).ok();
+    let _ = vsock_call(&mut sock, 2, Request::Shutdown)?;
+    drop(sock);
+    vmm.wait(Duration::from_secs(30))?;
+    Ok(Sample {
+        ready_ms: ms(ready),
+        guest_uptime_ms: info.uptime_ms,
+        total_ms: ms(t0.elapsed()),
+        guest_mem_total_kib: info.mem_total_kib,
+        host_pss_kib: m.as_ref().map(|m| m.host_pss_kib()),
+        guest_ram_pss_kib: m.as_ref().map(|m| m.guest_ram_pss_kib),
+        first_kvm_run_cpu_ms: None,
+        first_kvm_run_wall_ms: None,
+        phases: Vec::new(),
+        vmm_cpu_ms: cpu.map(|c| c.0),
+        guest_cpu_ms: cpu.map(|c| c.1),
+    })
+}
+
+/// A connected AF_VSOCK stream to (cid, port) on the host side of vhost-vsock.
+fn vsock_connect(cid: u32, port: u32) -> Result<File, String> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!(
+            "socket(AF_VSOCK): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd is a fresh socket that nothing else owns; OwnedFd closes it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_vm is plain data; all-zero is a valid starting value.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_cid = cid;
+    addr.svm_port = port;
+    // SAFETY: addr is a valid sockaddr_vm and the length passed is its size.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "connect(vsock {cid}:{port}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // Bound every read and write: a guest that stops answering must end the
+    // sample with an error, not hang the benchmark.
+    let tv = libc::timeval {
+        tv_sec: IO_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: tv is a valid timeval and the length passed is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "setsockopt(vsock timeout): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(File::from(fd))
+}
+
+fn vsock_call(sock: &mut File, id: u64, request: Request) -> Result<Response, String> {
+    write_frame(sock, &RequestFrame::new(id, request)).map_err(|e| format!("send: {e}"))?;
+    let resp: ResponseFrame = read_frame(sock).map_err(|e| format!("receive: {e}"))?;
+    if resp.id != id {
+        return Err(format!("answer for request {} to request {id}", resp.id));
+    }
+    Ok(resp.response)
+}
+
+/// A private directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Result<TempDir, String> {
+        let base = std::env::temp_dir();
+        for n in 0..1000u32 {
+            let p = base.join(format!("husk-bench.{}.{n}", std::process::id()));
+            if std::fs::create_dir(&p).is_ok() {
+                return Ok(TempDir(p));
+            }
+        }
+        Err(format!("cannot create a directory in {}", base.display()))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_lines() {
+        let log = "husk-vmm: timing:    0.100 ms  cpu    0.900 ms  arguments parsed\n\
+                   husk-agent: listening\n\
+                   husk-vmm: timing:   12.345 ms  cpu    6.789 ms  first KVM_RUN\n\
+                   husk-vmm: timing:   13.000 ms  cpu    7.000 ms  vCPUs started\n";
+        let p = parse_phases(log);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].what, "arguments parsed");
+        assert_eq!((p[0].wall_ms, p[0].cpu_ms), (0.1, 0.9));
+        assert_eq!(first_kvm_run(&p), Some((12.345, 6.789)));
+        assert_eq!(
+            first_kvm_run(&parse_phases("husk-vmm: guest said hi\n")),
+            None
+        );
+    }
+
+    #[test]
+    fn guest_time_field() {
+        // 52 fields; the name has a space and a parenthesis.
+        let mut f: Vec<String> = (1..=52).map(|i| i.to_string()).collect();
+        f[1] = "(vcpu 0) x)".into();
+        f[42] = "777".into();
+        assert_eq!(guest_ticks(&f.join(" ")), Some(777));
+        let me = std::process::id() as i32;
+        let (cpu, guest) = proc_cpu_ms(me).unwrap();
+        assert!(cpu > 0.0 && guest == 0.0, "{cpu} {guest}");
+    }
+
+    #[test]
+    fn guest_ram_threshold_is_half_the_guest_memory() {
+        let s = BootSpec {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(s.guest_ram_min(), 64 << 20);
+    }
+}
