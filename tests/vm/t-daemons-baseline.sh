@@ -1,7 +1,7 @@
 # Baseline of the lab's container userland, independent of husk: Docker
 # (runc), Podman (crun and runc) and containerd (ctr, runc) run the local
-# busybox image: echo hello on the default network, --network none, and an
-# exit status of 7 comes back. Prints how long each daemon and run took.
+# busybox image: echo hello, the default bridge reaches its gateway,
+# --network none, and an exit status of 7 comes back. Prints how long each daemon and run took.
 here=$(dirname "$0")
 . "$here/lib.sh"
 . "$here/daemons.sh"
@@ -21,11 +21,14 @@ run() {
     note "$_what: ${_ms} ms"
 }
 
+# the container reaches its default gateway (the bridge on L1's side)
+PING_GW='gw=$(ip route | awk "/^default/ {print \$3}"); ping -c 1 -W 10 "$gw" >/dev/null && echo net-ok'
+
 # Docker: its own containerd, runc, overlay2, default bridge.
 start_dockerd || fail "dockerd did not start"
 run "docker import busybox" 0 "" docker_import_busybox
 run "docker run --rm --runtime runc busybox echo hello" 0 hello docker run --rm --runtime runc busybox echo hello
-run "docker run --rm busybox echo hello (again)" 0 hello docker run --rm busybox echo hello
+run "docker run, default bridge: ping the gateway" 0 net-ok docker run --rm busybox sh -c "$PING_GW"
 run "docker run --network none, exit 7" 7 "" docker run --rm --network none busybox sh -c 'exit 7'
 stop_dockerd
 
@@ -33,6 +36,7 @@ stop_dockerd
 run "podman import busybox" 0 "" podman_import_busybox
 run "podman --runtime crun run --rm busybox echo hello" 0 hello podman --runtime crun run --rm busybox echo hello
 run "podman --runtime runc run --rm busybox echo hello" 0 hello podman --runtime runc run --rm busybox echo hello
+run "podman run, CNI bridge: ping the gateway" 0 net-ok podman run --rm --cap-add NET_RAW busybox sh -c "$PING_GW"
 run "podman --runtime crun --network none, exit 7" 7 "" podman --runtime crun run --rm --network none busybox sh -c 'exit 7'
 
 # containerd + ctr (no network namespace setup: ctr gives a fresh, empty one)
