@@ -24,7 +24,7 @@ husk --root "$tmp/state" run --bundle "$tmp/bundle" demo || fail "husk run faile
 echo "(booted, ran and cleaned up in $(( $(now_ms) - t0 )) ms; in the nested lab everything runs 20-50x slower than on hardware)"
 if command -v podman >/dev/null 2>&1 && [ -r "${HUSK_LAB_BUSYBOX_TAR:-/usr/share/husk-lab/busybox.tar}" ]; then
     . ./daemons.sh
-    podman_import_busybox >/dev/null || fail "importing the busybox image into Podman failed"
+    podman_import_busybox >/dev/null 2>&1 || fail "importing the busybox image into Podman failed"
     echo "\$ podman --runtime $(command -v husk) run --rm busybox echo hello from Podman through husk"
     podman --runtime "$(command -v husk)" run --rm --network none busybox echo hello from Podman through husk \
         || fail "podman --runtime husk failed"
