@@ -555,7 +555,7 @@ fn random_id() -> String {
 
 /// The process `exec` runs: `--process FILE`, or the container's process
 /// with the command line and flags applied (as runc builds it).
-fn exec_process(store: &Store, st: &State, a: &ExecArgs) -> Result<oci::Process> {
+fn exec_process(st: &State, a: &ExecArgs) -> Result<oci::Process> {
     let mut p: oci::Process = match &a.process {
         Some(f) => {
             let data = std::fs::read(f).ctx(format!("--process {}", f.display()))?;
@@ -575,7 +575,6 @@ fn exec_process(store: &Store, st: &State, a: &ExecArgs) -> Result<oci::Process>
             p
         }
     };
-    let _ = store;
     if a.process.is_some() && !a.command.is_empty() {
         p.set_args(Some(a.command.clone()));
     }
@@ -663,7 +662,7 @@ fn exec(g: &Global, store: &Store, a: ExecArgs) -> Result<i32> {
         Status::Stopped => return Err("cannot exec in a stopped container".into()),
         s => return Err(format!("cannot exec in a {} container", s.as_str())),
     }
-    let process = exec_process(store, &st, &a)?;
+    let process = exec_process(&st, &a)?;
     let tty = process.terminal().unwrap_or(false);
     let eid = random_id();
     if a.detach {
