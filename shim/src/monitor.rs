@@ -349,12 +349,19 @@ fn setup(
         .filter(|i| i != "lo")
         .collect();
     if b.netns.is_some() && !ifs.is_empty() {
-        crate::warn!(
-            "container {id}: networking is not supported by husk yet: the container has loopback only \
-             ({} in its network namespace on the host {} not connected to the microVM)",
+        let msg = format!(
+            "networking is not supported by husk yet: the container has loopback only \
+             ({} in its network namespace on the host {} not connected to the microVM; \
+             use --network none to say so)",
             ifs.join(", "),
             if ifs.len() == 1 { "is" } else { "are" }
         );
+        crate::warn!("container {id}: {msg}");
+        // The user sees it too: one line on the container's stderr, before
+        // any of its own output (a terminal's output goes over the pty).
+        if matches!(opts.term, Terminal::No) {
+            let _ = std::io::stderr().write_all(format!("husk: warning: {msg}\n").as_bytes());
+        }
     }
 
     let target = Target {

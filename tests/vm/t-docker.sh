@@ -44,6 +44,8 @@ expect_run "bind mount: -v HOST:/data, written in the VM" 0 "" $D --network none
 assert_eq "$(cat "$tmp/host/f" 2>/dev/null)" from-vm "file written to a bind mount, read on the host"
 expect_run "--network none: no ethernet device" 0 no-eth $D --network none busybox sh -c 'ls /sys/class/net | grep -q eth || echo no-eth'
 expect_run "default network: runs (loopback only)" 0 ok $D busybox sh -c 'echo ok'
+grep -q "husk: warning: networking is not supported.*loopback only" "$out.err" \
+    || fail "the default network's limitation is not named on stderr: $(cat "$out.err")"
 clean "after run/-i/-t/-v/networks"
 
 # a long-running container: exec, stop (SIGTERM ignored by PID 1 -> SIGKILL)
