@@ -46,6 +46,24 @@ husk_leftovers() {
         case "$(cat "$_c" 2>/dev/null)" in husk-vmm|virtiofsd|husk) printf '%s ' "$(cat "$_c")/${_c#/proc/}" ;; esac
     done | sed 's#/comm##g'
 }
+# wait_no_husk WHAT: fail unless husk's host processes are all gone within
+# 60 s (daemons clean up asynchronously: Podman's conmon runs the runtime's
+# delete after `podman run --rm` returned, and under TCG that can take seconds).
+wait_no_husk() {
+    _i=0
+    while [ -n "$(husk_leftovers)" ] && [ $_i -lt 300 ]; do sleep 0.2; _i=$((_i + 1)); done
+    _l=$(husk_leftovers); [ -z "$_l" ] || fail "$1: husk processes left after 60 s: $_l"
+}
+# wait_logs WHAT PATTERN CMD...: poll CMD's output (e.g. `docker logs c`) for
+# up to 60 s until it has a line matching PATTERN.
+wait_logs() {
+    _what=$1 _pat=$2; shift 2
+    _i=0
+    until "$@" 2>&1 | grep -q -- "$_pat"; do
+        _i=$((_i + 1)); [ $_i -lt 300 ] || fail "$_what: no '$_pat' in $* after 60 s"
+        sleep 0.2
+    done
+}
 # busybox_rootfs DIR: a container root file system: busybox and its applets.
 busybox_rootfs() {
     mkdir -p "$1/bin" "$1/tmp" "$1/etc"

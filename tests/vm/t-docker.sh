@@ -25,9 +25,7 @@ on_fail() { # what husk and the shim logged, for a failure's diagnosis
     tail -n 20 "$DAEMONS_DIR/dockerd.log"
 }
 clean() { # WHAT: nothing of husk's is left
-    _i=0
-    while [ -n "$(husk_leftovers)" ] && [ $_i -lt 50 ]; do sleep 0.2; _i=$((_i + 1)); done
-    _l=$(husk_leftovers); [ -z "$_l" ] || fail "$1: husk processes left: $_l"
+    wait_no_husk "$1"
     _s=$(find /run/docker /var/run/docker -name state.json -path '*runtime-husk*' 2>/dev/null)
     [ -z "$_s" ] || fail "$1: husk state left: $_s"
 }
@@ -58,7 +56,10 @@ expect_run "exit code after stop" 0 137 docker inspect -f '{{.State.ExitCode}}' 
 expect_run "docker rm" 0 c1 docker rm c1
 clean "after docker stop + rm"
 
-expect_run "docker run -d (for kill)" 0 "" docker run -d --runtime husk --network none --name c2 busybox sh -c 'trap "exit 9" TERM; while :; do sleep 0.1; done'
+expect_run "docker run -d (for kill)" 0 "" docker run -d --runtime husk --network none --name c2 busybox sh -c 'trap "exit 9" TERM; echo trap-set; while :; do sleep 0.1; done'
+# A TERM that came before the trap was set would be ignored (the shell is the
+# container's pid 1): kill once the shell says it is ready.
+wait_logs "docker logs c2" trap-set docker logs c2
 expect_run "docker kill -s TERM reaches the trap" 0 c2 docker kill -s TERM c2
 expect_run "docker wait" 0 9 docker wait c2
 expect_run "docker rm" 0 c2 docker rm c2

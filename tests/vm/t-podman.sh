@@ -13,11 +13,7 @@ tmp=$(mktemp -d); out=$tmp/out
 P="podman --runtime $HUSK"
 trap '$P rm -af -t 0 >/dev/null 2>&1; daemons_cleanup; rm -rf "$tmp"' EXIT
 podman_import_busybox >/dev/null || fail "podman import of busybox failed"
-clean() { # WHAT: nothing of husk's is left
-    _i=0
-    while [ -n "$(husk_leftovers)" ] && [ $_i -lt 50 ]; do sleep 0.2; _i=$((_i + 1)); done
-    _l=$(husk_leftovers); [ -z "$_l" ] || fail "$1: husk processes left: $_l"
-}
+clean() { wait_no_husk "$1"; }
 
 expect_run "podman --runtime husk run --rm busybox echo hello" 0 hello $P run --rm busybox echo hello
 clean "after echo hello"
@@ -39,7 +35,9 @@ expect_run "exit code after stop" 0 137 $P inspect -f '{{.State.ExitCode}}' p1
 expect_run "podman rm" 0 "" $P rm p1
 clean "after podman stop + rm"
 
-expect_run "podman run -d (for kill)" 0 "" $P run -d --network none --name p2 busybox sh -c 'trap "exit 9" TERM; while :; do sleep 0.1; done'
+expect_run "podman run -d (for kill)" 0 "" $P run -d --network none --name p2 busybox sh -c 'trap "exit 9" TERM; echo trap-set; while :; do sleep 0.1; done'
+# A TERM before the trap is set would be ignored by the container's pid 1.
+wait_logs "podman logs p2" trap-set $P logs p2
 expect_run "podman kill -s TERM reaches the trap" 0 "" $P kill -s TERM p2
 expect_run "podman wait" 0 9 $P wait p2
 expect_run "podman rm" 0 "" $P rm p2
