@@ -166,6 +166,8 @@ pub struct VmmResult {
     /// husk-vmm start-up phases in order: median wall and CPU ms at the end
     /// of each.
     phases: Vec<PhaseStats>,
+    /// Boots that failed and were retried once (see `sample_retry`).
+    failed_runs: Vec<String>,
     error: Option<String>,
 }
 
@@ -207,7 +209,12 @@ fn phase_stats(samples: &[Sample]) -> Vec<PhaseStats> {
 }
 
 impl VmmResult {
-    fn new(name: &str, samples: Vec<Sample>, error: Option<String>) -> VmmResult {
+    fn new(
+        name: &str,
+        samples: Vec<Sample>,
+        failed_runs: Vec<String>,
+        error: Option<String>,
+    ) -> VmmResult {
         let f = |g: &dyn Fn(&Sample) -> Option<f64>| stats(samples.iter().filter_map(g).collect());
         VmmResult {
             name: name.into(),
@@ -222,7 +229,26 @@ impl VmmResult {
             vmm_own_cpu_ms: f(&|s| Some(s.vmm_cpu_ms? - s.guest_cpu_ms?)),
             phases: phase_stats(&samples),
             samples,
+            failed_runs,
             error,
+        }
+    }
+}
+
+/// One boot sample; a boot that fails is recorded in `failed` and retried
+/// once, so that a rare failure is reported without ending the section. A
+/// second failure in a row ends it.
+fn sample_retry(
+    run: usize,
+    failed: &mut Vec<String>,
+    mut boot: impl FnMut() -> Result<Sample, String>,
+) -> Result<Sample, String> {
+    match boot() {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            eprintln!("  run {run:>2}: failed, retrying once: {e}");
+            failed.push(format!("run {run}: {e}"));
+            boot().map_err(|e2| format!("run {run}: failed twice in a row: {e2}"))
         }
     }
 }
@@ -576,24 +602,31 @@ fn boot_section(cli: &Cli, spec: &BootSpec, runs: usize, tmp: &Path) -> BootRepo
     eprintln!("husk-bench: boot: {runs} boots each of husk-vmm and qemu-microvm, interleaved");
     let (mut husk, mut qemu) = (Vec::new(), Vec::new());
     let (mut husk_err, mut qemu_err) = (None, None);
+    let (mut husk_failed, mut qemu_failed) = (Vec::new(), Vec::new());
+    let mut cid = 1000;
     for i in 0..runs {
         let mut line = format!("  run {:>2}:", i + 1);
         if husk_err.is_none() {
-            match vmms::husk_sample(&cli.husk_vmm, spec, tmp) {
+            match sample_retry(i + 1, &mut husk_failed, || {
+                vmms::husk_sample(&cli.husk_vmm, spec, tmp)
+            }) {
                 Ok(s) => {
                     line += &format!(" husk-vmm {:>8.1} ms", s.ready_ms);
                     husk.push(s);
                 }
-                Err(e) => husk_err = Some(format!("run {}: {e}", i + 1)),
+                Err(e) => husk_err = Some(e),
             }
         }
         if qemu_err.is_none() {
-            match vmms::qemu_sample(&cli.qemu, spec, 1000 + i as u32, tmp) {
+            match sample_retry(i + 1, &mut qemu_failed, || {
+                cid += 1;
+                vmms::qemu_sample(&cli.qemu, spec, cid, tmp)
+            }) {
                 Ok(s) => {
                     line += &format!("   qemu-microvm {:>8.1} ms", s.ready_ms);
                     qemu.push(s);
                 }
-                Err(e) => qemu_err = Some(format!("run {}: {e}", i + 1)),
+                Err(e) => qemu_err = Some(e),
             }
         }
         eprintln!("{line}");
@@ -601,8 +634,8 @@ fn boot_section(cli: &Cli, spec: &BootSpec, runs: usize, tmp: &Path) -> BootRepo
             break;
         }
     }
-    let husk = VmmResult::new("husk-vmm", husk, husk_err);
-    let qemu = VmmResult::new("qemu-microvm", qemu, qemu_err);
+    let husk = VmmResult::new("husk-vmm", husk, husk_failed, husk_err);
+    let qemu = VmmResult::new("qemu-microvm", qemu, qemu_failed, qemu_err);
     let m = |v: &VmmResult, f: fn(&Stats) -> f64| v.ready_ms.as_ref().map(f);
     BootReport {
         runs,
@@ -730,11 +763,14 @@ fn overhead_section(
             eprintln!("husk-bench: overhead: {runs} boots of husk-vmm");
             let mut v = Vec::new();
             let mut err = None;
+            let mut failed = Vec::new();
             for i in 0..runs {
-                match vmms::husk_sample(&cli.husk_vmm, spec, tmp) {
+                match sample_retry(i + 1, &mut failed, || {
+                    vmms::husk_sample(&cli.husk_vmm, spec, tmp)
+                }) {
                     Ok(s) => v.push(s),
                     Err(e) => {
-                        err = Some(format!("run {}: {e}", i + 1));
+                        err = Some(e);
                         break;
                     }
                 }
@@ -742,7 +778,7 @@ fn overhead_section(
             if let Some(e) = &err {
                 errors.push(format!("overhead husk-vmm: {e}"));
             }
-            own = [VmmResult::new("husk-vmm", v, err)];
+            own = [VmmResult::new("husk-vmm", v, failed, err)];
             &own
         }
     };
@@ -939,6 +975,14 @@ fn print_boot(b: &BootReport) {
             (None, Some(e)) => println!("{:<14} failed: {e}", v.name),
             (None, None) => println!("{:<14} no samples", v.name),
         }
+    }
+    for v in b.vmms.iter().filter(|v| !v.failed_runs.is_empty()) {
+        println!(
+            "{}: {} failed boot(s), each retried once; first: {}",
+            v.name,
+            v.failed_runs.len(),
+            v.failed_runs[0]
+        );
     }
     println!(
         "ratio husk-vmm/qemu-microvm: min {}, median {} (goal <= {GOAL_BOOT_RATIO:.2})",
