@@ -59,6 +59,15 @@ pub fn first_kvm_run() {
     }
 }
 
+/// Marks `what` the first time it happens in this process (`flag` is the
+/// event's own static), if enabled: guest milestones seen from the VMM, such
+/// as the first console byte or the guest's vsock driver coming up.
+pub fn mark_once(flag: &AtomicBool, what: &str) {
+    if enabled().is_some() && !flag.swap(true, Ordering::Relaxed) {
+        mark(what);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,6 +118,14 @@ impl SerialOutput {
 
 impl Write for SerialOutput {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        static FIRST_BYTE: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+        static FIRST_LINE: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+        crate::timing::mark_once(&FIRST_BYTE, "guest: first console byte");
+        if bytes.contains(&b'\n') {
+            crate::timing::mark_once(&FIRST_LINE, "guest: first console line");
+        }
         self.log.push(bytes);
         if !matches!(self.sink, SerialSink::None) {
             self.buf.extend_from_slice(bytes);

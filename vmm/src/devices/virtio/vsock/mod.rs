@@ -23,6 +23,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -467,6 +468,8 @@ impl VirtioDevice for Vsock {
         interrupt: Arc<Interrupt>,
         _acked_features: u64,
     ) -> Result<(), ActivateError> {
+        static ACTIVATED: AtomicBool = AtomicBool::new(false);
+        crate::timing::mark_once(&ACTIVATED, "guest: vsock driver up");
         if queues.len() != 3 {
             return Err(ActivateError::QueueCount {
                 expected: 3,
@@ -668,7 +671,11 @@ impl Muxer {
     fn accept(&mut self) {
         for _ in 0..MAX_ACCEPTS_PER_EVENT {
             let stream = match self.listener.accept() {
-                Ok((s, _)) => s,
+                Ok((s, _)) => {
+                    static FIRST: AtomicBool = AtomicBool::new(false);
+                    crate::timing::mark_once(&FIRST, "host: first vsock connection");
+                    s
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     warn!("vsock: accept on {}: {e}", self.uds_path.display());
@@ -886,6 +893,8 @@ impl Muxer {
         match (c.state, hdr.op) {
             (_, OP_RST) => return self.kill(data, false),
             (State::AwaitingResponse, OP_RESPONSE) => {
+                static FIRST: AtomicBool = AtomicBool::new(false);
+                crate::timing::mark_once(&FIRST, "guest: first vsock connection accepted");
                 c.state = State::Established;
                 c.deadline = None;
                 let line = format!("OK {}\n", c.host_port);
