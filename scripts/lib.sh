@@ -74,3 +74,11 @@ lab_mode() {
     elif [ -c /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; } && [ ! -d /sys/module/kvm_pvm ]; then echo direct
     else echo nested; fi
 }
+
+# husk_build: every binary: the host tools (release profile) and the guest
+# agent that goes into the VM's initramfs (`guest` profile: smaller, so less
+# to copy, unpack and page in at boot; see Cargo.toml).
+husk_build() {
+    (cd "$HUSK_REPO" && cargo build --release --workspace --quiet \
+        && cargo build --profile guest -p husk-agent --quiet)
+}
