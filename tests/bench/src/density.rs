@@ -31,6 +31,9 @@ pub struct DensityResult {
     pub mem_available_drop_per_sandbox_kib: Option<f64>,
     /// Spawn of the first VMM to the exit of the last after Shutdown.
     pub all_stopped_ms: f64,
+    /// Earlier rounds at this K in which a sandbox failed: such a round is
+    /// reported here and run once more (see `density_section`).
+    pub failed_rounds: Vec<String>,
 }
 
 /// Boots `k` sandboxes at once and shuts them down again.
@@ -109,6 +112,7 @@ pub fn run(bin: &Path, spec: &BootSpec, k: usize, tmp: &Path) -> Result<DensityR
             _ => None,
         },
         all_stopped_ms: all_stopped.as_secs_f64() * 1e3,
+        failed_rounds: Vec::new(),
     })
 }
 

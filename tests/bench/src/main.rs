@@ -238,11 +238,11 @@ impl VmmResult {
 /// One boot sample; a boot that fails is recorded in `failed` and retried
 /// once, so that a rare failure is reported without ending the section. A
 /// second failure in a row ends it.
-fn sample_retry(
+fn sample_retry<T>(
     run: usize,
     failed: &mut Vec<String>,
-    mut boot: impl FnMut() -> Result<Sample, String>,
-) -> Result<Sample, String> {
+    mut boot: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
     match boot() {
         Ok(s) => Ok(s),
         Err(e) => {
@@ -273,6 +273,8 @@ pub struct RuntimeResult {
     /// "ok", "skipped: ..." or "failed: ...".
     status: String,
     pub samples: Vec<StartSample>,
+    /// Runs that failed and were retried once (as boots are).
+    failed_runs: Vec<String>,
     first_byte_ms: Option<Stats>,
     exit_ms: Option<Stats>,
 }
@@ -679,6 +681,7 @@ fn start_section(
                 format!("skipped: {}", r.missing_reason())
             },
             samples: Vec::new(),
+            failed_runs: Vec::new(),
             first_byte_ms: None,
             exit_ms: None,
         })
@@ -697,15 +700,24 @@ fn start_section(
             let _ = std::fs::create_dir_all(&root);
             let id = format!("bench-{}-{}-{i}", r.name, std::process::id());
             let errlog = tmp.join(format!("{}.err", r.name));
-            match start::start_sample(bin, &root, bundle, &id, timeout, &errlog) {
+            let mut sample = start::start_sample(bin, &root, bundle, &id, timeout, &errlog);
+            if let Err(e) = &sample {
+                // A failed run is reported and retried once, as boots are.
+                eprintln!("  run {:>2}: {} failed, retrying once: {e}", i + 1, r.name);
+                res.failed_runs.push(format!("run {}: {e}", i + 1));
+                start::force_delete(bin, &root, &id);
+                let id = format!("{id}-retry");
+                sample = start::start_sample(bin, &root, bundle, &id, timeout, &errlog)
+                    .inspect_err(|_| start::force_delete(bin, &root, &id));
+            }
+            match sample {
                 Ok(s) => {
                     line += &format!("  {} {:.1}/{:.1} ms", r.name, s.first_byte_ms, s.exit_ms);
                     res.samples.push(s);
                 }
                 Err(e) => {
                     line += &format!("  {} FAILED", r.name);
-                    start::force_delete(bin, &root, &id);
-                    res.status = format!("failed: run {}: {e}", i + 1);
+                    res.status = format!("failed: run {}: failed twice in a row: {e}", i + 1);
                 }
             }
         }
@@ -865,7 +877,19 @@ fn density_section(
             timeout: density::timeout_for(k, spec.timeout),
             ..spec.clone()
         };
-        let r = density::run(&cli.husk_vmm, &spec_k, k, tmp);
+        let mut r = density::run(&cli.husk_vmm, &spec_k, k, tmp);
+        // As with single boots: a round in which a sandbox failed is
+        // reported and run once more; the second round's result stands.
+        if let Ok(d) = &r {
+            if !d.errors.is_empty() {
+                let failed = format!("{}/{k} ready: {}", d.ready, d.errors.join("; "));
+                eprintln!("  K={k}: a sandbox failed, running the round once more: {failed}");
+                r = density::run(&cli.husk_vmm, &spec_k, k, tmp).map(|mut d2| {
+                    d2.failed_rounds.push(failed);
+                    d2
+                });
+            }
+        }
         match &r {
             Ok(d) => eprintln!(
                 "  K={k}: {} ready in {:.1} s, all stopped in {:.1} s",
@@ -1020,6 +1044,14 @@ fn print_start(s: &StartReport) {
             }
         );
     }
+    for r in s.runtimes.iter().filter(|r| !r.failed_runs.is_empty()) {
+        println!(
+            "{}: {} failed run(s), each retried once; first: {}",
+            r.name,
+            r.failed_runs.len(),
+            r.failed_runs[0]
+        );
+    }
     for (name, fb, ex) in &s.ratios {
         println!(
             "ratio {name} (median): first byte {}, exit {}",
@@ -1172,6 +1204,9 @@ fn print_density(d: &DensityReport) {
                 for e in &x.errors {
                     println!("       FAILED {e}");
                 }
+                for e in &x.failed_rounds {
+                    println!("       an earlier round failed and was run again: {e}");
+                }
             }
             Err(e) => println!("{k:>4} {e}"),
         }
@@ -1204,5 +1239,52 @@ fn print_goals(goals: &[Goal], rep: &Report) {
             "(in the nested lab's L1 machine under TCG everything runs 20-50x slower than on \
              hardware: the ratios compare, the absolute CPU goal is for hardware)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample_retry;
+
+    #[test]
+    fn a_failed_sample_is_recorded_and_retried_once() {
+        let mut failed = Vec::new();
+        let mut calls = 0;
+        let r = sample_retry(2, &mut failed, || {
+            calls += 1;
+            if calls == 1 {
+                Err("triple fault".to_string())
+            } else {
+                Ok(42)
+            }
+        });
+        assert_eq!(r, Ok(42));
+        assert_eq!(calls, 2);
+        assert_eq!(failed, vec!["run 2: triple fault".to_string()]);
+    }
+
+    #[test]
+    fn two_failures_in_a_row_end_the_section() {
+        let mut failed = Vec::new();
+        let mut calls = 0;
+        let r: Result<u32, String> = sample_retry(1, &mut failed, || {
+            calls += 1;
+            Err(format!("boom {calls}"))
+        });
+        assert_eq!(r, Err("run 1: failed twice in a row: boom 2".to_string()));
+        assert_eq!(calls, 2);
+        assert_eq!(failed.len(), 1);
+    }
+
+    #[test]
+    fn a_good_sample_is_not_retried() {
+        let mut failed = Vec::new();
+        let mut calls = 0;
+        let r = sample_retry(1, &mut failed, || {
+            calls += 1;
+            Ok::<_, String>(calls)
+        });
+        assert_eq!(r, Ok(1));
+        assert!(failed.is_empty());
     }
 }
