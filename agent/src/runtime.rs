@@ -979,6 +979,23 @@ fn relay_out(o: &Output, mut conn: Box<dyn Conn>) {
 }
 
 impl StreamJob {
+    /// The reply that hands this stream to its connection could not be
+    /// sent, so the job will never run: release the claim. Otherwise the
+    /// stream would stay "attached" with no relay reading it, and the
+    /// process's exit, which waits for attached output to be read, would
+    /// never be reported (a `Wait` would hang).
+    pub fn release(self) {
+        if let StreamJob::Stdio(p, stream) = self {
+            let flag = match stream {
+                StdioStream::Stdout => &p.stdio.stdout.attached,
+                StdioStream::Stderr => &p.stdio.stderr.attached,
+                StdioStream::Pty => &p.stdio.pty.attached,
+                StdioStream::Stdin => &p.stdio.stdin_attached,
+            };
+            flag.store(false, Ordering::SeqCst);
+        }
+    }
+
     /// Runs on the connection's thread until the stream ends.
     pub fn run(self, mut conn: Box<dyn Conn>, request_id: u64) {
         let _ = conn.set_write_timeout(None);

@@ -326,6 +326,9 @@ pub fn serve_conn<C: Read + Write + ?Sized>(conn: &mut C) -> Outcome {
         };
         if let Err(e) = write_frame(conn, &ResponseFrame::new(reply.id, reply.response)) {
             debug!("closing connection: cannot reply: {e}");
+            if let Then::Stream(job) = reply.then {
+                job.release();
+            }
             return Outcome::Closed;
         }
         match reply.then {
