@@ -967,6 +967,16 @@ fn triple(s: Option<Stats>, scale: f64) -> String {
     }
 }
 
+/// One line for the samples of `name` that failed and were retried once.
+fn print_retried(name: &str, what: &str, failed: &[String]) {
+    if let Some(first) = failed.first() {
+        println!(
+            "{name}: {} failed {what}(s), each retried once; first: {first}",
+            failed.len()
+        );
+    }
+}
+
 fn print_boot(b: &BootReport) {
     println!();
     println!(
@@ -1000,13 +1010,8 @@ fn print_boot(b: &BootReport) {
             (None, None) => println!("{:<14} no samples", v.name),
         }
     }
-    for v in b.vmms.iter().filter(|v| !v.failed_runs.is_empty()) {
-        println!(
-            "{}: {} failed boot(s), each retried once; first: {}",
-            v.name,
-            v.failed_runs.len(),
-            v.failed_runs[0]
-        );
+    for v in &b.vmms {
+        print_retried(&v.name, "boot", &v.failed_runs);
     }
     println!(
         "ratio husk-vmm/qemu-microvm: min {}, median {} (goal <= {GOAL_BOOT_RATIO:.2})",
@@ -1044,13 +1049,8 @@ fn print_start(s: &StartReport) {
             }
         );
     }
-    for r in s.runtimes.iter().filter(|r| !r.failed_runs.is_empty()) {
-        println!(
-            "{}: {} failed run(s), each retried once; first: {}",
-            r.name,
-            r.failed_runs.len(),
-            r.failed_runs[0]
-        );
+    for r in &s.runtimes {
+        print_retried(&r.name, "run", &r.failed_runs);
     }
     for (name, fb, ex) in &s.ratios {
         println!(
