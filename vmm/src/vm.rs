@@ -225,11 +225,90 @@ fn kvm_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> Error {
     move |e| Error::Kvm(what, e)
 }
 
+/// The thread that writes the boot image (kernel, initrd, command line, PVH
+/// start info, MP table, GDT) into guest RAM. Dropping it waits for the
+/// thread, so an early error return never leaves it writing.
+struct BootImageLoader(Option<JoinHandle<Result<u64, Error>>>);
+
+impl BootImageLoader {
+    fn spawn(p: &Prepared, mem: &GuestMemoryMmap) -> Result<Self, Error> {
+        let (mem, config) = (mem.clone(), p.config.clone());
+        let (want_entry, cmdline) = (p.kernel.pvh_entry, p.cmdline.clone());
+        let (initrd_addr, initrd_size) = (p.initrd_addr, p.initrd_size);
+        let write = move || -> Result<u64, Error> {
+            let entry = kernel::load_kernel(&mem, &config.kernel)?;
+            if entry != want_entry {
+                return Err(kernel::Error::Kernel(
+                    config.kernel.clone(),
+                    "PVH entry point changed while loading".into(),
+                )
+                .into());
+            }
+            timing::mark("kernel loaded");
+            let initrd = kernel::load_initrd(&mem, &config.initrd, initrd_addr, initrd_size)?;
+            timing::mark("initrd loaded");
+            linux_loader::loader::load_cmdline(&mem, GuestAddress(CMDLINE_ADDR), &cmdline)
+                .map_err(|e| Error::Memory(format!("writing the command line: {e}")))?;
+            pvh::write(&mem, config.memory_bytes(), Some(initrd))
+                .map_err(|e| Error::Memory(format!("writing the PVH start info: {e}")))?;
+            let mpt = mptable::build(config.vcpus, MPTABLE_ADDR)?;
+            vm_memory::Bytes::write_slice(&mem, &mpt, GuestAddress(MPTABLE_ADDR))
+                .map_err(|e| Error::Memory(format!("writing the MP table: {e}")))?;
+            regs::write_gdt(&mem)?;
+            Ok(entry)
+        };
+        std::thread::Builder::new()
+            .name("boot-image".into())
+            .spawn(write)
+            .map(|h| BootImageLoader(Some(h)))
+            .map_err(|e| Error::Io("spawning the boot image thread", e))
+    }
+
+    /// Waits for the boot image; returns the kernel's PVH entry point.
+    fn join(mut self) -> Result<u64, Error> {
+        let h = self.0.take().expect("joined once");
+        h.join()
+            .unwrap_or_else(|_| Err(Error::Memory("writing the boot image panicked".into())))
+    }
+}
+
+impl Drop for BootImageLoader {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 impl Vm {
     /// Creates the VM and starts its vCPUs.
     pub fn start(p: Prepared) -> Result<Vm, Error> {
         let config = &p.config;
+        // Before any thread exists: threads inherit the blocked signals.
         let signals = signal_fd()?;
+        // Guest RAM first, and the boot image written into it by a thread
+        // while KVM is set up: on a small host, copying megabytes of kernel
+        // and initrd into freshly zeroed pages is as long as all of KVM's
+        // set-up, and the two do not depend on each other.
+        //
+        // Guest RAM: anonymous, MAP_NORESERVE, never pre-faulted; 2 MiB
+        // aligned with THP requested, so KVM can map it with huge pages.
+        // The mappings are only released by `finish`; an error return
+        // leaves them mapped until the process exits.
+        let mem_bytes = config.memory_bytes();
+        // With a vhost-user device, a memfd mapped shared instead, so the
+        // backend can map it too.
+        let backing = if config.shared_memory() {
+            ram::Backing::SharedMemfd
+        } else {
+            ram::Backing::Anonymous
+        };
+        let ram::GuestRam { mem, mappings: ram } =
+            ram::create(&layout::ram_ranges(mem_bytes), backing)
+                .map_err(|e| Error::Memory(format!("cannot map {} MiB: {e}", config.memory_mib)))?;
+        timing::mark("guest memory mapped");
+        let loader = BootImageLoader::spawn(&p, &mem)?;
+
         vcpu::install_kick_handler().map_err(|e| Error::Io("signal handler", e))?;
         let kvm = host::open_kvm()?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
@@ -257,21 +336,6 @@ impl Vm {
         };
         vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
-        // Guest RAM: anonymous, MAP_NORESERVE, never pre-faulted; 2 MiB
-        // aligned with THP requested, so KVM can map it with huge pages.
-        // The mappings are only released by `finish`; an error return
-        // leaves them mapped until the process exits.
-        let mem_bytes = config.memory_bytes();
-        // With a vhost-user device, a memfd mapped shared instead, so the
-        // backend can map it too.
-        let backing = if config.shared_memory() {
-            ram::Backing::SharedMemfd
-        } else {
-            ram::Backing::Anonymous
-        };
-        let ram::GuestRam { mem, mappings: ram } =
-            ram::create(&layout::ram_ranges(mem_bytes), backing)
-                .map_err(|e| Error::Memory(format!("cannot map {} MiB: {e}", config.memory_mib)))?;
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -287,28 +351,7 @@ impl Vm {
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
-        timing::mark("guest memory mapped and registered");
-        // Boot image.
-        let entry = kernel::load_kernel(&mem, &config.kernel)?;
-        if entry != p.kernel.pvh_entry {
-            return Err(kernel::Error::Kernel(
-                config.kernel.clone(),
-                "PVH entry point changed while loading".into(),
-            )
-            .into());
-        }
-        timing::mark("kernel loaded");
-        let initrd = kernel::load_initrd(&mem, &config.initrd, p.initrd_addr, p.initrd_size)?;
-        linux_loader::loader::load_cmdline(&mem, GuestAddress(CMDLINE_ADDR), &p.cmdline)
-            .map_err(|e| Error::Memory(format!("writing the command line: {e}")))?;
-        pvh::write(&mem, mem_bytes, Some(initrd))
-            .map_err(|e| Error::Memory(format!("writing the PVH start info: {e}")))?;
-        let mpt = mptable::build(config.vcpus, MPTABLE_ADDR)?;
-        vm_memory::Bytes::write_slice(&mem, &mpt, GuestAddress(MPTABLE_ADDR))
-            .map_err(|e| Error::Memory(format!("writing the MP table: {e}")))?;
-        regs::write_gdt(&mem)?;
-
-        timing::mark("boot image written");
+        timing::mark("guest memory registered");
         // Devices.
         let exit = Arc::new(ExitState::new().map_err(|e| Error::Io("eventfd", e))?);
         let mut pio = Bus::new();
@@ -351,6 +394,9 @@ impl Vm {
         timing::mark("devices attached");
         let pio = Arc::new(pio);
         let mmio = Arc::new(mmio);
+
+        let entry = loader.join()?;
+        timing::mark("boot image written");
 
         // vCPUs: all created and configured before any runs, so the boot CPU
         // never sends a SIPI to a vCPU that does not exist yet.
