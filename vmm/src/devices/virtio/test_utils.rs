@@ -183,7 +183,19 @@ impl<'a> Driver<'a> {
                 RawDescriptor::from(Descriptor::new(addr.0, len, flags, next))
             })
             .collect();
-        self.queues[q].add_desc_chains(&descs, start).unwrap();
+        // Not MockSplitQueue::add_desc_chains: it indexes the avail ring
+        // without wrapping, so more chains than the queue size overrun it.
+        let queue = &self.queues[q];
+        for (i, d) in descs.iter().enumerate() {
+            queue.desc_table().store(start + i as u16, *d).unwrap();
+        }
+        let avail = queue.avail_addr();
+        let idx = u16::from_le(self.mem.read_obj::<u16>(GuestAddress(avail.0 + 2)).unwrap());
+        let slot = GuestAddress(avail.0 + 4 + (idx % size) as u64 * 2);
+        self.mem.write_obj(start.to_le(), slot).unwrap();
+        self.mem
+            .write_obj(idx.wrapping_add(1).to_le(), GuestAddress(avail.0 + 2))
+            .unwrap();
         self.chains.insert((q, start), bufs.to_vec());
         start
     }
