@@ -1,5 +1,7 @@
 # husk-vmm smoke boots the default kernel + agent initramfs, pings the agent
 # over vsock, prints exactly one line and exits 0; --vcpus 2 reaches the guest.
+# `run --startup-only` sets a VM up, stops before the first KVM_RUN (no guest
+# output) and exits 0 without leaving its socket.
 . ./lib.sh
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 husk-vmm smoke >"$tmp/out" 2>"$tmp/err"; rc=$?
@@ -15,4 +17,12 @@ grep -q '"vcpus":2[,}]' "$tmp/err" || fail "agent did not report 2 vCPUs: $(grep
 mem=$(grep -o '"mem_total_kib":[0-9]*' "$tmp/err" | cut -d: -f2)
 [ "${mem:-0}" -gt 150000 ] && [ "$mem" -le 262144 ] || fail "guest MemTotal $mem KiB does not fit --memory 256"
 note "2 vCPUs, 256 MiB: $(cat "$tmp/out"); guest MemTotal $mem KiB"
+
+HUSK_VMM_TIMING=1 husk-vmm run --startup-only --vcpus 2 --vsock-uds "$tmp/s.sock" \
+    --serial stdout >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc -eq 0 ] || { cat "$tmp/err" >&2; fail "husk-vmm run --startup-only exited $rc"; }
+grep -q 'timing: .* first KVM_RUN$' "$tmp/err" || fail "no first KVM_RUN timing line: $(tail -n 3 "$tmp/err")"
+[ ! -s "$tmp/out" ] || fail "guest console output with --startup-only (a guest ran?): $(head -n 3 "$tmp/out")"
+[ ! -e "$tmp/s.sock" ] || fail "--startup-only left its vsock socket behind"
+note "--startup-only: $(grep 'first KVM_RUN' "$tmp/err" | sed 's/husk-vmm: timing: *//')"
 no_leftovers

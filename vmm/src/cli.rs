@@ -69,6 +69,11 @@ pub struct RunArgs {
     /// Guest console: stdout, file:PATH or none [default: stdout]
     #[arg(long, value_name = "SPEC")]
     pub serial: Option<String>,
+    /// Set everything up, then stop right before the first KVM_RUN and exit
+    /// 0: measures the VMM's own start-up (with HUSK_VMM_TIMING=1). No guest
+    /// code runs, so it also works on a PVM host.
+    #[arg(long)]
+    pub startup_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -161,9 +166,12 @@ fn run_input(a: RunArgs) -> Result<ConfigInput, ConfigError> {
 
 /// Validates, prepares and starts a VM. On failure, removes the vsock socket
 /// if it was created.
-fn start(config: VmConfig) -> Result<Vm, String> {
+fn start(config: VmConfig, startup_only: bool) -> Result<Vm, String> {
     let uds = config.vsock.as_ref().map(|v| v.uds.clone());
-    let prepared = vm::prepare(config).map_err(|e| e.to_string())?;
+    let mut prepared = vm::prepare(config).map_err(|e| e.to_string())?;
+    if startup_only {
+        prepared = prepared.startup_only();
+    }
     timing::mark("kernel and initrd validated");
     Vm::start(prepared).map_err(|e| {
         if let Some(p) = uds {
@@ -185,11 +193,12 @@ fn report(outcome: &Outcome) {
 }
 
 fn run(a: RunArgs) -> i32 {
+    let startup_only = a.startup_only;
     let config = match run_input(a).and_then(|i| VmConfig::from_input(i, env)) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let vm = match start(config) {
+    let vm = match start(config, startup_only) {
         Ok(vm) => vm,
         Err(e) => return fail(e),
     };
@@ -247,7 +256,7 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let vm = match start(config) {
+    let vm = match start(config, false) {
         Ok(vm) => vm,
         Err(e) => return fail(e),
     };

@@ -31,9 +31,10 @@ pub fn is_pvm(sysfs: &Path) -> bool {
     module("kvm_pvm") && !module("kvm_intel") && !module("kvm_amd")
 }
 
-/// Opens /dev/kvm (refusing PVM hosts first).
-pub fn open_kvm() -> Result<Kvm, Error> {
-    if is_pvm(Path::new("/sys")) {
+/// Opens /dev/kvm, refusing PVM hosts first unless `allow_pvm` (no guest
+/// code will run: `--startup-only`).
+pub fn open_kvm(allow_pvm: bool) -> Result<Kvm, Error> {
+    if !allow_pvm && is_pvm(Path::new("/sys")) {
         return Err(Error::Pvm);
     }
     let kvm = Kvm::new().map_err(|e| match e.errno() {

@@ -29,6 +29,9 @@ pub enum VmExit {
     Signal(i32),
     /// A bounded wait ran out.
     Timeout(String),
+    /// `--startup-only`: everything was set up and the boot vCPU stopped
+    /// right before its first KVM_RUN.
+    StartupOnly,
 }
 
 /// First-wins record of why the VM stops, plus an eventfd that wakes the
@@ -78,6 +81,8 @@ pub struct Vcpu {
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub exit: Arc<ExitState>,
+    /// Stop before the first KVM_RUN instead of entering the guest.
+    pub startup_only: bool,
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -100,6 +105,10 @@ impl Vcpu {
     pub fn run(mut self) {
         let id = self.id;
         crate::timing::first_kvm_run();
+        if self.startup_only {
+            self.exit.request(VmExit::StartupOnly);
+            return;
+        }
         while !self.exit.stopping() {
             let why = match self.fd.run() {
                 Ok(exit) => match exit {

@@ -65,7 +65,10 @@ pub struct Outcome {
 impl Outcome {
     /// True if the guest shut down or rebooted on its own, without a panic.
     pub fn is_clean(&self) -> bool {
-        matches!(self.exit, VmExit::Reset | VmExit::PowerOff) && !self.panicked
+        matches!(
+            self.exit,
+            VmExit::Reset | VmExit::PowerOff | VmExit::StartupOnly
+        ) && !self.panicked
     }
 
     /// A one-line description of a non-clean outcome.
@@ -91,6 +94,7 @@ impl Outcome {
                 s => format!("stopped by signal {s}"),
             },
             VmExit::Timeout(m) => m.clone(),
+            VmExit::StartupOnly => "stopped before the first KVM_RUN (--startup-only)".to_string(),
         };
         why
     }
@@ -190,6 +194,17 @@ pub struct Prepared {
     initrd_addr: u64,
     cmdline: linux_loader::cmdline::Cmdline,
     serial_sink: SerialSink,
+    startup_only: bool,
+}
+
+impl Prepared {
+    /// Sets everything up but stops the vCPUs right before their first
+    /// KVM_RUN: no guest code runs, so this also works where guests cannot
+    /// boot (a PVM host), to measure the VMM's own start-up there.
+    pub fn startup_only(mut self) -> Self {
+        self.startup_only = true;
+        self
+    }
 }
 
 pub fn prepare(config: VmConfig) -> Result<Prepared, Error> {
@@ -218,6 +233,7 @@ pub fn prepare(config: VmConfig) -> Result<Prepared, Error> {
         initrd_addr,
         cmdline,
         serial_sink,
+        startup_only: false,
     })
 }
 
@@ -310,7 +326,7 @@ impl Vm {
         let loader = BootImageLoader::spawn(&p, &mem)?;
 
         vcpu::install_kick_handler().map_err(|e| Error::Io("signal handler", e))?;
-        let kvm = host::open_kvm()?;
+        let kvm = host::open_kvm(p.startup_only)?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         timing::mark("KVM opened, VM created");
         for cap in [
@@ -426,6 +442,7 @@ impl Vm {
                 pio: pio.clone(),
                 mmio: mmio.clone(),
                 exit: exit.clone(),
+                startup_only: p.startup_only,
             });
         }
         timing::mark("vCPUs configured");
@@ -627,6 +644,8 @@ mod tests {
         };
         assert_eq!(o(VmExit::Reset, false).exit_code(), 0);
         assert_eq!(o(VmExit::PowerOff, false).exit_code(), 0);
+        assert_eq!(o(VmExit::StartupOnly, false).exit_code(), 0);
+        assert!(o(VmExit::StartupOnly, false).is_clean());
         assert_eq!(o(VmExit::Reset, true).exit_code(), 1);
         assert_eq!(o(VmExit::Reset, true).describe(), "guest kernel panicked");
         assert_eq!(o(VmExit::TripleFault { cpu: 1 }, false).exit_code(), 1);

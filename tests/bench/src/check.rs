@@ -29,6 +29,24 @@ pub fn problems(r: &Value) -> Vec<String> {
         }
     }
 
+    // VMM start-up: every run reached its first KVM_RUN.
+    match r.get("startup").filter(|s| !s.is_null()) {
+        None => p.push("no startup section".into()),
+        Some(s) => {
+            let runs = num(s, "runs").unwrap_or(0.0);
+            if num(s, "cpu_ms.n") != Some(runs) {
+                p.push(format!("startup: {:?} of {runs} runs", num(s, "cpu_ms.n")));
+            }
+            in_range(
+                &mut p,
+                num(s, "cpu_ms.median"),
+                "startup CPU to first KVM_RUN ms",
+                0.0,
+                60e3,
+            );
+        }
+    }
+
     // VM boot: both VMMs, every boot, and the ratio.
     match r.get("boot").filter(|b| !b.is_null()) {
         None => p.push("no boot section".into()),
@@ -235,6 +253,7 @@ mod tests {
 
     fn good() -> Value {
         json!({
+            "startup": {"runs": 10, "cpu_ms": {"n": 10, "median": 150.0}},
             "boot": {"runs": 3, "ratio_median": 0.8, "vmms": [
                 {"name": "husk-vmm", "ready_ms": {"n": 3, "median": 1900.0}, "guest_uptime_ms": {"median": 1000.0}},
                 {"name": "qemu-microvm", "ready_ms": {"n": 3, "median": 2400.0}, "guest_uptime_ms": {"median": 990.0}}
@@ -271,6 +290,7 @@ mod tests {
         r["overhead"]["vmms"][0]["host_pss_kib"]["median"] = json!(0.0);
         r["density"]["results"][0][1] = json!({"Err": "no sandbox of 5 got ready"});
         r["goals"][2]["value"] = Value::Null;
+        r["startup"]["cpu_ms"]["n"] = json!(9);
         r["errors"] = json!(["start husk: failed"]);
         let p = problems(&r).join("\n");
         for want in [
@@ -280,6 +300,7 @@ mod tests {
             "density K=5",
             "goal \"c\" not measured",
             "error reported: start husk: failed",
+            "startup: Some(9.0) of 10 runs",
         ] {
             assert!(p.contains(want), "{want:?} not in:\n{p}");
         }
