@@ -25,7 +25,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -192,13 +192,20 @@ struct Activation {
 struct Wanted {
     activation: Option<(u64, Activation)>,
     generation: u64,
+    /// The newest generation the backend has been brought in line with.
+    applied: u64,
     stop: bool,
 }
 
 struct Shared {
     wanted: Mutex<Wanted>,
+    /// Signalled whenever `applied` moves.
+    applied: Condvar,
     wake: EventFd,
 }
+
+/// Longest a device reset waits for the backend to stop its rings.
+const RESET_WAIT: Duration = Duration::from_secs(1);
 
 /// The virtio-fs device.
 pub struct Fs {
@@ -276,6 +283,7 @@ impl Fs {
         let mut fe = Frontend::from_stream(stream, NUM_QUEUES as u64);
         let shared = Arc::new(Shared {
             wanted: Mutex::new(Wanted::default()),
+            applied: Condvar::new(),
             wake: EventFd::new(libc::EFD_NONBLOCK).map_err(FsError::Host)?,
         });
         let (tx, rx) = mpsc::channel();
@@ -443,11 +451,38 @@ impl VirtioDevice for Fs {
         Ok(())
     }
 
+    /// Waits (at most [`RESET_WAIT`]) until the backend has stopped the
+    /// rings. The driver re-initializes them right after a reset, and its
+    /// kicks reach the backend directly (KVM ioeventfd): a backend still on
+    /// the old rings would read the half-made new ones and give up for good
+    /// (libvhost-user: "Guest moved used index from 1 to 0"). Resets are
+    /// rare (driver unbind; husk's guests do not reboot in place), and the
+    /// bound keeps a stalled backend from holding the vCPU.
     fn reset(&mut self) {
+        let mut generation = 0;
         self.set_wanted(|w| {
             w.generation += 1;
             w.activation = None;
+            generation = w.generation;
         });
+        let deadline = Instant::now() + RESET_WAIT;
+        let mut w = lock(&self.shared.wanted);
+        while w.applied < generation && !w.stop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!(
+                    "fs {}: the backend did not stop its rings within {RESET_WAIT:?} of a reset",
+                    self.tag
+                );
+                return;
+            }
+            w = self
+                .shared
+                .applied
+                .wait_timeout(w, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     fn external_queues(&self) -> bool {
@@ -573,7 +608,10 @@ impl Worker {
     /// Brings the backend in line with what the driver wants. An error means
     /// the backend is unusable.
     fn reconcile(&mut self) -> Result<(), String> {
-        let wanted = lock(&self.shared.wanted).activation.clone();
+        let (generation, wanted) = {
+            let w = lock(&self.shared.wanted);
+            (w.generation, w.activation.clone())
+        };
         if let Some(g) = self.running {
             if wanted.as_ref().map(|(wg, _)| *wg) != Some(g) {
                 self.stop()?;
@@ -584,6 +622,9 @@ impl Worker {
             self.start(&a)?;
             self.running = Some(g);
         }
+        let mut w = lock(&self.shared.wanted);
+        w.applied = w.applied.max(generation);
+        self.shared.applied.notify_all();
         Ok(())
     }
 
