@@ -25,9 +25,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use husk_protocol::AGENT_PORT;
+use husk_protocol::{AGENT_PORT, READY_PORT};
 
-use crate::log::info;
+use crate::log::{debug, info};
 use crate::server::{Listener, OnShutdown};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -183,9 +183,27 @@ fn pid1_run() -> Result<(), String> {
     reaper::start().map_err(|e| format!("start reaper thread: {e}"))?;
     let port = cmdline.agent_port.unwrap_or(AGENT_PORT);
     let listener = bind_vsock_retry(port)?;
+    announce_ready();
     info!("husk-agent {VERSION} listening on vsock port {port}");
     server::run(Listener::Vsock(listener), OnShutdown::Reboot)
         .map_err(|e| format!("serving vsock port {port}: {e}"))
+}
+
+/// Tells a host that waits on [`READY_PORT`] that the agent listens: one
+/// connection, closed at once. A host that does not wait that way refuses
+/// it; either way nothing waits for it here (its own short-lived thread).
+fn announce_ready() {
+    let spawned = std::thread::Builder::new()
+        .name("ready".into())
+        .stack_size(64 << 10)
+        .spawn(|| {
+            if let Err(e) = vsock::VsockStream::connect(libc::VMADDR_CID_HOST, READY_PORT) {
+                debug!("ready signal to host port {READY_PORT}: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        info!("ready signal: cannot start a thread: {e}");
+    }
 }
 
 /// The virtio-vsock transport is normally registered before init runs; give

@@ -76,6 +76,31 @@ pub struct VsockStream {
 }
 
 impl VsockStream {
+    /// Connects to (cid, port); blocks until the peer answers (or the
+    /// kernel's vsock connect timeout, 2 s by default).
+    pub fn connect(cid: u32, port: u32) -> io::Result<VsockStream> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = cvt(unsafe {
+            libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        })?;
+        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_vm is plain data; all-zero is valid (reserved fields must be 0).
+        let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+        addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+        addr.svm_port = port;
+        addr.svm_cid = cid;
+        // SAFETY: `addr` is a valid sockaddr_vm and the length passed is its size.
+        cvt(unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            )
+        })?;
+        Ok(VsockStream { fd })
+    }
+
     pub fn shutdown_write(&self) -> io::Result<()> {
         // SAFETY: shutdown(2) on a descriptor we own.
         cvt(unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)

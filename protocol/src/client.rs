@@ -8,7 +8,9 @@
 //! [`Client::connect_uds_retry`] retries with a short backoff for that case.
 
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -560,12 +562,101 @@ impl Events {
     }
 }
 
+/// The host end of the agent's ready signal ([`crate::READY_PORT`]): a Unix
+/// socket at `<uds>_1025`, which husk-vmm connects to when the guest
+/// connects to host port 1025. Bind it before starting the VMM; dropping it
+/// removes the socket file.
+#[derive(Debug)]
+pub struct ReadyListener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ReadyListener {
+    /// Listens at `<uds>_1025` (a stale socket file there is replaced).
+    pub fn bind(uds: &Path) -> io::Result<ReadyListener> {
+        let mut path = uds.as_os_str().to_owned();
+        path.push(format!("_{}", crate::READY_PORT));
+        let path = PathBuf::from(path);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+            std::fs::remove_file(&path)?;
+        }
+        let listener = UnixListener::bind(&path)?;
+        listener.set_nonblocking(true)?;
+        Ok(ReadyListener { listener, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits up to `timeout` for the agent's signal: true once it came (the
+    /// connection is accepted and closed), false if the time ran out.
+    pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.listener.accept() {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let mut fds = libc::pollfd {
+                fd: self.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+            // SAFETY: one valid pollfd for the duration of the call.
+            if unsafe { libc::poll(&mut fds, 1, ms) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ReadyListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::frame::read_frame;
-    use std::os::unix::net::UnixListener;
     use std::thread;
+
+    #[test]
+    fn ready_listener_sees_the_signal_and_cleans_up() {
+        let dir = std::env::temp_dir().join(format!("husk-ready-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let uds = dir.join("v.sock");
+        // A stale socket from an earlier run is replaced.
+        drop(UnixListener::bind(dir.join("v.sock_1025")).unwrap());
+        let r = ReadyListener::bind(&uds).unwrap();
+        assert_eq!(r.path(), dir.join("v.sock_1025"));
+        let t = Instant::now();
+        assert!(!r.wait(Duration::from_millis(50)).unwrap());
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        let p = r.path().to_owned();
+        let h = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(30));
+            drop(UnixStream::connect(p).unwrap());
+        });
+        assert!(r.wait(Duration::from_secs(10)).unwrap());
+        h.join().unwrap();
+        drop(r);
+        assert!(!dir.join("v.sock_1025").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn handshake_ok() {

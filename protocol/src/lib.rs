@@ -60,6 +60,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// vsock port the agent listens on inside the guest.
 pub const AGENT_PORT: u32 = 1024;
 
+/// Host vsock port the agent connects to (and at once disconnects from)
+/// once it listens on [`AGENT_PORT`]: a host waiting for a booting agent
+/// listens there instead of polling [`AGENT_PORT`], whose every early
+/// attempt costs the booting guest a REQUEST and a RST. Behind husk-vmm's
+/// Unix-socket backend that is `<uds>_1025` ([`client::ReadyListener`]).
+pub const READY_PORT: u32 = 1025;
+
 /// Largest frame body (the JSON after the 4-byte length prefix), in bytes.
 pub const MAX_FRAME: usize = 1 << 20;
 

@@ -18,7 +18,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use husk_protocol::client::Client;
+use husk_protocol::client::{Client, ReadyListener};
 use husk_protocol::{ExitInfo, RootfsSource, AGENT_PORT};
 
 use crate::bundle::{self, Bundle};
@@ -302,6 +302,8 @@ fn setup(
     )?;
     sb.watch("virtiofsd", vfsd);
 
+    // Before the VMM starts, so the agent's ready signal cannot be missed.
+    let ready = ReadyListener::bind(&sb.vsock).ctx("the agent's ready socket")?;
     let (_, vmm) = sb.spawn(
         "husk-vmm",
         Command::new(&cfg.vmm)
@@ -328,7 +330,8 @@ fn setup(
     )?;
     sb.watch("husk-vmm", vmm);
 
-    let mut agent = boot_wait(sb, &cfg, &b)?;
+    let mut agent = boot_wait(sb, &cfg, &b, &ready)?;
+    drop(ready);
 
     // createRuntime and prestart hooks see the monitor as the container's
     // process: its network namespace is the container's on the host.
@@ -392,11 +395,26 @@ fn setup(
     Ok((st, target, attached))
 }
 
-/// Waits for the agent's answer; fails at once if a helper dies.
-fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle) -> Result<Client> {
+/// How often the agent is tried without its ready signal (an agent that
+/// does not send one still gets found).
+const BOOT_FALLBACK_POLL: Duration = Duration::from_millis(250);
+
+/// Waits for the agent's ready signal, then for its answer; fails at once
+/// if a helper dies. Connecting only once the agent listens spares the
+/// booting guest a REQUEST and a RST per early attempt.
+fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle, ready: &ReadyListener) -> Result<Client> {
     let start = Instant::now();
     let deadline = start + cfg.boot_timeout;
-    let mut last;
+    let mut last = "no ready signal yet".to_string();
+    let mut signalled = false;
+    let mut next_try = start + BOOT_FALLBACK_POLL;
+    let timed_out = |last: &str| {
+        format!(
+            "the microVM's agent did not answer within {} s ({last}); console: {}",
+            cfg.boot_timeout.as_secs(),
+            session::tail(&sb.dir.join("console.log"), 3)
+        )
+    };
     loop {
         if let Some((n, p)) = sb
             .helpers
@@ -413,15 +431,38 @@ fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle) -> Result<Client> {
                 session::tail(&log, 3)
             ));
         }
+        if !signalled {
+            // Short slices: the helpers are checked between them.
+            match ready.wait(Duration::from_millis(50)) {
+                Ok(s) => signalled = s,
+                Err(e) => {
+                    last = format!("waiting for the ready signal: {e}");
+                    signalled = true; // poll instead
+                }
+            }
+        }
+        let now = Instant::now();
+        if !signalled && now < next_try {
+            if now >= deadline {
+                return Err(timed_out(&last));
+            }
+            continue;
+        }
+        next_try = now + BOOT_FALLBACK_POLL;
         match Client::connect_uds(&sb.vsock, AGENT_PORT, Duration::from_secs(2)) {
             Ok(mut c) => match c.ping() {
                 Ok(info) => {
                     crate::debug!(
-                        "agent {} ready after {} ms ({} vCPUs, {} MiB)",
+                        "agent {} ready after {} ms ({} vCPUs, {} MiB), reached {}",
                         info.agent_version,
                         start.elapsed().as_millis(),
                         b.vcpus,
-                        b.memory_mib
+                        b.memory_mib,
+                        if signalled {
+                            "after its ready signal"
+                        } else {
+                            "by polling, without a ready signal"
+                        }
                     );
                     c.set_timeout(session::CALL_TIMEOUT)
                         .map_err(|e| e.to_string())?;
@@ -432,13 +473,11 @@ fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle) -> Result<Client> {
             Err(e) => last = e.to_string(),
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "the microVM's agent did not answer within {} s ({last}); console: {}",
-                cfg.boot_timeout.as_secs(),
-                session::tail(&sb.dir.join("console.log"), 3)
-            ));
+            return Err(timed_out(&last));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        if signalled {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

@@ -70,9 +70,13 @@ note "husk run: stdout, exit 7, bind-mount write on the host, nothing left ($((t
 
 spec '["sh","-c","wc -c; echo eof"]'
 head -c 100000 /dev/urandom >"$tmp/in"
-H run --bundle "$B" r2 <"$tmp/in" >"$tmp/out" 2>"$tmp/err"; rc=$?
+H --debug --log "$tmp/debug.log" run --bundle "$B" r2 <"$tmp/in" >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ $rc = 0 ] && [ "$(cat "$tmp/out" | tr -d ' ')" = "$(printf '100000\neof')" ] || { show "$tmp/out" "$tmp/err"; fail "husk run stdin (rc $rc)"; }
 note "husk run: 100000 bytes of stdin and EOF reach the container"
+# The monitor connected to the agent on its ready signal (host vsock port
+# 1025), not by polling the booting guest.
+grep -q 'reached after its ready signal' "$tmp/debug.log" || { show "$tmp/debug.log"; fail "agent not reached through its ready signal"; }
+note "$(sed -n 's/.*msg="\(agent [^"]*ready after [0-9]* ms\).*/\1/p' "$tmp/debug.log" | head -n 1) (ready signal)"
 
 # --- create / start / state / kill / delete ---------------------------------
 spec '["sh","-c","echo started; trap \"echo got-term; exit 3\" TERM; while :; do sleep 0.1; done"]'

@@ -1,7 +1,8 @@
 # husk-vmm smoke boots the default kernel + agent initramfs, pings the agent
 # over vsock, prints exactly one line and exits 0; --vcpus 2 reaches the guest.
 # `run --startup-only` sets a VM up, stops before the first KVM_RUN (no guest
-# output) and exits 0 without leaving its socket.
+# output) and exits 0 without leaving its socket. The agent's ready signal
+# (host vsock port 1025) is what smoke connects on.
 . ./lib.sh
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 husk-vmm smoke >"$tmp/out" 2>"$tmp/err"; rc=$?
@@ -9,6 +10,9 @@ husk-vmm smoke >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ "$(wc -l <"$tmp/out")" -eq 1 ] || fail "smoke printed $(wc -l <"$tmp/out") lines, want 1: $(cat "$tmp/out")"
 grep -Eqx 'agent [0-9]+\.[0-9]+\.[0-9]+[^ ]* ready in [0-9]+ ms' "$tmp/out" || fail "smoke line malformed: $(cat "$tmp/out")"
 note "1 vCPU: $(cat "$tmp/out")"
+# The agent announced itself on host port 1025 (<uds>_1025) and smoke
+# connected only then, not by polling.
+grep -q '^agent reached after its ready signal$' "$tmp/err" || fail "agent not reached through its ready signal: $(grep '^agent reached' "$tmp/err")"
 grep -q '"vcpus":1[,}]' "$tmp/err" || fail "agent did not report 1 vCPU: $(grep ping: "$tmp/err")"
 
 husk-vmm smoke --vcpus 2 --memory 256 >"$tmp/out" 2>"$tmp/err"; rc=$?

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use husk_protocol::client::Client;
+use husk_protocol::client::{Client, ReadyListener};
 use husk_protocol::AGENT_PORT;
 
 use crate::config::{ConfigError, ConfigInput, DiskConfig, FsConfig, VmConfig};
@@ -256,6 +256,11 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    // Before the VM starts, so the agent's ready signal cannot be missed.
+    let ready = match ReadyListener::bind(&uds) {
+        Ok(r) => r,
+        Err(e) => return fail(format_args!("the agent's ready socket: {e}")),
+    };
     let vm = match start(config, false) {
         Ok(vm) => vm,
         Err(e) => return fail(e),
@@ -267,7 +272,29 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
         .name("smoke-client".into())
         .spawn(move || -> Result<(), String> {
             let r = (|| {
-                let mut c = Client::connect_uds_retry(&uds, AGENT_PORT, timeout)?;
+                // Connect once the agent says it listens: every earlier
+                // attempt costs the booting guest a REQUEST and a RST.
+                let deadline = Instant::now() + timeout;
+                let (mut c, how) = loop {
+                    match ready.wait(Duration::from_millis(250)) {
+                        Ok(true) => {
+                            let c = Client::connect_uds_retry(&uds, AGENT_PORT, timeout)?;
+                            break (c, "after its ready signal");
+                        }
+                        Ok(false) => {}
+                        Err(_) => {
+                            let c = Client::connect_uds_retry(&uds, AGENT_PORT, timeout)?;
+                            break (c, "by polling (ready socket failed)");
+                        }
+                    }
+                    // No signal yet: try now and then anyway (an agent
+                    // without one is still found).
+                    match Client::connect_uds(&uds, AGENT_PORT, timeout) {
+                        Ok(c) => break (c, "by polling, without a ready signal"),
+                        Err(e) if Instant::now() >= deadline => return Err(e),
+                        Err(_) => {}
+                    }
+                };
                 let info = c.ping()?;
                 let ms = t0.elapsed().as_millis();
                 let json = serde_json::to_string(&info)
@@ -279,6 +306,7 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
                     info.agent_version
                 );
                 let _ = writeln!(std::io::stderr(), "ping: {json}");
+                let _ = writeln!(std::io::stderr(), "agent reached {how}");
                 c.shutdown()
             })();
             r.map_err(|e: husk_protocol::client::ClientError| {

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use husk_protocol::client::Client;
+use husk_protocol::client::{Client, ReadyListener};
 use husk_protocol::{
     read_frame, write_frame, PingInfo, Request, RequestFrame, Response, ResponseFrame, AGENT_PORT,
+    READY_PORT,
 };
 use serde::Serialize;
 
@@ -88,6 +89,8 @@ pub struct Phase {
 pub struct Vmm {
     child: Child,
     pub log: PathBuf,
+    /// husk-vmm: where the agent's ready signal arrives.
+    ready: Option<ReadyListener>,
 }
 
 impl Vmm {
@@ -101,6 +104,7 @@ impl Vmm {
         Ok(Vmm {
             child,
             log: log.to_owned(),
+            ready: None,
         })
     }
 
@@ -160,7 +164,10 @@ pub fn spawn_husk(
     extra: &[String],
 ) -> Result<Vmm, String> {
     let _ = std::fs::remove_file(uds);
-    Vmm::spawn(
+    // Before the VMM starts, so the agent's ready signal cannot be missed.
+    let ready =
+        ReadyListener::bind(uds).map_err(|e| format!("ready socket for {}: {e}", uds.display()))?;
+    let mut vmm = Vmm::spawn(
         Command::new(bin)
             .env("HUSK_VMM_TIMING", "1")
             .arg("run")
@@ -178,10 +185,17 @@ pub fn spawn_husk(
             .arg(uds)
             .args(extra),
         log,
-    )
+    )?;
+    vmm.ready = Some(ready);
+    Ok(vmm)
 }
 
-/// Connects to the agent of a husk-vmm started at `t0` and pings it.
+/// How often the agent is tried before its ready signal came (so that an
+/// agent without one is still found).
+const FALLBACK_POLL: Duration = Duration::from_millis(250);
+
+/// Connects to the agent of a husk-vmm started at `t0` and pings it: once
+/// the agent's ready signal came (as husk does), trying now and then before.
 pub fn husk_wait_agent(
     vmm: &mut Vmm,
     uds: &Path,
@@ -189,21 +203,39 @@ pub fn husk_wait_agent(
     timeout: Duration,
 ) -> Result<(Client, PingInfo, Duration), String> {
     let deadline = t0 + timeout;
+    let mut signalled = vmm.ready.is_none();
+    let mut next_try = Instant::now() + FALLBACK_POLL;
     let mut client = loop {
-        // Retry in short slices so that a VMM that died is noticed at once.
-        match Client::connect_uds_retry(uds, AGENT_PORT, Duration::from_millis(200)) {
-            Ok(c) => break c,
-            Err(e) => {
-                if let Some(st) = vmm.exited() {
-                    return Err(format!(
-                        "husk-vmm exited ({st}) before the agent answered: {}",
-                        vmm.log_tail()
-                    ));
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("no agent within {timeout:?}: {e}"));
-                }
-            }
+        if let Some(r) = vmm.ready.as_ref().filter(|_| !signalled) {
+            // Short slices, so that a VMM that died is noticed at once.
+            signalled = r.wait(Duration::from_millis(50)).unwrap_or(true);
+        }
+        let now = Instant::now();
+        let tried = if signalled {
+            Some(Client::connect_uds_retry(
+                uds,
+                AGENT_PORT,
+                Duration::from_millis(200),
+            ))
+        } else if now >= next_try {
+            next_try = now + FALLBACK_POLL;
+            Some(Client::connect_uds(uds, AGENT_PORT, IO_TIMEOUT))
+        } else {
+            None
+        };
+        let e = match tried {
+            Some(Ok(c)) => break c,
+            Some(Err(e)) => e.to_string(),
+            None => "no ready signal yet".to_string(),
+        };
+        if let Some(st) = vmm.exited() {
+            return Err(format!(
+                "husk-vmm exited ({st}) before the agent answered: {}",
+                vmm.log_tail()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no agent within {timeout:?}: {e}"));
         }
     };
     client
@@ -312,6 +344,9 @@ pub fn husk_sample(bin: &Path, spec: &BootSpec, tmp: &Path) -> Result<Sample, St
 
 pub fn qemu_sample(bin: &Path, spec: &BootSpec, cid: u32, tmp: &Path) -> Result<Sample, String> {
     let log = tmp.join("qemu.log");
+    // The agent's ready signal, as for husk-vmm: here a host vsock listener
+    // (vhost-vsock delivers the guest's connection to host port 1025).
+    let ready = VsockReady::bind(READY_PORT)?;
     let t0 = Instant::now();
     // QEMU's microvm configured for fast boots: qboot firmware, no ACPI (our
     // kernel has none; with ACPI on, microvm moves virtio-mmio IRQs to a
@@ -354,22 +389,34 @@ pub fn qemu_sample(bin: &Path, spec: &BootSpec, cid: u32, tmp: &Path) -> Result<
     )?;
     let deadline = t0 + spec.timeout;
     let mut backoff = Duration::from_millis(1);
+    let mut signalled = false;
+    let mut next_try = Instant::now() + FALLBACK_POLL;
     let mut sock = loop {
-        match vsock_connect(cid, AGENT_PORT) {
-            Ok(s) => break s,
-            Err(e) => {
-                if let Some(st) = vmm.exited() {
-                    return Err(format!(
-                        "qemu exited ({st}) before the agent answered: {}",
-                        vmm.log_tail()
-                    ));
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("no agent within {:?}: {e}", spec.timeout));
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(20));
+        if !signalled {
+            signalled = ready.wait(Duration::from_millis(50), cid)?;
+        }
+        let now = Instant::now();
+        let e = if signalled || now >= next_try {
+            next_try = now + FALLBACK_POLL;
+            match vsock_connect(cid, AGENT_PORT) {
+                Ok(s) => break s,
+                Err(e) => e,
             }
+        } else {
+            "no ready signal yet".to_string()
+        };
+        if let Some(st) = vmm.exited() {
+            return Err(format!(
+                "qemu exited ({st}) before the agent answered: {}",
+                vmm.log_tail()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no agent within {:?}: {e}", spec.timeout));
+        }
+        if signalled {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(20));
         }
     };
     let info = vsock_call(&mut sock, 1, Request::Ping).and_then(|r| match r {
@@ -395,6 +442,101 @@ pub fn qemu_sample(bin: &Path, spec: &BootSpec, cid: u32, tmp: &Path) -> Result<
         vmm_cpu_ms: cpu.map(|c| c.0),
         guest_cpu_ms: cpu.map(|c| c.1),
     })
+}
+
+/// A host AF_VSOCK listener on `port` (any CID) for the agent's ready
+/// signal through vhost-vsock.
+struct VsockReady {
+    fd: OwnedFd,
+}
+
+impl VsockReady {
+    fn bind(port: u32) -> Result<VsockReady, String> {
+        let err = |what: &str| {
+            format!(
+                "{what} (vsock port {port}, the agent's ready signal): {}",
+                std::io::Error::last_os_error()
+            )
+        };
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_VSOCK,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(err("socket(AF_VSOCK)"));
+        }
+        // SAFETY: fd is a fresh socket that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_vm is plain data; all-zero is a valid starting value.
+        let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+        addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+        addr.svm_cid = libc::VMADDR_CID_ANY;
+        addr.svm_port = port;
+        // SAFETY: addr is a valid sockaddr_vm and the length passed is its size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(err("bind"));
+        }
+        // SAFETY: listen(2) on a socket we own.
+        if unsafe { libc::listen(fd.as_raw_fd(), 16) } != 0 {
+            return Err(err("listen"));
+        }
+        Ok(VsockReady { fd })
+    }
+
+    /// Waits up to `timeout` for a connection from guest `cid`; others (a
+    /// guest of an earlier run) are accepted and dropped.
+    fn wait(&self, timeout: Duration, cid: u32) -> Result<bool, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // SAFETY: sockaddr_vm is plain data; all-zero is valid.
+            let mut peer: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+            // SAFETY: peer/len describe a writable sockaddr_vm; fd is ours.
+            let c = unsafe {
+                libc::accept4(
+                    self.fd.as_raw_fd(),
+                    &mut peer as *mut libc::sockaddr_vm as *mut libc::sockaddr,
+                    &mut len,
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if c >= 0 {
+                // SAFETY: c is a freshly accepted fd that nothing else owns.
+                drop(unsafe { OwnedFd::from_raw_fd(c) });
+                if peer.svm_cid == cid {
+                    return Ok(true);
+                }
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => {}
+                _ => return Err(format!("accept (vsock ready signal): {e}")),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let mut p = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut p, 1, left.as_millis().clamp(1, 1000) as libc::c_int) };
+        }
+    }
 }
 
 /// A connected AF_VSOCK stream to (cid, port) on the host side of vhost-vsock.
