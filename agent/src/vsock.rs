@@ -12,6 +12,37 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// A fresh blocking, close-on-exec AF_VSOCK stream socket.
+fn stream_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw =
+        cvt(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// bind(2) (`bind` true) or connect(2) `fd` to (cid, port).
+fn to_addr(fd: &OwnedFd, cid: u32, port: u32, bind: bool) -> io::Result<()> {
+    // SAFETY: sockaddr_vm is plain data; all-zero is valid (reserved fields must be 0).
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_port = port;
+    addr.svm_cid = cid;
+    let (a, len) = (
+        &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
+        std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+    );
+    // SAFETY: `a` points to a valid sockaddr_vm of `len` bytes; fd is ours.
+    cvt(unsafe {
+        if bind {
+            libc::bind(fd.as_raw_fd(), a, len)
+        } else {
+            libc::connect(fd.as_raw_fd(), a, len)
+        }
+    })
+    .map(drop)
+}
+
 /// A listening vsock socket bound to (VMADDR_CID_ANY, port).
 #[derive(Debug)]
 pub struct VsockListener {
@@ -20,25 +51,8 @@ pub struct VsockListener {
 
 impl VsockListener {
     pub fn bind(port: u32) -> io::Result<VsockListener> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = cvt(unsafe {
-            libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-        })?;
-        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_vm is plain data; all-zero is valid (reserved fields must be 0).
-        let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-        addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-        addr.svm_port = port;
-        addr.svm_cid = libc::VMADDR_CID_ANY;
-        // SAFETY: `addr` is a valid sockaddr_vm and the length passed is its size.
-        cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-            )
-        })?;
+        let fd = stream_socket()?;
+        to_addr(&fd, libc::VMADDR_CID_ANY, port, true)?;
         // SAFETY: listen(2) on a descriptor we own.
         cvt(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
         Ok(VsockListener { fd })
@@ -79,25 +93,8 @@ impl VsockStream {
     /// Connects to (cid, port); blocks until the peer answers (or the
     /// kernel's vsock connect timeout, 2 s by default).
     pub fn connect(cid: u32, port: u32) -> io::Result<VsockStream> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = cvt(unsafe {
-            libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-        })?;
-        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_vm is plain data; all-zero is valid (reserved fields must be 0).
-        let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-        addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-        addr.svm_port = port;
-        addr.svm_cid = cid;
-        // SAFETY: `addr` is a valid sockaddr_vm and the length passed is its size.
-        cvt(unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-            )
-        })?;
+        let fd = stream_socket()?;
+        to_addr(&fd, cid, port, false)?;
         Ok(VsockStream { fd })
     }
 

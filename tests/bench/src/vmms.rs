@@ -452,44 +452,15 @@ struct VsockReady {
 
 impl VsockReady {
     fn bind(port: u32) -> Result<VsockReady, String> {
-        let err = |what: &str| {
-            format!(
-                "{what} (vsock port {port}, the agent's ready signal): {}",
-                std::io::Error::last_os_error()
-            )
-        };
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_VSOCK,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if fd < 0 {
-            return Err(err("socket(AF_VSOCK)"));
-        }
-        // SAFETY: fd is a fresh socket that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_vm is plain data; all-zero is a valid starting value.
-        let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-        addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-        addr.svm_cid = libc::VMADDR_CID_ANY;
-        addr.svm_port = port;
-        // SAFETY: addr is a valid sockaddr_vm and the length passed is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(err("bind"));
-        }
+        let what = format!("vsock port {port}, the agent's ready signal");
+        let fd = vsock_socket(libc::SOCK_NONBLOCK).map_err(|e| format!("{e} ({what})"))?;
+        vsock_addr(&fd, libc::VMADDR_CID_ANY, port, true).map_err(|e| format!("{e} ({what})"))?;
         // SAFETY: listen(2) on a socket we own.
         if unsafe { libc::listen(fd.as_raw_fd(), 16) } != 0 {
-            return Err(err("listen"));
+            return Err(format!(
+                "listen: {} ({what})",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(VsockReady { fd })
     }
@@ -539,10 +510,16 @@ impl VsockReady {
     }
 }
 
-/// A connected AF_VSOCK stream to (cid, port) on the host side of vhost-vsock.
-fn vsock_connect(cid: u32, port: u32) -> Result<File, String> {
+/// A fresh close-on-exec AF_VSOCK stream socket (`flags` added).
+fn vsock_socket(flags: i32) -> Result<OwnedFd, String> {
     // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_VSOCK,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags,
+            0,
+        )
+    };
     if fd < 0 {
         return Err(format!(
             "socket(AF_VSOCK): {}",
@@ -550,26 +527,42 @@ fn vsock_connect(cid: u32, port: u32) -> Result<File, String> {
         ));
     }
     // SAFETY: fd is a fresh socket that nothing else owns; OwnedFd closes it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// bind(2) (`bind` true) or connect(2) `fd` to (cid, port).
+fn vsock_addr(fd: &OwnedFd, cid: u32, port: u32, bind: bool) -> Result<(), String> {
     // SAFETY: sockaddr_vm is plain data; all-zero is a valid starting value.
     let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
     addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
     addr.svm_cid = cid;
     addr.svm_port = port;
-    // SAFETY: addr is a valid sockaddr_vm and the length passed is its size.
+    let (a, len) = (
+        &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
+        std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+    );
+    // SAFETY: `a` points to a valid sockaddr_vm of `len` bytes; fd is ours.
     let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-        )
+        if bind {
+            libc::bind(fd.as_raw_fd(), a, len)
+        } else {
+            libc::connect(fd.as_raw_fd(), a, len)
+        }
     };
     if rc != 0 {
         return Err(format!(
-            "connect(vsock {cid}:{port}): {}",
+            "{}(vsock {cid}:{port}): {}",
+            if bind { "bind" } else { "connect" },
             std::io::Error::last_os_error()
         ));
     }
+    Ok(())
+}
+
+/// A connected AF_VSOCK stream to (cid, port) on the host side of vhost-vsock.
+fn vsock_connect(cid: u32, port: u32) -> Result<File, String> {
+    let fd = vsock_socket(0)?;
+    vsock_addr(&fd, cid, port, false)?;
     // Bound every read and write: a guest that stops answering must end the
     // sample with an error, not hang the benchmark.
     let tv = libc::timeval {
