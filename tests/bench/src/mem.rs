@@ -78,6 +78,36 @@ pub fn comm(pid: i32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The parent of `pid`, from `/proc/PID/stat` (the field after the
+/// parenthesised command name, which may itself hold spaces and parentheses).
+pub fn ppid(pid: i32) -> Option<i32> {
+    parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_ppid(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `root` and those of `links` (pid, parent) that descend from it, in
+/// `links`' order after `root`.
+pub fn tree(root: i32, links: &[(i32, i32)]) -> Vec<i32> {
+    let mut out = vec![root];
+    // Parents may come after their children in pid order (pids wrap):
+    // repeat until nothing is added.
+    loop {
+        let before = out.len();
+        for &(p, pp) in links {
+            if out.contains(&pp) && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
 /// Every process (not thread) now alive.
 pub fn pids() -> Vec<i32> {
     let mut v: Vec<i32> = std::fs::read_dir("/proc")
@@ -118,6 +148,25 @@ pub fn is_executable(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ppid_of_odd_command_names_and_of_this_process() {
+        assert_eq!(parse_ppid("42 (a) b) S 7 42 42 0"), Some(7));
+        assert_eq!(parse_ppid("42 (x y) R 1 2"), Some(1));
+        assert_eq!(parse_ppid("42 (x"), None);
+        let me = std::process::id() as i32;
+        assert_eq!(ppid(me), Some(std::os::unix::process::parent_id() as i32));
+    }
+
+    #[test]
+    fn tree_keeps_descendants_only() {
+        // 10 -> 11 -> 12, 10 -> 13; 20 (a stranger) -> 21; 9 is 10's parent.
+        let links = [(12, 11), (21, 20), (11, 10), (13, 10), (20, 1), (10, 9)];
+        let mut t = tree(10, &links);
+        t.sort();
+        assert_eq!(t, vec![10, 11, 12, 13]);
+        assert_eq!(tree(21, &links), vec![21]);
+    }
 
     const SMAPS: &str = "\
 55d4c0000000-55d4c0100000 r-xp 00000000 fd:01 1234   /usr/bin/husk-vmm

@@ -400,8 +400,9 @@ pub struct SandboxMem {
     /// The pid in `--pid-file` (runc: the container's init; husk: the
     /// monitor) and its name.
     pub pid_file_pid: Option<i32>,
-    /// Every process that appeared with `create` + `start` and is still
-    /// there (kernel threads left out).
+    /// Every process that appeared with `create` + `start` in the tree
+    /// under the pid-file process and is still there (kernel threads left
+    /// out).
     pub processes: Vec<ProcMem>,
     /// Their PSS outside guest RAM, summed.
     pub host_pss_kib: u64,
@@ -455,19 +456,27 @@ pub fn sandbox_mem(
     let create_start_ms = t0.elapsed().as_secs_f64() * 1e3;
     // Let start-up transients (page cache, short-lived helpers) settle.
     std::thread::sleep(Duration::from_millis(500));
-    let new: Vec<i32> = mem::pids()
+    let pid_file_pid: Option<i32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let Some(top) = pid_file_pid else {
+        force_delete(bin, root, id);
+        return Err(format!("create left no pid in {}", pid_file.display()));
+    };
+    // The processes that appeared since, in the tree under the pid-file
+    // process: anything else the host started meanwhile (a cron job, the
+    // lab's heartbeat) is not this container's.
+    let links: Vec<(i32, i32)> = mem::pids()
         .into_iter()
         .filter(|p| *p != me && before.binary_search(p).is_err())
+        .filter_map(|p| Some((p, mem::ppid(p)?)))
         .collect();
-    let mut processes: Vec<ProcMem> = new
-        .iter()
-        .filter_map(|&p| mem::proc_mem(p, CONTAINER_GUEST_RAM_MIN).ok())
+    let mut processes: Vec<ProcMem> = mem::tree(top, &links)
+        .into_iter()
+        .filter_map(|p| mem::proc_mem(p, CONTAINER_GUEST_RAM_MIN).ok())
         .filter(|m| m.pss_kib > 0)
         .collect();
     processes.sort_by_key(|m| m.pid);
-    let pid_file_pid = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
     force_delete(bin, root, id);
     std::thread::sleep(Duration::from_millis(200));
     let left_after_delete = processes
