@@ -17,7 +17,6 @@ mod reaper;
 mod runtime;
 mod server;
 mod sysinfo;
-mod vsock;
 
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
@@ -25,6 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use husk_protocol::vsock;
 use husk_protocol::{AGENT_PORT, READY_PORT};
 
 use crate::log::{debug, info};

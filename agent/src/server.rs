@@ -34,7 +34,7 @@ use husk_protocol::{
 
 use crate::log::{debug, info};
 use crate::runtime::StreamJob;
-use crate::vsock::{VsockListener, VsockStream};
+use husk_protocol::vsock::{VsockListener, VsockStream};
 
 /// Most connections served at once; more are answered `busy` and closed.
 pub const MAX_CONNS: usize = 64;

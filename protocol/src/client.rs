@@ -605,19 +605,7 @@ impl ReadyListener {
             if left.is_zero() {
                 return Ok(false);
             }
-            let mut fds = libc::pollfd {
-                fd: self.listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-            // SAFETY: one valid pollfd for the duration of the call.
-            if unsafe { libc::poll(&mut fds, 1, ms) } < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+            crate::vsock::wait_readable(self.listener.as_raw_fd(), left)?;
         }
     }
 }

@@ -4,12 +4,14 @@
 //! virtio-vsock.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use husk_protocol::client::{Client, ReadyListener};
+use husk_protocol::vsock::{self, VsockListener, VsockStream};
 use husk_protocol::{
     read_frame, write_frame, PingInfo, Request, RequestFrame, Response, ResponseFrame, AGENT_PORT,
     READY_PORT,
@@ -447,22 +449,15 @@ pub fn qemu_sample(bin: &Path, spec: &BootSpec, cid: u32, tmp: &Path) -> Result<
 /// A host AF_VSOCK listener on `port` (any CID) for the agent's ready
 /// signal through vhost-vsock.
 struct VsockReady {
-    fd: OwnedFd,
+    listener: VsockListener,
 }
 
 impl VsockReady {
     fn bind(port: u32) -> Result<VsockReady, String> {
-        let what = format!("vsock port {port}, the agent's ready signal");
-        let fd = vsock_socket(libc::SOCK_NONBLOCK).map_err(|e| format!("{e} ({what})"))?;
-        vsock_addr(&fd, libc::VMADDR_CID_ANY, port, true).map_err(|e| format!("{e} ({what})"))?;
-        // SAFETY: listen(2) on a socket we own.
-        if unsafe { libc::listen(fd.as_raw_fd(), 16) } != 0 {
-            return Err(format!(
-                "listen: {} ({what})",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(VsockReady { fd })
+        let listener = VsockListener::bind(port)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| format!("listen on vsock port {port} (the agent's ready signal): {e}"))?;
+        Ok(VsockReady { listener })
     }
 
     /// Waits up to `timeout` for a connection from guest `cid`; others (a
@@ -470,127 +465,35 @@ impl VsockReady {
     fn wait(&self, timeout: Duration, cid: u32) -> Result<bool, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            // SAFETY: sockaddr_vm is plain data; all-zero is valid.
-            let mut peer: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
-            // SAFETY: peer/len describe a writable sockaddr_vm; fd is ours.
-            let c = unsafe {
-                libc::accept4(
-                    self.fd.as_raw_fd(),
-                    &mut peer as *mut libc::sockaddr_vm as *mut libc::sockaddr,
-                    &mut len,
-                    libc::SOCK_CLOEXEC,
-                )
-            };
-            if c >= 0 {
-                // SAFETY: c is a freshly accepted fd that nothing else owns.
-                drop(unsafe { OwnedFd::from_raw_fd(c) });
-                if peer.svm_cid == cid {
-                    return Ok(true);
-                }
-                continue;
-            }
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => {}
-                _ => return Err(format!("accept (vsock ready signal): {e}")),
+            match self.listener.accept_peer() {
+                Ok((_, peer)) if peer == cid => return Ok(true),
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(format!("accept (vsock ready signal): {e}")),
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(false);
             }
-            let mut p = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut p, 1, left.as_millis().clamp(1, 1000) as libc::c_int) };
+            vsock::wait_readable(self.listener.as_raw_fd(), left.min(Duration::from_secs(1)))
+                .map_err(|e| format!("poll (vsock ready signal): {e}"))?;
         }
     }
-}
-
-/// A fresh close-on-exec AF_VSOCK stream socket (`flags` added).
-fn vsock_socket(flags: i32) -> Result<OwnedFd, String> {
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_VSOCK,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(format!(
-            "socket(AF_VSOCK): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: fd is a fresh socket that nothing else owns; OwnedFd closes it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// bind(2) (`bind` true) or connect(2) `fd` to (cid, port).
-fn vsock_addr(fd: &OwnedFd, cid: u32, port: u32, bind: bool) -> Result<(), String> {
-    // SAFETY: sockaddr_vm is plain data; all-zero is a valid starting value.
-    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-    addr.svm_cid = cid;
-    addr.svm_port = port;
-    let (a, len) = (
-        &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
-        std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-    );
-    // SAFETY: `a` points to a valid sockaddr_vm of `len` bytes; fd is ours.
-    let rc = unsafe {
-        if bind {
-            libc::bind(fd.as_raw_fd(), a, len)
-        } else {
-            libc::connect(fd.as_raw_fd(), a, len)
-        }
-    };
-    if rc != 0 {
-        return Err(format!(
-            "{}(vsock {cid}:{port}): {}",
-            if bind { "bind" } else { "connect" },
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
 }
 
 /// A connected AF_VSOCK stream to (cid, port) on the host side of vhost-vsock.
-fn vsock_connect(cid: u32, port: u32) -> Result<File, String> {
-    let fd = vsock_socket(0)?;
-    vsock_addr(&fd, cid, port, false)?;
+fn vsock_connect(cid: u32, port: u32) -> Result<VsockStream, String> {
+    let s =
+        VsockStream::connect(cid, port).map_err(|e| format!("connect(vsock {cid}:{port}): {e}"))?;
     // Bound every read and write: a guest that stops answering must end the
     // sample with an error, not hang the benchmark.
-    let tv = libc::timeval {
-        tv_sec: IO_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: tv is a valid timeval and the length passed is its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(format!(
-                "setsockopt(vsock timeout): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(File::from(fd))
+    s.set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| s.set_write_timeout(Some(IO_TIMEOUT)))
+        .map_err(|e| format!("setsockopt(vsock timeout): {e}"))?;
+    Ok(s)
 }
 
-fn vsock_call(sock: &mut File, id: u64, request: Request) -> Result<Response, String> {
+fn vsock_call(sock: &mut VsockStream, id: u64, request: Request) -> Result<Response, String> {
     write_frame(sock, &RequestFrame::new(id, request)).map_err(|e| format!("send: {e}"))?;
     let resp: ResponseFrame = read_frame(sock).map_err(|e| format!("receive: {e}"))?;
     if resp.id != id {

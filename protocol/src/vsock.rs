@@ -1,4 +1,6 @@
-//! Minimal AF_VSOCK stream sockets over libc (std has none).
+//! Minimal AF_VSOCK stream sockets over libc (std has none): the agent's
+//! listener and its ready signal in the guest, the benchmark's client of a
+//! vhost-vsock guest on the host.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -61,19 +63,59 @@ impl VsockListener {
     /// Accepts one connection (blocking unless the listener is non-blocking).
     /// The accepted socket is blocking and close-on-exec.
     pub fn accept(&self) -> io::Result<VsockStream> {
-        // SAFETY: accept4 with null address pointers is allowed; fd is ours.
+        self.accept_peer().map(|(s, _)| s)
+    }
+
+    /// [`accept`](Self::accept), with the peer's CID.
+    pub fn accept_peer(&self) -> io::Result<(VsockStream, u32)> {
+        // SAFETY: sockaddr_vm is plain data; all-zero is valid.
+        let mut peer: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+        // SAFETY: peer/len describe a writable sockaddr_vm; fd is ours.
         let raw = cvt(unsafe {
             libc::accept4(
                 self.fd.as_raw_fd(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
+                &mut peer as *mut libc::sockaddr_vm as *mut libc::sockaddr,
+                &mut len,
                 libc::SOCK_CLOEXEC,
             )
         })?;
         // SAFETY: `raw` is a freshly accepted descriptor that nothing else owns.
-        Ok(VsockStream {
+        let stream = VsockStream {
             fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        })
+        };
+        Ok((stream, peer.svm_cid))
+    }
+
+    /// Makes [`accept`](Self::accept) return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+        unsafe {
+            let fl = cvt(libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL))?;
+            let fl = if on {
+                fl | libc::O_NONBLOCK
+            } else {
+                fl & !libc::O_NONBLOCK
+            };
+            cvt(libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, fl)).map(drop)
+        }
+    }
+}
+
+/// Waits up to `timeout` (at least 1 ms) for `fd` to be readable (for a
+/// listener: a connection to accept). Returns early on a signal; the caller
+/// re-checks and loops.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for the duration of the call.
+    match cvt(unsafe { libc::poll(&mut p, 1, ms) }) {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+        r => r.map(drop),
     }
 }
 
