@@ -169,7 +169,8 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         helpers: vec![],
         tx,
     };
-    let setup = setup(store, id, &mut sb, &opts);
+    let t0 = Instant::now();
+    let setup = setup(store, id, &mut sb, &opts, t0);
     let (st, target, attached) = match setup {
         Ok(x) => x,
         Err(e) => {
@@ -195,6 +196,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
             return Err(e);
         }
         let _ = store.set_status(id, Status::Running, None);
+        crate::debug!("container {id} started at {} ms", t0.elapsed().as_millis());
         let json = state_json(&st, Status::Running, std::process::id() as i32);
         if let Err(e) = hooks::run("poststart", &st.poststart, &json) {
             crate::warn!("{e}");
@@ -260,7 +262,12 @@ fn setup(
     id: &str,
     sb: &mut Sandbox,
     opts: &Opts,
+    t0: Instant,
 ) -> Result<(State, Target, session::Attached)> {
+    // Monitor-side phases (`--debug`), in ms since the monitor began, to
+    // put beside husk-vmm's own (HUSK_VMM_TIMING=1 in its vmm.log).
+    let phase =
+        |what: &str| crate::debug!("container {id}: {what} at {} ms", t0.elapsed().as_millis());
     let mut st = store.load(id)?;
     st.monitor_pid = std::process::id() as i32;
     st.monitor_start = util::proc_start_time(st.monitor_pid).unwrap_or(0);
@@ -301,6 +308,7 @@ fn setup(
         &sb.dir.join("virtiofsd.log"),
     )?;
     sb.watch("virtiofsd", vfsd);
+    phase("virtiofsd spawned");
 
     // Before the VMM starts, so the agent's ready signal cannot be missed.
     let ready = ReadyListener::bind(&sb.vsock).ctx("the agent's ready socket")?;
@@ -329,6 +337,7 @@ fn setup(
         &sb.dir.join("vmm.log"),
     )?;
     sb.watch("husk-vmm", vmm);
+    phase("husk-vmm spawned");
 
     let mut agent = boot_wait(sb, &cfg, &b, &ready)?;
     drop(ready);
@@ -383,6 +392,7 @@ fn setup(
             opts.term.stdio(),
         )
         .map_err(|e| format!("create container {id} in the microVM: {e}"))?;
+    phase("container created in the microVM");
     for w in warnings {
         crate::warn!("container {id}: {w}");
     }
