@@ -85,8 +85,15 @@ pub fn ppid(pid: i32) -> Option<i32> {
 }
 
 fn parse_ppid(stat: &str) -> Option<i32> {
+    stat_field(stat, 4)?.parse().ok()
+}
+
+/// Field `n` (1-based, as in proc(5); `n` >= 3) of a /proc/PID/stat line.
+/// The command name (field 2) may hold spaces and parentheses: fields are
+/// counted from after its last `)`.
+pub fn stat_field(stat: &str, n: usize) -> Option<&str> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    rest.split_whitespace().nth(n.checked_sub(3)?)
 }
 
 /// `root` and those of `links` (pid, parent) that descend from it, in

@@ -303,9 +303,7 @@ pub fn proc_cpu_ms(pid: i32) -> Option<(f64, f64)> {
 
 /// Field 43 (`guest_time`) of a /proc/PID/stat line.
 fn guest_ticks(stat: &str) -> Option<u64> {
-    // The command name (field 2) may hold spaces: count from after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(43 - 3)?.parse().ok()
+    mem::stat_field(stat, 43)?.parse().ok()
 }
 
 fn clock_ticks() -> f64 {
