@@ -122,7 +122,9 @@ fn run(a: &RunArgs) -> Result<i32, String> {
         .canonicalize()
         .map_err(|e| format!("{}: {e}", a.bundle.display()))?;
     let env = spec::Env::from_system(Some(bundle));
-    let c = Container::create(&a.id, &spec, rootfs, &env, StdioFds::Inherit, None)?;
+    let what = format!("container {}: create", a.id);
+    let phases = crate::log::Phases::start(&what);
+    let c = Container::create(&a.id, &spec, rootfs, &env, StdioFds::Inherit, None, &phases)?;
     for w in &c.warnings {
         eprintln!("husk-agent: warning: {w}");
     }

@@ -37,3 +37,27 @@ macro_rules! debug {
 }
 
 pub(crate) use {debug, info};
+
+/// Debug timing of a multi-step operation: `mark` logs "WHAT: STEP at N ms"
+/// (ms since `start`), only with debug logging on.
+pub struct Phases<'a> {
+    what: &'a str,
+    t0: std::time::Instant,
+}
+
+impl<'a> Phases<'a> {
+    pub fn start(what: &'a str) -> Phases<'a> {
+        Phases {
+            what,
+            t0: std::time::Instant::now(),
+        }
+    }
+
+    pub fn mark(&self, step: &str) {
+        debug!(
+            "{}: {step} at {:.1} ms",
+            self.what,
+            self.t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}

@@ -468,9 +468,12 @@ impl Runtime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
+        let what = format!("container {id}: create");
+        let phases = crate::log::Phases::start(&what);
         // Validate first: a bad spec must not even mount the rootfs.
         spec::plan_create(id, spec, Path::new("/"), self.env()).map_err(bad)?;
         let (rootfs, mounted) = self.mount_rootfs(id, src)?;
+        phases.mark("rootfs mounted");
         let cleanup = |m: &Option<PathBuf>| {
             if let Some(m) = m {
                 if let Err(e) = crate::container::rootfs_unmount(m) {
@@ -516,7 +519,7 @@ impl Runtime {
             Arc::clone(&seen),
             Arc::clone(&removed),
         );
-        let c = match Container::create(id, spec, rootfs, self.env(), fds, Some(hook)) {
+        let c = match Container::create(id, spec, rootfs, self.env(), fds, Some(hook), &phases) {
             Ok(c) => c,
             Err(e) => {
                 proc_.abandoned.store(true, Ordering::SeqCst);
@@ -591,7 +594,11 @@ impl Runtime {
 
     pub fn start(&self, id: &str) -> Res<()> {
         let e = self.entry(id)?;
-        e.c.init.start().map_err(|m| {
+        let what = format!("container {id}: start");
+        let phases = crate::log::Phases::start(&what);
+        let r = e.c.init.start();
+        phases.mark("init exec'd the process");
+        r.map_err(|m| {
             if m == "already started" {
                 err(
                     ErrorCode::InvalidState,
@@ -692,10 +699,13 @@ impl Runtime {
             Arc::clone(&e.oom_seen),
             Arc::clone(&e.removed),
         );
-        let pr = Process::spawn(&cfg, fds, &e.c.cgroup, None, Some(hook)).map_err(|m| {
-            proc_.abandoned.store(true, Ordering::SeqCst);
-            err(ErrorCode::Internal, m)
-        })?;
+        let what = format!("container {}: exec {exec_id}", e.c.id);
+        let phases = crate::log::Phases::start(&what);
+        let pr =
+            Process::spawn(&cfg, fds, &e.c.cgroup, None, Some(hook), &phases).map_err(|m| {
+                proc_.abandoned.store(true, Ordering::SeqCst);
+                err(ErrorCode::Internal, m)
+            })?;
         proc_.pid.store(pr.pid, Ordering::SeqCst);
         if let Some(m) = lock(&pr.pty_master).take() {
             set_pty(&proc_, File::from(m));

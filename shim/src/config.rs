@@ -9,6 +9,7 @@
 //! | kernel      | /usr/share/husk/vmlinux                             | `kernel`     | `HUSK_KERNEL`   |
 //! | initramfs   | /usr/share/husk/initramfs.img                       | `initramfs`  | `HUSK_INITRAMFS`|
 //! | boot wait   | 120 s                                               | `boot_timeout_secs` | `HUSK_BOOT_TIMEOUT` |
+//! | agent debug | off: the agent's per-request debug lines (console.log) | `agent_debug` | `HUSK_AGENT_DEBUG` (1/0) |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,6 +28,7 @@ struct File {
     kernel: Option<PathBuf>,
     initramfs: Option<PathBuf>,
     boot_timeout_secs: Option<u64>,
+    agent_debug: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,10 @@ pub struct HostConfig {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub boot_timeout: Duration,
+    /// Boot the agent with `husk.debug`: it logs each request and the
+    /// phases of creating and starting a container on the VM's console
+    /// (every console byte is a VM exit: off by default).
+    pub agent_debug: bool,
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -50,6 +56,15 @@ fn env_path(k: &str) -> Option<PathBuf> {
     std::env::var_os(k)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
+}
+
+/// A boolean environment variable: 1/true or 0/false.
+fn env_bool(name: &str, v: &str) -> Result<bool> {
+    match v {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        _ => Err(format!("{name}={v:?}: want 1 or 0")),
+    }
 }
 
 impl HostConfig {
@@ -93,12 +108,17 @@ impl HostConfig {
                 .ok_or_else(|| format!("HUSK_BOOT_TIMEOUT={s:?}: want seconds > 0"))?,
             _ => file.boot_timeout_secs.unwrap_or(120),
         };
+        let agent_debug = match std::env::var("HUSK_AGENT_DEBUG") {
+            Ok(s) if !s.is_empty() => env_bool("HUSK_AGENT_DEBUG", &s)?,
+            _ => file.agent_debug.unwrap_or(false),
+        };
         let c = HostConfig {
             vmm,
             virtiofsd,
             kernel,
             initramfs,
             boot_timeout: Duration::from_secs(secs),
+            agent_debug,
         };
         Ok(c)
     }
@@ -116,5 +136,30 @@ impl HostConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_bool_takes_1_0_true_false_and_names_a_bad_value() {
+        assert!(env_bool("X", "1").unwrap());
+        assert!(env_bool("X", "true").unwrap());
+        assert!(!env_bool("X", "0").unwrap());
+        assert!(!env_bool("X", "false").unwrap());
+        assert_eq!(
+            env_bool("HUSK_AGENT_DEBUG", "yes").unwrap_err(),
+            "HUSK_AGENT_DEBUG=\"yes\": want 1 or 0"
+        );
+    }
+
+    #[test]
+    fn config_file_takes_agent_debug_and_rejects_unknown_keys() {
+        let f: File = serde_json::from_str(r#"{"agent_debug": true}"#).unwrap();
+        assert_eq!(f.agent_debug, Some(true));
+        let e = serde_json::from_str::<File>(r#"{"agent_debgu": true}"#).unwrap_err();
+        assert!(e.to_string().contains("agent_debgu"), "{e}");
     }
 }

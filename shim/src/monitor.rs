@@ -312,10 +312,20 @@ fn setup(
 
     // Before the VMM starts, so the agent's ready signal cannot be missed.
     let ready = ReadyListener::bind(&sb.vsock).ctx("the agent's ready socket")?;
+    let mut vmm_cmd = Command::new(&cfg.vmm);
+    vmm_cmd.arg("run");
+    if util::debug_enabled() {
+        // husk-vmm's boot phases in vmm.log.
+        vmm_cmd.env("HUSK_VMM_TIMING", "1");
+    }
+    if cfg.agent_debug {
+        // The agent's debug lines (each request, the phases of a create
+        // and a start) on the console: console.log.
+        vmm_cmd.args(["--append", "husk.debug"]);
+    }
     let (_, vmm) = sb.spawn(
         "husk-vmm",
-        Command::new(&cfg.vmm)
-            .arg("run")
+        vmm_cmd
             .arg("--kernel")
             .arg(&cfg.kernel)
             .arg("--initrd")

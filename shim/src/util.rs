@@ -36,6 +36,11 @@ pub fn init_log(path: Option<PathBuf>, json: bool, debug: bool) {
     let _ = LOG.set(LogTarget { path, json, debug });
 }
 
+/// Whether `--debug` was given (debug lines are written).
+pub fn debug_enabled() -> bool {
+    LOG.get().is_some_and(|t| t.debug)
+}
+
 /// Writes one log line at `level` ("debug", "info", "warning", "error").
 /// Debug lines only with `--debug`. Without `--log`, lines go to stderr.
 pub fn log(level: &str, msg: &str) {

@@ -80,7 +80,9 @@ note "$(sed -n 's/.*msg="\(agent [^"]*ready after [0-9]* ms\).*/\1/p' "$tmp/debu
 
 # --- create / start / state / kill / delete ---------------------------------
 spec '["sh","-c","echo started; trap \"echo got-term; exit 3\" TERM; while :; do sleep 0.1; done"]'
-H create --bundle "$B" --pid-file "$tmp/pid" c1 >"$tmp/c1.out" 2>"$tmp/c1.err" </dev/null; rc=$?
+# With --debug and HUSK_AGENT_DEBUG=1: husk-vmm's boot phases in vmm.log and
+# the agent's steps of the create and the start in console.log.
+(export HUSK_AGENT_DEBUG=1; H --debug --log "$tmp/c1.log" create --bundle "$B" --pid-file "$tmp/pid" c1 >"$tmp/c1.out" 2>"$tmp/c1.err" </dev/null); rc=$?
 [ $rc = 0 ] || { show "$tmp/c1.err"; fail "husk create (rc $rc)"; }
 pid=$(cat "$tmp/pid")
 [ -d "/proc/$pid" ] || fail "pid file names $pid, which is not running"
@@ -92,6 +94,11 @@ H start c1 || fail "husk start"
 assert_eq "$(status_of c1)" running "state after start"
 for _ in $(seq 100); do grep -q started "$tmp/c1.out" && break; sleep 0.1; done
 expect_in "$tmp/c1.out" started "the started container's output reaches create's stdout"
+grep -q 'timing: .* first KVM_RUN' "$ROOT/c1/vmm.log" || { show "$ROOT/c1/vmm.log"; fail "--debug: no husk-vmm boot phases in vmm.log"; }
+for step in 'create: rootfs mounted' 'create: container set up (rootfs, mounts)' "start: init exec'd the process"; do
+    grep -q "husk-agent: container .*: $step at [0-9.]* ms" "$ROOT/c1/console.log" || { show "$ROOT/c1/console.log"; fail "HUSK_AGENT_DEBUG=1: no '$step' line on the console"; }
+done
+note "--debug + HUSK_AGENT_DEBUG=1: $(grep -o 'create: container set up (rootfs, mounts) at [0-9.]* ms' "$ROOT/c1/console.log"), $(grep -o "start: init exec'd the process at [0-9.]* ms" "$ROOT/c1/console.log")"
 H start c1 2>"$tmp/err" && fail "a second start succeeded"
 H delete c1 2>"$tmp/err" && fail "delete of a running container succeeded without --force"
 expect_in "$tmp/err" "not stopped" "delete of a running container says why"

@@ -58,6 +58,7 @@ pub fn spawn(
     cgroup: &Cgroup,
     maps: Option<(&[IdMap], &[IdMap])>,
     on_exit: reaper::ExitFn,
+    phases: &crate::log::Phases,
 ) -> Result<Pending, String> {
     let (mut a, a_child) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let (mut b, b_child) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
@@ -92,6 +93,7 @@ pub fn spawn(
     }
     let stage1 = reaper::spawn(&mut cmd, Box::new(|_| {}))
         .map_err(|e| format!("start container-init: {e}"))?;
+    phases.mark("container-init forked");
     drop(cmd); // closes our copies of the stdio descriptors
     drop((a_child, b_child));
     let s1 = stage1.id() as i32;
@@ -122,6 +124,7 @@ pub fn spawn(
                     }
                     pid = Some(p);
                     write_frame(&mut a, &Sync::PidAck).map_err(|e| e.to_string())?;
+                    phases.mark("namespaces created");
                     break;
                 }
                 Sync::Error(e) => return Err(e),
@@ -131,7 +134,10 @@ pub fn spawn(
         let mut pty_master = None;
         loop {
             match read_sync(&mut b, "setting up the container")? {
-                Sync::Ready => break,
+                Sync::Ready => {
+                    phases.mark("container set up (rootfs, mounts)");
+                    break;
+                }
                 Sync::PtyMaster => {
                     pty_master =
                         Some(recv_fd(&b).map_err(|e| format!("receive the pty master: {e}"))?);

@@ -124,6 +124,7 @@ impl Process {
         cgroup: &Cgroup,
         maps: Option<(&[config::IdMap], &[config::IdMap])>,
         hook: Option<ExitHook>,
+        phases: &crate::log::Phases,
     ) -> Result<Process, String> {
         let exit = Arc::new(ExitCell::default());
         let cell = Arc::clone(&exit);
@@ -139,6 +140,7 @@ impl Process {
                     h(e);
                 }
             }),
+            phases,
         )?;
         let pty = pending.pty_master.take();
         Ok(Process {
@@ -210,13 +212,15 @@ impl Container {
         env: &spec::Env,
         stdio: StdioFds,
         hook: Option<ExitHook>,
+        phases: &crate::log::Phases,
     ) -> Result<Container, String> {
         let plan = spec::plan_create(id, spec, &rootfs, env)?;
         let cg = Cgroup::create(&plan.cgroup_rel)?;
         let res = cg.apply(&plan.cgroup_writes).and_then(|()| {
+            phases.mark("cgroup set up");
             let maps =
                 (!plan.uid_maps.is_empty()).then_some((&plan.uid_maps[..], &plan.gid_maps[..]));
-            Process::spawn(&plan.init, stdio, &cg, maps, hook)
+            Process::spawn(&plan.init, stdio, &cg, maps, hook, phases)
         });
         match res {
             Ok(init) => Ok(Container {
