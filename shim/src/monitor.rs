@@ -171,7 +171,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
     };
     let t0 = Instant::now();
     let setup = setup(store, id, &mut sb, &opts, t0);
-    let (st, target, attached) = match setup {
+    let (st, target, attached, agent) = match setup {
         Ok(x) => x,
         Err(e) => {
             util::log("error", &e);
@@ -183,10 +183,12 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
     };
     let _ = store.set_status(id, Status::Created, None);
     if opts.start {
-        let r = target.connect().and_then(|mut c| {
-            c.start_container(&target.guest_id)
-                .map_err(|e| e.to_string())
-        });
+        // `run`: the connection that created the container starts it (one
+        // vsock connection fewer on the way to the first byte).
+        let mut agent = agent;
+        let r = agent
+            .start_container(&target.guest_id)
+            .map_err(|e| e.to_string());
         if let Err(e) = r {
             let e = format!("start container {id}: {e}");
             util::log("error", &e);
@@ -201,6 +203,8 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         if let Err(e) = hooks::run("poststart", &st.poststart, &json) {
             crate::warn!("{e}");
         }
+    } else {
+        drop(agent); // `husk start` comes later, on a connection of its own
     }
     report(&mut opts.ready, "ok\n");
     let _ = session::forward_signals(target.clone(), attached.tty());
@@ -263,7 +267,7 @@ fn setup(
     sb: &mut Sandbox,
     opts: &Opts,
     t0: Instant,
-) -> Result<(State, Target, session::Attached)> {
+) -> Result<(State, Target, session::Attached, Client)> {
     // Monitor-side phases (`--debug`), in ms since the monitor began, to
     // put beside husk-vmm's own (HUSK_VMM_TIMING=1 in its vmm.log).
     let phase =
@@ -412,7 +416,7 @@ fn setup(
     st.poststop = hk.poststop().clone().unwrap_or_default();
     st.status = Status::Created;
     store.save(&st)?;
-    Ok((st, target, attached))
+    Ok((st, target, attached, agent))
 }
 
 /// How often the agent is tried without its ready signal (an agent that
