@@ -119,6 +119,7 @@ fn fail(msg: impl std::fmt::Display) -> i32 {
 /// Entry point; `t0` is the process start as seen by `main`.
 pub fn main(t0: Instant) -> i32 {
     timing::init(t0);
+    crate::logger::init();
     let cli = Cli::parse();
     timing::mark("arguments parsed");
     match cli.cmd {

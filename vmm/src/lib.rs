@@ -8,6 +8,7 @@ pub mod config;
 pub mod devices;
 pub mod host;
 pub mod kernel;
+pub mod logger;
 pub mod timing;
 pub mod vcpu;
 pub mod virtio_attach;
