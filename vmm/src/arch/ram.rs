@@ -14,7 +14,8 @@
 //!
 //! Shared RAM is a memfd (shmem): THP for it follows
 //! `/sys/kernel/mm/transparent_hugepage/shmem_enabled`, which must be
-//! `advise` (or `always`) for `MADV_HUGEPAGE` to take. Each range maps the
+//! `advise` (or `always`) for `MADV_HUGEPAGE` to take (a warning says when
+//! it is not). Each range maps the
 //! memfd at a 2 MiB-aligned file offset, so host address, file offset and
 //! guest address all agree modulo 2 MiB. The memfd is sealed against
 //! shrinking and growing: a backend that truncated it would otherwise make
@@ -219,10 +220,38 @@ fn memfd(size: u64) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Where the kernel says whether shmem (a memfd) may use huge pages.
+const SHMEM_THP: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+/// The selected word of a sysfs THP setting: "always [advise] never" ->
+/// "advise".
+fn selected(setting: &str) -> Option<&str> {
+    setting
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+}
+
+/// A warning when shared RAM will get no huge pages.
+fn shmem_thp_warning(setting: &str) -> Option<String> {
+    match selected(setting)? {
+        v @ ("never" | "deny") => Some(format!(
+            "guest RAM shared with vhost-user backends is on 4 KiB pages: {SHMEM_THP} \
+             is \"{v}\"; \"advise\" gives it huge pages (fewer stage-2 faults, faster boots)"
+        )),
+        _ => None,
+    }
+}
+
 pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<GuestRam, String> {
     let file = match backing {
         Backing::Anonymous => None,
         Backing::SharedMemfd => {
+            if let Some(w) = std::fs::read_to_string(SHMEM_THP)
+                .ok()
+                .and_then(|s| shmem_thp_warning(&s))
+            {
+                log::warn!("{w}");
+            }
             let total = ranges.iter().fold(0u64, |end, &(_, len)| {
                 end.next_multiple_of(HUGE_PAGE as u64) + len as u64
             });
@@ -270,6 +299,25 @@ pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<Gues
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shmem_thp_setting_read_as_the_kernel_prints_it() {
+        assert_eq!(
+            super::selected("always within_size [advise] never deny force"),
+            Some("advise")
+        );
+        assert_eq!(
+            super::shmem_thp_warning("always within_size [advise] never deny force"),
+            None
+        );
+        assert_eq!(
+            super::shmem_thp_warning("[always] within_size advise never"),
+            None
+        );
+        let w = super::shmem_thp_warning("always within_size advise [never] deny force").unwrap();
+        assert!(w.contains("shmem_enabled is \"never\"; \"advise\""), "{w}");
+        assert_eq!(super::shmem_thp_warning("garbage"), None);
+    }
+
     use super::*;
     use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
 
