@@ -828,14 +828,16 @@ fn start_section(
             let _ = std::fs::create_dir_all(&root);
             let id = format!("bench-{}-{}-{i}", r.name, std::process::id());
             let errlog = tmp.join(format!("{}.err", r.name));
-            let mut sample = start::start_sample(bin, &root, bundle, &id, timeout, &errlog);
+            let dlog = tmp.join("husk-debug.log");
+            let dlog = (r.name == "husk").then_some(dlog.as_path());
+            let mut sample = start::start_sample(bin, &root, bundle, &id, timeout, &errlog, dlog);
             if let Err(e) = &sample {
                 // A failed run is reported and retried once, as boots are.
                 eprintln!("  run {:>2}: {} failed, retrying once: {e}", i + 1, r.name);
                 res.failed_runs.push(format!("run {}: {e}", i + 1));
                 start::force_delete(bin, &root, &id);
                 let id = format!("{id}-retry");
-                sample = start::start_sample(bin, &root, bundle, &id, timeout, &errlog)
+                sample = start::start_sample(bin, &root, bundle, &id, timeout, &errlog, dlog)
                     .inspect_err(|_| start::force_delete(bin, &root, &id));
             }
             match sample {
@@ -1186,6 +1188,9 @@ fn print_start(s: &StartReport) {
     for r in &s.runtimes {
         print_retried(&r.name, "run", &r.failed_runs);
     }
+    if let Some(h) = s.runtimes.iter().find(|r| r.name == "husk") {
+        print_husk_phases(h);
+    }
     for (name, fb, ex) in &s.ratios {
         println!(
             "ratio {name} (median): first byte {}, exit {}",
@@ -1193,6 +1198,48 @@ fn print_start(s: &StartReport) {
             f2(*ex)
         );
     }
+}
+
+/// Where husk's start goes: medians of the phases (`husk --debug`), in ms
+/// since spawn, and the steps between them.
+fn print_husk_phases(r: &RuntimeResult) {
+    let ph: Vec<(start::HuskPhases, f64)> = r
+        .samples
+        .iter()
+        .filter_map(|s| Some((s.husk?, s.first_byte_ms)))
+        .collect();
+    if ph.is_empty() {
+        return;
+    }
+    let med = |f: &dyn Fn(&(start::HuskPhases, f64)) -> f64| {
+        stats(ph.iter().map(f).collect()).map_or(f64::NAN, |s| s.median)
+    };
+    let at = [
+        ("monitor began", med(&|p| p.0.monitor_ms)),
+        ("husk-vmm spawned", med(&|p| p.0.vmm_spawned_ms)),
+        ("agent ready", med(&|p| p.0.agent_ready_ms)),
+        ("created", med(&|p| p.0.created_ms)),
+        ("started", med(&|p| p.0.started_ms)),
+        ("first byte", med(&|p| p.1)),
+    ];
+    println!(
+        "husk's start, median ms since spawn ({} runs, `husk --debug`): {}",
+        ph.len(),
+        at.iter()
+            .map(|(n, v)| format!("{n} {v:.0}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!(
+        "  steps (median): checks {:.0}, virtiofsd + husk-vmm spawned {:.0}, boot to agent ready {:.0}, \
+         create {:.0}, start {:.0}, start to first byte {:.0}",
+        med(&|p| p.0.monitor_ms),
+        med(&|p| p.0.vmm_spawned_ms - p.0.monitor_ms),
+        med(&|p| p.0.agent_ready_ms - p.0.vmm_spawned_ms),
+        med(&|p| p.0.created_ms - p.0.agent_ready_ms),
+        med(&|p| p.0.started_ms - p.0.created_ms),
+        med(&|p| p.1 - p.0.started_ms),
+    );
 }
 
 fn print_overhead(o: &OverheadReport) {

@@ -196,9 +196,66 @@ pub struct StartSample {
     pub first_byte_ms: f64,
     /// Spawn to the exit of `RUNTIME run`.
     pub exit_ms: f64,
+    /// husk only: where the time to the first byte went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub husk: Option<HuskPhases>,
 }
 
-/// `bin --root root run --bundle bundle id`, timed.
+/// Where one `husk run` went, in ms since it was spawned, from the
+/// monitor's `--debug` lines (`husk run` is its own monitor).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq)]
+pub struct HuskPhases {
+    /// The monitor began: the command line, bundle and state checked.
+    pub monitor_ms: f64,
+    /// virtiofsd and husk-vmm spawned.
+    pub vmm_spawned_ms: f64,
+    /// The agent answered a Ping (after its ready signal).
+    pub agent_ready_ms: f64,
+    /// CreateContainer answered.
+    pub created_ms: f64,
+    /// StartContainer answered.
+    pub started_ms: f64,
+}
+
+/// Seconds since midnight of an RFC 3339 UTC time, `...THH:MM:SS[.f]Z`.
+fn second_of_day(t: &str) -> Option<f64> {
+    let (_, hms) = t.split_once('T')?;
+    let hms = hms.strip_suffix('Z')?;
+    let mut it = hms.splitn(3, ':');
+    let h: f64 = it.next()?.parse().ok()?;
+    let m: f64 = it.next()?.parse().ok()?;
+    let s: f64 = it.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// The phases of one `husk --debug --log LOG run` spawned at `spawn_sod`
+/// (seconds since midnight UTC); `None` if a phase is missing.
+pub fn husk_phases(log: &str, spawn_sod: f64) -> Option<HuskPhases> {
+    // ms since the spawn of a line `time="..." level=debug msg="..."`.
+    let at = |line: &str| -> Option<f64> {
+        let t = line.strip_prefix("time=\"")?.split('"').next()?;
+        let d = second_of_day(t)? - spawn_sod;
+        Some(if d < -43200.0 { d + 86400.0 } else { d } * 1e3)
+    };
+    // The "N" of "... at N ms".
+    let n_ms = |line: &str, what: &str| -> Option<f64> {
+        let rest = &line[line.find(what)? + what.len()..];
+        rest.strip_prefix(" at ")?.split(' ').next()?.parse().ok()
+    };
+    let find = |what: &str| log.lines().find(|l| l.contains(what));
+    let v = find("virtiofsd spawned")?;
+    Some(HuskPhases {
+        monitor_ms: at(v)? - n_ms(v, "virtiofsd spawned")?,
+        vmm_spawned_ms: at(find("husk-vmm spawned")?)?,
+        agent_ready_ms: at(find(" ready after ")?)?,
+        created_ms: at(find("container created in the microVM")?)?,
+        started_ms: at(find(" started at ")?)?,
+    })
+}
+
+/// `bin --root root run --bundle bundle id`, timed. With `debug_log`
+/// (husk), it runs with `--debug --log debug_log` and the sample says where
+/// the time went.
 pub fn start_sample(
     bin: &Path,
     root: &Path,
@@ -206,10 +263,17 @@ pub fn start_sample(
     id: &str,
     timeout: Duration,
     errlog: &Path,
+    debug_log: Option<&Path>,
 ) -> Result<StartSample, String> {
     let err = std::fs::File::create(errlog).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(bin);
+    if let Some(l) = debug_log {
+        let _ = std::fs::remove_file(l);
+        cmd.arg("--debug").arg("--log").arg(l);
+    }
+    let spawned = std::time::SystemTime::now();
     let t0 = Instant::now();
-    let mut child = Command::new(bin)
+    let mut child = cmd
         .arg("--root")
         .arg(root)
         .args(["run", "--bundle"])
@@ -299,9 +363,15 @@ pub fn start_sample(
         ));
     }
     let first = first.ok_or("no output")?;
+    let husk = debug_log.and_then(|l| {
+        let log = std::fs::read_to_string(l).ok()?;
+        let since_epoch = spawned.duration_since(std::time::UNIX_EPOCH).ok()?;
+        husk_phases(&log, since_epoch.as_secs_f64() % 86400.0)
+    });
     Ok(StartSample {
         first_byte_ms: first.as_secs_f64() * 1e3,
         exit_ms: exit.as_secs_f64() * 1e3,
+        husk,
     })
 }
 
@@ -540,6 +610,47 @@ mod tests {
     }
 
     #[test]
+    fn husk_phases_from_the_monitor_debug_log() {
+        let log = concat!(
+            "time=\"2026-12-02T16:31:21.200000000Z\" level=debug msg=\"container c: virtiofsd spawned at 14 ms\"\n",
+            "time=\"2026-12-02T16:31:21.210000000Z\" level=debug msg=\"container c: husk-vmm spawned at 24 ms\"\n",
+            "time=\"2026-12-02T16:31:22.300000000Z\" level=debug msg=\"agent 0.1.0 ready after 1090 ms (1 vCPUs, 256 MiB), reached after its ready signal\"\n",
+            "time=\"2026-12-02T16:31:22.500000000Z\" level=debug msg=\"container c: container created in the microVM at 1314 ms\"\n",
+            "time=\"2026-12-02T16:31:22.580000000Z\" level=debug msg=\"container c started at 1394 ms\"\n",
+        );
+        let spawn = 16.0 * 3600.0 + 31.0 * 60.0 + 21.086;
+        let p = husk_phases(log, spawn).unwrap();
+        let near = |a: f64, b: f64| (a - b).abs() < 0.01;
+        assert!(near(p.monitor_ms, 100.0), "{p:?}");
+        assert!(near(p.vmm_spawned_ms, 124.0), "{p:?}");
+        assert!(near(p.agent_ready_ms, 1214.0), "{p:?}");
+        assert!(near(p.created_ms, 1414.0), "{p:?}");
+        assert!(near(p.started_ms, 1494.0), "{p:?}");
+        // Spawned just before midnight, logged just after.
+        let l = "time=\"2026-12-03T00:00:00.050000000Z\" level=debug msg=\"container c: virtiofsd spawned at 10 ms\"";
+        let all = [
+            l,
+            &l.replace("virtiofsd", "husk-vmm"),
+            &l.replace("virtiofsd spawned", "x ready after"),
+            &l.replace("virtiofsd spawned", "container created in the microVM"),
+            &l.replace("virtiofsd spawned", "c started"),
+        ]
+        .join("\n");
+        let p = husk_phases(&all, 86399.95).unwrap();
+        assert!(
+            near(p.monitor_ms, 90.0) && near(p.started_ms, 100.0),
+            "{p:?}"
+        );
+        // A run without a phase (an older husk, no --debug) has none.
+        assert_eq!(
+            husk_phases(&log.lines().take(3).collect::<Vec<_>>().join("\n"), spawn),
+            None
+        );
+        assert_eq!(second_of_day("2026-12-02T01:02:03.5Z"), Some(3723.5));
+        assert_eq!(second_of_day("garbage"), None);
+    }
+
+    #[test]
     fn a_fake_runtime_is_timed_and_checked() {
         let dir = std::env::temp_dir().join(format!("husk-bench-rt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -554,6 +665,7 @@ mod tests {
             "x",
             Duration::from_secs(10),
             &dir.join("err"),
+            None,
         )
         .unwrap();
         assert!(
@@ -568,6 +680,7 @@ mod tests {
             "x",
             Duration::from_secs(10),
             &dir.join("err"),
+            None,
         )
         .unwrap_err();
         assert!(e.contains("bye") && e.contains("oops"), "{e}");
@@ -582,6 +695,7 @@ mod tests {
             "x",
             Duration::from_secs(10),
             &dir.join("err"),
+            None,
         )
         .unwrap();
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
