@@ -439,19 +439,35 @@ fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle, ready: &ReadyListener) 
             session::tail(&sb.dir.join("console.log"), 3)
         )
     };
-    loop {
-        if let Some((n, p)) = sb
-            .helpers
+    let dead_now = || -> Vec<(&str, i32)> {
+        sb.helpers
             .iter()
-            .find(|(_, p)| util::proc_start_time(*p).is_none())
-        {
-            let log = sb.dir.join(if *n == "virtiofsd" {
+            .filter(|(_, p)| util::proc_start_time(*p).is_none())
+            .map(|(n, p)| (*n, *p))
+            .collect()
+    };
+    loop {
+        let mut dead = dead_now();
+        // husk-vmm first: when it goes, virtiofsd follows (its frontend hung
+        // up), possibly before husk-vmm is gone itself, and husk-vmm's log
+        // says why; when only virtiofsd went, its own log.
+        if !dead.is_empty() && dead.len() < sb.helpers.len() {
+            std::thread::sleep(Duration::from_millis(300));
+            dead = dead_now();
+        }
+        if let Some(&(n, p)) = dead.iter().find(|(n, _)| *n == "husk-vmm").or(dead.first()) {
+            let log = sb.dir.join(if n == "virtiofsd" {
                 "virtiofsd.log"
             } else {
                 "vmm.log"
             });
+            let also = dead
+                .iter()
+                .filter(|(m, _)| *m != n)
+                .map(|(m, q)| format!(" ({m}, pid {q}, exited too)"))
+                .collect::<String>();
             return Err(format!(
-                "{n} (pid {p}) exited while the microVM booted: {}",
+                "{n} (pid {p}) exited while the microVM booted{also}: {}",
                 session::tail(&log, 3)
             ));
         }

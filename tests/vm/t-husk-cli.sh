@@ -154,6 +154,17 @@ H delete c4 || fail "delete after a VMM crash"
 nothing_left "after a VMM crash"
 note "husk-vmm killed: the container is stopped, delete cleans up"
 
+# A VMM that fails while the VM boots: the error is its own last words,
+# not those of virtiofsd (which follows a VMM that hangs up), and nothing is left.
+printf '#!/bin/sh\nsleep 0.3; echo "husk-vmm: fake VMM gives up" >&2; exit 1\n' >"$tmp/bad-vmm"
+chmod +x "$tmp/bad-vmm"
+spec '["true"]'
+(export HUSK_VMM="$tmp/bad-vmm"; H run --bundle "$B" v1 </dev/null >/dev/null 2>"$tmp/err"); rc=$?
+[ $rc != 0 ] || fail "run with a failing VMM succeeded"
+expect_in "$tmp/err" "husk-vmm (pid [0-9]*) exited while the microVM booted.*fake VMM gives up" "a failing VMM's own error"
+nothing_left "after a VMM that failed during boot"
+note "husk-vmm failing during boot: $(head -c 120 "$tmp/err")"
+
 # --- bad bundles: one line, exit 1, nothing made ---------------------------
 bad() { # WHAT PATTERN
     H create --bundle "$B" bad </dev/null >/dev/null 2>"$tmp/err"; rc=$?
