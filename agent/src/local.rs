@@ -122,8 +122,7 @@ fn run(a: &RunArgs) -> Result<i32, String> {
         .canonicalize()
         .map_err(|e| format!("{}: {e}", a.bundle.display()))?;
     let env = spec::Env::from_system(Some(bundle));
-    let what = format!("container {}: create", a.id);
-    let phases = crate::log::Phases::start(&what);
+    let phases = crate::log::Phases::start(format!("container {}: create", a.id));
     let c = Container::create(&a.id, &spec, rootfs, &env, StdioFds::Inherit, None, &phases)?;
     for w in &c.warnings {
         eprintln!("husk-agent: warning: {w}");

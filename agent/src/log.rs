@@ -40,13 +40,13 @@ pub(crate) use {debug, info};
 
 /// Debug timing of a multi-step operation: `mark` logs "WHAT: STEP at N ms"
 /// (ms since `start`), only with debug logging on.
-pub struct Phases<'a> {
-    what: &'a str,
+pub struct Phases {
+    what: String,
     t0: std::time::Instant,
 }
 
-impl<'a> Phases<'a> {
-    pub fn start(what: &'a str) -> Phases<'a> {
+impl Phases {
+    pub fn start(what: String) -> Phases {
         Phases {
             what,
             t0: std::time::Instant::now(),

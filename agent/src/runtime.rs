@@ -468,8 +468,7 @@ impl Runtime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let what = format!("container {id}: create");
-        let phases = crate::log::Phases::start(&what);
+        let phases = crate::log::Phases::start(format!("container {id}: create"));
         // Validate first: a bad spec must not even mount the rootfs.
         spec::plan_create(id, spec, Path::new("/"), self.env()).map_err(bad)?;
         let (rootfs, mounted) = self.mount_rootfs(id, src)?;
@@ -594,8 +593,7 @@ impl Runtime {
 
     pub fn start(&self, id: &str) -> Res<()> {
         let e = self.entry(id)?;
-        let what = format!("container {id}: start");
-        let phases = crate::log::Phases::start(&what);
+        let phases = crate::log::Phases::start(format!("container {id}: start"));
         let r = e.c.init.start();
         phases.mark("init exec'd the process");
         r.map_err(|m| {
@@ -699,8 +697,7 @@ impl Runtime {
             Arc::clone(&e.oom_seen),
             Arc::clone(&e.removed),
         );
-        let what = format!("container {}: exec {exec_id}", e.c.id);
-        let phases = crate::log::Phases::start(&what);
+        let phases = crate::log::Phases::start(format!("container {}: exec {exec_id}", e.c.id));
         let pr =
             Process::spawn(&cfg, fds, &e.c.cgroup, None, Some(hook), &phases).map_err(|m| {
                 proc_.abandoned.store(true, Ordering::SeqCst);
