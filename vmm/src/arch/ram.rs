@@ -15,9 +15,8 @@
 //! Shared RAM is a memfd (shmem): THP for it follows
 //! `/sys/kernel/mm/transparent_hugepage/shmem_enabled`, which must be
 //! `advise` (or `always`) for `MADV_HUGEPAGE` to take (a warning says when
-//! it is not). Each range maps the
-//! memfd at a 2 MiB-aligned file offset, so host address, file offset and
-//! guest address all agree modulo 2 MiB. The memfd is sealed against
+//! it is not). Each range maps the memfd at a 2 MiB-aligned file offset, so
+//! host address, file offset and guest address all agree modulo 2 MiB. The memfd is sealed against
 //! shrinking and growing: a backend that truncated it would otherwise make
 //! every VMM access to the lost pages a SIGBUS.
 
@@ -299,27 +298,24 @@ pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<Gues
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+
     #[test]
     fn shmem_thp_setting_read_as_the_kernel_prints_it() {
         assert_eq!(
-            super::selected("always within_size [advise] never deny force"),
+            selected("always within_size [advise] never deny force"),
             Some("advise")
         );
         assert_eq!(
-            super::shmem_thp_warning("always within_size [advise] never deny force"),
+            shmem_thp_warning("always within_size [advise] never deny force"),
             None
         );
-        assert_eq!(
-            super::shmem_thp_warning("[always] within_size advise never"),
-            None
-        );
-        let w = super::shmem_thp_warning("always within_size advise [never] deny force").unwrap();
+        assert_eq!(shmem_thp_warning("[always] within_size advise never"), None);
+        let w = shmem_thp_warning("always within_size advise [never] deny force").unwrap();
         assert!(w.contains("shmem_enabled is \"never\"; \"advise\""), "{w}");
-        assert_eq!(super::shmem_thp_warning("garbage"), None);
+        assert_eq!(shmem_thp_warning("garbage"), None);
     }
-
-    use super::*;
-    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
 
     #[test]
     fn mappings_are_huge_page_aligned() {
