@@ -267,6 +267,9 @@ pub struct BootReport {
     pub vmms: Vec<VmmResult>,
     ratio_min: Option<f64>,
     pub ratio_median: Option<f64>,
+    /// husk-vmm's boot over QEMU's in each interleaved pair (run i of
+    /// each): how much the ratio moves with the host's noise.
+    pair_ratio: Option<Stats>,
 }
 
 #[derive(Serialize)]
@@ -764,6 +767,10 @@ fn boot_section(cli: &Cli, spec: &BootSpec, runs: usize, tmp: &Path) -> BootRepo
             break;
         }
     }
+    let pair_ratio = pair_ratios(
+        &husk.iter().map(|s| s.ready_ms).collect::<Vec<_>>(),
+        &qemu.iter().map(|s| s.ready_ms).collect::<Vec<_>>(),
+    );
     let husk = VmmResult::new("husk-vmm", husk, husk_failed, husk_err);
     let qemu = VmmResult::new("qemu-microvm", qemu, qemu_failed, qemu_err);
     let m = |v: &VmmResult, f: fn(&Stats) -> f64| v.ready_ms.as_ref().map(f);
@@ -776,8 +783,20 @@ fn boot_section(cli: &Cli, spec: &BootSpec, runs: usize, tmp: &Path) -> BootRepo
         cmdline: vmms::CMDLINE,
         ratio_min: ratio(m(&husk, |s| s.min), m(&qemu, |s| s.min)),
         ratio_median: ratio(m(&husk, |s| s.median), m(&qemu, |s| s.median)),
+        pair_ratio,
         vmms: vec![husk, qemu],
     }
+}
+
+/// Stats of `husk[i] / qemu[i]` over the runs both have (runs are
+/// interleaved, so run i of each saw the same moment's noise).
+fn pair_ratios(husk: &[f64], qemu: &[f64]) -> Option<Stats> {
+    stats(
+        husk.iter()
+            .zip(qemu)
+            .filter_map(|(h, q)| ratio(Some(*h), Some(*q)))
+            .collect(),
+    )
 }
 
 fn start_section(
@@ -1154,6 +1173,12 @@ fn print_boot(b: &BootReport) {
         f2(b.ratio_min),
         f2(b.ratio_median)
     );
+    if let Some(p) = &b.pair_ratio {
+        println!(
+            "  per interleaved pair (husk run i / QEMU run i, {} pairs): min {:.2}, median {:.2}, p90 {:.2}, max {:.2}",
+            p.n, p.min, p.median, p.p90, p.max
+        );
+    }
 }
 
 fn print_start(s: &StartReport) {
@@ -1410,7 +1435,16 @@ fn print_goals(goals: &[Goal], rep: &Report) {
 
 #[cfg(test)]
 mod tests {
-    use super::sample_retry;
+    use super::{pair_ratios, sample_retry};
+
+    #[test]
+    fn pair_ratios_divide_run_i_by_run_i_and_stop_at_the_shorter_side() {
+        let p = pair_ratios(&[100.0, 300.0, 50.0, 9.0], &[200.0, 300.0, 25.0]).unwrap();
+        assert_eq!((p.n, p.min, p.median, p.max), (3, 0.5, 1.0, 2.0));
+        assert!(pair_ratios(&[1.0], &[]).is_none());
+        // A zero (no figure) on QEMU's side is left out, not infinite.
+        assert_eq!(pair_ratios(&[1.0, 2.0], &[0.0, 4.0]).unwrap().n, 1);
+    }
 
     #[test]
     fn a_failed_sample_is_recorded_and_retried_once() {
