@@ -171,12 +171,15 @@ pub fn setup_console() {
 pub struct Cmdline {
     pub debug: bool,
     pub agent_port: Option<u32>,
+    /// `husk.share=TAG`: a virtio-fs share to mount as soon as the agent
+    /// listens, while the host is still on its way to the first request.
+    pub share: Option<String>,
     /// Problems to log once the console is up.
     pub warnings: Vec<String>,
 }
 
-/// Parses the kernel command line: `husk.debug` (or `husk.debug=1`/`=0`) and
-/// `husk.agent_port=N` (1..=u32::MAX).
+/// Parses the kernel command line: `husk.debug` (or `husk.debug=1`/`=0`),
+/// `husk.agent_port=N` (1..=u32::MAX) and `husk.share=TAG`.
 pub fn parse_cmdline(s: &str) -> Cmdline {
     let mut c = Cmdline::default();
     for word in s.split_ascii_whitespace() {
@@ -197,6 +200,13 @@ pub fn parse_cmdline(s: &str) -> Cmdline {
             ("husk.agent_port", None) => c
                 .warnings
                 .push("ignoring husk.agent_port without a value".into()),
+            ("husk.share", Some(v)) if husk_protocol::container::valid_share_tag(v) => {
+                c.share = Some(v.to_string())
+            }
+            ("husk.share", _) => c.warnings.push(format!(
+                "ignoring husk.share={:.40}: not a virtio-fs tag",
+                val.unwrap_or_default()
+            )),
             _ => {}
         }
     }
@@ -310,6 +320,16 @@ mod tests {
             parse_cmdline("xhusk.debug husk.debugger"),
             Cmdline::default()
         );
+        let c = parse_cmdline("quiet husk.share=husk husk.debug");
+        assert_eq!((c.share.as_deref(), c.debug), (Some("husk"), true));
+        for bad in ["husk.share", "husk.share=", "husk.share=a/b"] {
+            let c = parse_cmdline(bad);
+            assert_eq!(c.share, None, "{bad}");
+            assert_eq!(c.warnings.len(), 1, "{bad}");
+        }
+        let c = parse_cmdline(&format!("husk.share={}", "x".repeat(37)));
+        assert_eq!(c.share, None);
+        assert!(c.warnings[0].len() < 100, "{}", c.warnings[0]);
     }
 
     #[test]

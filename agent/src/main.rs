@@ -184,6 +184,9 @@ fn pid1_run() -> Result<(), String> {
     let port = cmdline.agent_port.unwrap_or(AGENT_PORT);
     let listener = bind_vsock_retry(port)?;
     announce_ready();
+    if let Some(tag) = cmdline.share {
+        runtime::get().premount_share(tag);
+    }
     info!("husk-agent {VERSION} listening on vsock port {port}");
     server::run(Listener::Vsock(listener), OnShutdown::Reboot)
         .map_err(|e| format!("serving vsock port {port}: {e}"))

@@ -334,6 +334,29 @@ impl Runtime {
             .map_err(|e| bad(format!("rootfs: mount virtio-fs share {tag:?}: {e}")))
     }
 
+    /// Mounts the virtio-fs share `tag` from a thread of its own, so that
+    /// the first create finds it mounted (`husk.share=TAG` at boot: the
+    /// host names its share before it sends anything). A failure is only
+    /// logged: the create that needs the share mounts it and reports why not.
+    pub fn premount_share(self: &Arc<Self>, tag: String) {
+        let rt = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("share".into())
+            .spawn(move || {
+                let t0 = std::time::Instant::now();
+                match rt.mount_share(&tag, Path::new(&husk_protocol::container::share_path(&tag))) {
+                    Ok(()) => debug!(
+                        "virtio-fs share {tag} mounted at boot in {} ms",
+                        t0.elapsed().as_millis()
+                    ),
+                    Err(e) => info!("virtio-fs share {tag}: {}", e.message),
+                }
+            });
+        if let Err(e) = spawned {
+            info!("virtio-fs share: cannot start a thread: {e}");
+        }
+    }
+
     fn mount_rootfs(&self, id: &str, src: &RootfsSource) -> Res<(PathBuf, Option<PathBuf>)> {
         let target = || -> Res<PathBuf> {
             let d = Path::new(RUN_DIR).join(id).join("rootfs");
@@ -396,11 +419,7 @@ impl Runtime {
                 do_mount(device, fstype, flags, options)
             }
             RootfsSource::VirtioFs { tag, subdir } => {
-                if tag.is_empty()
-                    || tag.len() > 36
-                    || !tag.bytes().all(|b| b.is_ascii_graphic())
-                    || tag.contains('/')
-                {
+                if !husk_protocol::container::valid_share_tag(tag) {
                     return Err(bad("rootfs.tag: must be 1-36 printable bytes without '/'"));
                 }
                 let share = PathBuf::from(husk_protocol::container::share_path(tag));

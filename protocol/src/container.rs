@@ -56,6 +56,17 @@ pub fn share_path(tag: &str) -> String {
     format!("{SHARE_DIR}/{tag}")
 }
 
+/// A virtio-fs tag the agent accepts: 1-36 printable ASCII bytes (the
+/// device's tag field is 36 bytes), no '/' (it becomes a path component).
+pub fn valid_share_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 36
+        && tag.bytes().all(|b| b.is_ascii_graphic())
+        && !tag.contains('/')
+        && tag != "."
+        && tag != ".."
+}
+
 fn default_fstype() -> String {
     "ext4".into()
 }
@@ -212,4 +223,29 @@ pub enum Event {
     },
     /// The kernel OOM-killed a process in the container's cgroup.
     Oom { id: String, oom_kills: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_tags() {
+        for ok in ["husk", "a", &"x".repeat(36), "tag-1_2.3"] {
+            assert!(valid_share_tag(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "t\u{e9}",
+            &"x".repeat(37),
+            "a\0",
+        ] {
+            assert!(!valid_share_tag(bad), "{bad:?}");
+        }
+        assert_eq!(share_path("husk"), "/run/husk/shares/husk");
+    }
 }

@@ -322,11 +322,15 @@ fn setup(
         // husk-vmm's boot phases in vmm.log.
         vmm_cmd.env("HUSK_VMM_TIMING", "1");
     }
+    // husk.share: the agent mounts the share as soon as it listens, while
+    // the ready signal, the hooks and the create request are on their way.
+    let mut append = format!("husk.share={}", bundle::SHARE_TAG);
     if cfg.agent_debug {
         // The agent's debug lines (each request, the phases of a create
         // and a start) on the console: console.log.
-        vmm_cmd.args(["--append", "husk.debug"]);
+        append += " husk.debug";
     }
+    vmm_cmd.args(["--append", &append]);
     let (_, vmm) = sb.spawn(
         "husk-vmm",
         vmm_cmd

@@ -98,6 +98,9 @@ grep -q 'timing: .* first KVM_RUN' "$ROOT/c1/vmm.log" || { show "$ROOT/c1/vmm.lo
 for step in 'create: rootfs mounted' 'create: container set up (rootfs, mounts)' "start: init exec'd the process"; do
     grep -q "husk-agent: container .*: $step at [0-9.]* ms" "$ROOT/c1/console.log" || { show "$ROOT/c1/console.log"; fail "HUSK_AGENT_DEBUG=1: no '$step' line on the console"; }
 done
+# The monitor names the share on the kernel command line (husk.share=):
+# the agent has it mounted before the create asks for it.
+grep -q "husk-agent: virtio-fs share husk mounted at boot in [0-9]* ms" "$ROOT/c1/console.log" || { show "$ROOT/c1/console.log"; fail "husk.share: the agent did not mount the share at boot"; }
 note "--debug + HUSK_AGENT_DEBUG=1: $(grep -o 'create: container set up (rootfs, mounts) at [0-9.]* ms' "$ROOT/c1/console.log"), $(grep -o "start: init exec'd the process at [0-9.]* ms" "$ROOT/c1/console.log")"
 H start c1 2>"$tmp/err" && fail "a second start succeeded"
 H delete c1 2>"$tmp/err" && fail "delete of a running container succeeded without --force"
