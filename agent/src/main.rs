@@ -187,6 +187,7 @@ fn pid1_run() -> Result<(), String> {
     if let Some(tag) = cmdline.share {
         runtime::get().premount_share(tag);
     }
+    container::launch::prepare_spare();
     info!("husk-agent {VERSION} listening on vsock port {port}");
     server::run(Listener::Vsock(listener), OnShutdown::Reboot)
         .map_err(|e| format!("serving vsock port {port}: {e}"))

@@ -5,13 +5,14 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use husk_protocol::{read_frame, write_frame, FrameError};
 
 use super::cgroup::Cgroup;
 use super::config::{map_text, IdMap, InitConfig};
-use super::nsinit::{self, recv_fd, Sync};
+use super::nsinit::{self, recv_fd, send_fd, Sync};
 use crate::reaper;
 
 /// How long container-init may take to set up (TCG-emulated guests are slow).
@@ -48,20 +49,22 @@ fn read_sync(s: &mut UnixStream, what: &str) -> Result<Sync, String> {
     }
 }
 
-/// Spawns container-init for `cfg` in `cgroup`, and waits until the process
-/// is ready to exec. `on_exit` gets the wait status of the container
-/// process (not of container-init's first stage). On error every process
-/// started here is killed (the cgroup is the caller's).
-pub fn spawn(
-    cfg: &InitConfig,
-    stdio: StdioFds,
-    cgroup: &Cgroup,
-    maps: Option<(&[IdMap], &[IdMap])>,
-    on_exit: reaper::ExitFn,
-    phases: &crate::log::Phases,
-) -> Result<Pending, String> {
-    let (mut a, a_child) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let (mut b, b_child) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+/// A container-init that has been exec'd and waits for its stdio and
+/// configuration (stage 1 reads nothing before them).
+struct Started {
+    pid: i32,
+    a: UnixStream,
+    b: UnixStream,
+}
+
+/// One container-init started ahead of need (see [`prepare_spare`]).
+static SPARE: Mutex<Option<Started>> = Mutex::new(None);
+
+/// Starts `husk-agent __container-init`: its stdio is /dev/null until it
+/// gets the container's over socket A.
+fn start_init() -> Result<Started, String> {
+    let (a, a_child) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let (b, b_child) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     for s in [&a, &b] {
         s.set_read_timeout(Some(SETUP_TIMEOUT))
             .map_err(|e| format!("socket timeout: {e}"))?;
@@ -70,15 +73,10 @@ pub fn spawn(
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(nsinit::ARG)
         .env_clear()
-        .env(nsinit::FDS_ENV, format!("{fa},{fb}"));
-    match stdio {
-        StdioFds::Inherit => {}
-        StdioFds::Fds([i, o, e]) => {
-            cmd.stdin(Stdio::from(i))
-                .stdout(Stdio::from(o))
-                .stderr(Stdio::from(e));
-        }
-    }
+        .env(nsinit::FDS_ENV, format!("{fa},{fb}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: the closure runs between fork and exec and only calls fcntl,
     // which is async-signal-safe, on descriptors that stay open in the child.
     unsafe {
@@ -91,12 +89,87 @@ pub fn spawn(
             Ok(())
         });
     }
-    let stage1 = reaper::spawn(&mut cmd, Box::new(|_| {}))
+    let child = reaper::spawn(&mut cmd, Box::new(|_| {}))
         .map_err(|e| format!("start container-init: {e}"))?;
+    Ok(Started {
+        pid: child.id() as i32,
+        a,
+        b,
+    })
+}
+
+/// Starts a container-init now, from a thread of its own, for the next
+/// [`spawn`] to take: the agent calls this once it listens, so the fork and
+/// exec of its own 3.7 MB binary happen while the host is still on its way
+/// to the first create. At most one is kept.
+pub fn prepare_spare() {
+    let spawned =
+        std::thread::Builder::new()
+            .name("spare-init".into())
+            .spawn(|| match start_init() {
+                // A spare replaced here ends when its sockets close.
+                Ok(st) => drop(SPARE.lock().unwrap_or_else(|p| p.into_inner()).replace(st)),
+                Err(e) => crate::log::info!("spare container-init: {e}"),
+            });
+    if let Err(e) = spawned {
+        crate::log::info!("spare container-init: cannot start a thread: {e}");
+    }
+}
+
+/// Hands the process its stdin, stdout and stderr: a [`Sync::Stdio`]
+/// frame, then one descriptor per byte (SCM_RIGHTS).
+fn send_stdio(st: &mut Started, stdio: &StdioFds) -> Result<(), String> {
+    let fds = match stdio {
+        StdioFds::Inherit => [0, 1, 2],
+        StdioFds::Fds([i, o, e]) => [i.as_raw_fd(), o.as_raw_fd(), e.as_raw_fd()],
+    };
+    write_frame(&mut st.a, &Sync::Stdio).map_err(|e| e.to_string())?;
+    for fd in fds {
+        send_fd(&st.a, fd).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Spawns container-init for `cfg` in `cgroup`, and waits until the process
+/// is ready to exec. `on_exit` gets the wait status of the container
+/// process (not of container-init's first stage). On error every process
+/// started here is killed (the cgroup is the caller's).
+pub fn spawn(
+    cfg: &InitConfig,
+    stdio: StdioFds,
+    cgroup: &Cgroup,
+    maps: Option<(&[IdMap], &[IdMap])>,
+    on_exit: reaper::ExitFn,
+    phases: &crate::log::Phases,
+) -> Result<Pending, String> {
+    // The spare if there is one and it takes its stdio; else (none, or it
+    // died since: dropping its sockets ends it if not) a fresh one.
+    let spare = SPARE.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let spare = spare.and_then(|mut sp| match send_stdio(&mut sp, &stdio) {
+        Ok(()) => Some(sp),
+        Err(e) => {
+            crate::log::debug!("spare container-init unusable ({e}); starting another");
+            None
+        }
+    });
+    let st = match spare {
+        Some(sp) => sp,
+        None => {
+            let mut st = start_init()?;
+            if let Err(e) = send_stdio(&mut st, &stdio) {
+                kill(st.pid);
+                return Err(format!("hand container-init its stdio: {e}"));
+            }
+            st
+        }
+    };
     phases.mark("container-init forked");
-    drop(cmd); // closes our copies of the stdio descriptors
-    drop((a_child, b_child));
-    let s1 = stage1.id() as i32;
+    drop(stdio); // closes our copies of the stdio descriptors
+    let Started {
+        pid: s1,
+        mut a,
+        mut b,
+    } = st;
     let mut pid = None;
     let res = (|| {
         cgroup

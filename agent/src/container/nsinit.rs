@@ -30,6 +30,9 @@ pub const FDS_ENV: &str = "_HUSK_INIT_FDS";
 /// Messages between the agent and container-init.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Sync {
+    /// First message: followed by three bytes, each carrying one of the
+    /// process's stdin, stdout and stderr (SCM_RIGHTS).
+    Stdio,
     Config(Box<InitConfig>),
     NeedIdMap,
     IdMapDone,
@@ -105,7 +108,27 @@ fn setns_fd(f: &std::fs::File, path: &str, kind: NsKind) -> Result<(), String> {
     )
 }
 
+/// Makes the three descriptors that follow a [`Sync::Stdio`] on `a` our
+/// fds 0, 1 and 2 (inherited by everything we start; not close-on-exec).
+fn take_stdio(a: &mut UnixStream) -> Result<(), String> {
+    match expect(a, "the stdio")? {
+        Sync::Stdio => {}
+        other => return Err(format!("expected the stdio, got {other:?}")),
+    }
+    for target in 0..3 {
+        let fd = recv_fd(a).map_err(|e| format!("receive stdio descriptor {target}: {e}"))?;
+        // SAFETY: dup2 onto a standard descriptor; `fd` stays owned by us
+        // and is closed when it drops.
+        cvt(
+            unsafe { libc::dup2(fd.as_raw_fd(), target) },
+            &format!("dup2 onto fd {target}"),
+        )?;
+    }
+    Ok(())
+}
+
 fn stage1(a: &mut UnixStream, b: UnixStream) -> Result<(), String> {
+    take_stdio(a)?;
     let cfg = match expect(a, "the configuration")? {
         Sync::Config(c) => c,
         other => return Err(format!("expected the configuration, got {other:?}")),
