@@ -177,10 +177,7 @@ impl Vcpu {
         let regs = self.fd.get_regs();
         let sregs = self.fd.get_sregs();
         match (regs, sregs) {
-            (Ok(r), Ok(s)) => format!(
-                "rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}",
-                r.rip, r.rsp, r.rflags, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector
-            ),
+            (Ok(r), Ok(s)) => summarize(&r, &s),
             (Err(e), _) | (_, Err(e)) => format!("registers unavailable: {e}"),
         }
     }
@@ -231,6 +228,26 @@ pub fn stop_all(threads: Vec<JoinHandle<()>>, budget: std::time::Duration) -> Ve
     }
 }
 
+/// The registers after a triple fault, for the error message. On AMD,
+/// KVM re-INITs a vCPU that hit a shutdown before it returns to userspace
+/// (the VMCB is undefined after one), so what is left is the reset state
+/// (CS:IP f000:fff0, real mode) and where the guest died is lost: the
+/// message says so rather than pointing at the reset vector.
+fn summarize(r: &kvm_bindings::kvm_regs, s: &kvm_bindings::kvm_sregs) -> String {
+    let regs = format!(
+        "rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}",
+        r.rip, r.rsp, r.rflags, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector
+    );
+    if r.rip == 0xfff0 && s.cs.selector == 0xf000 && s.cr0 & 1 == 0 && s.cr3 == 0 {
+        format!(
+            "registers already reset by KVM (on AMD it re-initialises a vCPU after a \
+             shutdown), so where the guest died is not known: {regs}"
+        )
+    } else {
+        regs
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +278,29 @@ mod tests {
         stop.store(true, Ordering::SeqCst);
         let left = stop_all(vec![t], std::time::Duration::from_secs(5));
         assert!(left.is_empty());
+    }
+
+    #[test]
+    fn triple_fault_message_says_when_kvm_already_reset_the_vcpu() {
+        let mut r = kvm_bindings::kvm_regs {
+            rip: 0xfff0,
+            rflags: 2,
+            ..Default::default()
+        };
+        let mut s = kvm_bindings::kvm_sregs {
+            cr0: 0x10,
+            ..Default::default()
+        };
+        s.cs.selector = 0xf000;
+        let m = summarize(&r, &s);
+        assert!(m.starts_with("registers already reset by KVM"), "{m}");
+        assert!(m.ends_with("cs=0xf000"), "{m}");
+        // A long-mode guest that died in the kernel: the registers as they are.
+        r.rip = 0xffff_ffff_8100_2995;
+        s.cr0 = 0x8005_0033;
+        s.cr3 = 0x1c0_9000;
+        s.cs.selector = 0x10;
+        let m = summarize(&r, &s);
+        assert!(m.starts_with("rip=0xffffffff81002995 "), "{m}");
     }
 }
