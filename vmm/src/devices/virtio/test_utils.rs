@@ -252,3 +252,102 @@ impl<'a> Driver<'a> {
         v
     }
 }
+
+/// xorshift64*: reproducible "random" input for the hostile-guest tests
+/// (the seed is in the test, so a failure replays exactly).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+impl Driver<'_> {
+    /// What a hostile guest can put on queue `q`: every descriptor random
+    /// (addresses inside guest memory, at its end, far outside it, or on
+    /// the rings themselves; lengths from 0 to 4 GiB; any of NEXT, WRITE
+    /// and INDIRECT; any `next`, some past the table), then up to a ring's
+    /// worth of avail entries naming random heads (some past the table), and
+    /// the avail index moved by that much or, now and then, anywhere.
+    pub fn scribble(&mut self, q: usize, rng: &mut Rng) {
+        let queue = &self.queues[q];
+        let size = (queue.desc_table().total_size() / 16) as u16;
+        let rings = queue.desc_table_addr().0;
+        for i in 0..size {
+            let addr = match rng.below(5) {
+                0 | 1 => BUF_BASE + rng.below(MEM_SIZE as u64 - BUF_BASE),
+                2 => MEM_SIZE as u64 - rng.below(64),
+                3 => rng.next(),
+                _ => rings + rng.below(0x1_0000),
+            };
+            let len = match rng.below(4) {
+                0 => rng.below(64) as u32,
+                1 => rng.below(1 << 16) as u32,
+                2 => rng.next() as u32,
+                _ => 44,
+            };
+            let flags = (rng.next() & 7) as u16;
+            let next = rng.below(u64::from(size) + 4) as u16;
+            let d = RawDescriptor::from(Descriptor::new(addr, len, flags, next));
+            queue.desc_table().store(i, d).unwrap();
+        }
+        let avail = queue.avail_addr();
+        let idx = u16::from_le(self.mem.read_obj::<u16>(GuestAddress(avail.0 + 2)).unwrap());
+        let n = rng.below(u64::from(size)) as u16 + 1;
+        for k in 0..n {
+            let slot = GuestAddress(avail.0 + 4 + u64::from(idx.wrapping_add(k) % size) * 2);
+            let head = rng.below(u64::from(size) + 8) as u16;
+            self.mem.write_obj(head.to_le(), slot).unwrap();
+        }
+        let new_idx = if rng.below(8) == 0 {
+            rng.next() as u16
+        } else {
+            idx.wrapping_add(n)
+        };
+        self.mem
+            .write_obj(new_idx.to_le(), GuestAddress(avail.0 + 2))
+            .unwrap();
+    }
+
+    /// Device reset (status 0), fresh rings, and a clean bring-up.
+    pub fn reset_and_activate(&mut self, extra: u64) -> bool {
+        self.write32(0x70, 0);
+        self.reinit_queues();
+        self.activate(extra)
+    }
+}
+
+/// Runs `f` on a thread of its own and fails the test if it has not
+/// finished within `secs`: a device that loops or blocks on hostile input
+/// fails the test instead of hanging it.
+pub fn within(secs: u64, what: &str, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => t.join().unwrap(),
+        // The closure panicked: re-raise its panic here.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(t.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: still running after {secs} s (a stalled device)")
+        }
+    }
+}
