@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 
 use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
@@ -20,6 +20,12 @@ pub const LOG_LINE_MAX: usize = 512;
 pub const PANIC_MARKER: &str = "Kernel panic - not syncing";
 /// Sink writes are batched up to a newline or this many bytes.
 const SINK_BUF: usize = 1024;
+/// A console file never grows past this: the guest decides how much it
+/// prints, and the file is on the host (often a tmpfs, i.e. host RAM).
+/// When the next write would pass it, the file starts over with a line
+/// saying how much was dropped, so it keeps the most recent output, which
+/// is what error reports and readers of its tail want.
+pub const CONSOLE_FILE_MAX: u64 = 4 << 20;
 
 /// Where the guest console output goes.
 pub enum SerialSink {
@@ -83,14 +89,25 @@ pub struct SerialOutput {
     sink: SerialSink,
     buf: Vec<u8>,
     log: SerialLog,
+    file_cap: FileCap,
 }
 
 impl SerialOutput {
     pub fn new(sink: SerialSink) -> Self {
+        Self::with_file_max(sink, CONSOLE_FILE_MAX)
+    }
+
+    fn with_file_max(sink: SerialSink, file_max: u64) -> Self {
         SerialOutput {
             sink,
             buf: Vec::new(),
             log: SerialLog::default(),
+            file_cap: FileCap {
+                len: 0,
+                note: 0,
+                max: file_max,
+                dropped: 0,
+            },
         }
     }
 
@@ -109,10 +126,43 @@ impl SerialOutput {
                 let mut out = io::stdout().lock();
                 out.write_all(&self.buf).and_then(|_| out.flush())
             }
-            SerialSink::File(f) => f.write_all(&self.buf),
+            SerialSink::File(f) => self.file_cap.write(f, &self.buf),
             SerialSink::None => Ok(()),
         };
         self.buf.clear();
+    }
+}
+
+/// How full the console file is (see [`CONSOLE_FILE_MAX`]).
+struct FileCap {
+    /// Bytes in the file, and of those the note at its start.
+    len: u64,
+    note: u64,
+    max: u64,
+    /// Guest bytes dropped so far.
+    dropped: u64,
+}
+
+impl FileCap {
+    /// Appends `bytes` to `f`; if that would take it past `max`, empties it
+    /// first and starts it with a line naming how much was dropped.
+    fn write(&mut self, f: &mut File, bytes: &[u8]) -> io::Result<()> {
+        if self.len + bytes.len() as u64 > self.max {
+            self.dropped += self.len - self.note;
+            f.set_len(0)?;
+            f.seek(SeekFrom::Start(0))?;
+            let note = format!(
+                "[husk-vmm: the console file reached its {}-byte limit; \
+                 {} earlier bytes of guest output dropped]\n",
+                self.max, self.dropped
+            );
+            f.write_all(note.as_bytes())?;
+            self.len = note.len() as u64;
+            self.note = self.len;
+        }
+        f.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
     }
 }
 
@@ -261,6 +311,52 @@ mod tests {
         // Line status: transmitter empty.
         dev.read(5, &mut d);
         assert_eq!(d[0] & 0x60, 0x60);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn console_file_is_capped_and_keeps_the_latest_output() {
+        let dir = std::env::temp_dir().join(format!("husk-serial-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("console.log");
+        let file = File::create(&path).unwrap();
+        let max = 10_000;
+        let mut out = SerialOutput::with_file_max(SerialSink::File(file), max);
+        // A guest printing forever: 1 MiB in 60-byte lines.
+        let mut n = 0;
+        while n < 1 << 20 {
+            let line = format!("{:057} ok\n", n);
+            out.write_all(line.as_bytes()).unwrap();
+            n += line.len();
+        }
+        out.flush_sink();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() as u64 <= max, "{} bytes", text.len());
+        assert!(
+            text.starts_with("[husk-vmm: the console file reached its 10000-byte limit; "),
+            "{}",
+            &text[..100]
+        );
+        // The newest line is there, whole.
+        let last = format!("{:057} ok\n", n - 61);
+        assert!(text.ends_with(&last), "{}", &text[text.len() - 100..]);
+        // The count of dropped bytes adds up.
+        let dropped: u64 = text
+            .lines()
+            .next()
+            .unwrap()
+            .split("; ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let kept = text.len() as u64 - text.lines().next().unwrap().len() as u64 - 1;
+        assert_eq!(dropped + kept, n as u64);
+        // The in-memory tail for error reports is unaffected.
+        assert_eq!(out.log().last_lines().last().unwrap(), last.trim_end());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
