@@ -316,9 +316,8 @@ mod tests {
 
     #[test]
     fn console_file_is_capped_and_keeps_the_latest_output() {
-        let dir = std::env::temp_dir().join(format!("husk-serial-cap-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("console.log");
+        let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/husk-serial-cap-").unwrap();
+        let path = dir.as_path().join("console.log");
         let file = File::create(&path).unwrap();
         let max = 10_000;
         let mut out = SerialOutput::with_file_max(SerialSink::File(file), max);
@@ -357,6 +356,5 @@ mod tests {
         assert_eq!(dropped + kept, n as u64);
         // The in-memory tail for error reports is unaffected.
         assert_eq!(out.log().last_lines().last().unwrap(), last.trim_end());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
