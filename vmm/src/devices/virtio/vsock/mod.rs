@@ -4,6 +4,10 @@
 //!   `CONNECT <port>\n`; the device sends the guest a REQUEST from a fresh
 //!   host port to `<port>`; on the guest's RESPONSE the host reads
 //!   `OK <host port>\n` and the socket becomes a byte stream to the guest.
+//!   A connection that cannot be set up is closed after one line saying
+//!   why, `ERR <reason>\n` (see [`Refusal`]), so the host can tell a guest
+//!   that refused (nothing listening, backlog full) from one that did not
+//!   answer in time.
 //! * Guest-initiated: a REQUEST to host port P connects to `<uds_path>_P`.
 //!
 //! Flow control is the virtio-vsock credit scheme: we never send the guest
@@ -118,6 +122,42 @@ enum State {
     /// REQUEST sent (or queued) to the guest; waiting for RESPONSE.
     AwaitingResponse,
     Established,
+}
+
+/// Why a host connection was closed before its `OK` line: the `ERR` line
+/// the host reads. The words are part of the host interface
+/// (husk_protocol::client parses them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The guest answered the REQUEST with RST (no listener on the port, or
+    /// its accept backlog is full).
+    Reset,
+    /// No RESPONSE from the guest within the response timeout.
+    Timeout,
+    /// The CONNECT line was malformed or did not come in time.
+    BadConnect,
+    /// The device holds [`MAX_CONNECTIONS`] connections already.
+    Limit,
+    /// The guest reset its vsock device (a reboot, a driver reload).
+    DeviceReset,
+}
+
+impl Refusal {
+    fn line(self) -> &'static [u8] {
+        match self {
+            Refusal::Reset => b"ERR reset\n",
+            Refusal::Timeout => b"ERR timeout\n",
+            Refusal::BadConnect => b"ERR bad-connect\n",
+            Refusal::Limit => b"ERR limit\n",
+            Refusal::DeviceReset => b"ERR device-reset\n",
+        }
+    }
+
+    /// Tells the host, best effort: nothing was written to the socket yet,
+    /// so the short line fits its buffer; a host that left gets nothing.
+    fn tell(self, stream: &UnixStream) {
+        let _ = unix::send(stream, self.line());
+    }
 }
 
 struct Conn {
@@ -528,7 +568,14 @@ impl VirtioDevice for Vsock {
         self.mux.sync(ops);
         match events.data() {
             LISTENER_DATA if events.fd() == self.mux.listener.as_raw_fd() => self.mux.accept(),
-            TIMER_DATA if events.fd() == self.mux.timer.as_raw_fd() => self.mux.timer_tick(),
+            TIMER_DATA if events.fd() == self.mux.timer.as_raw_fd() => {
+                // Packets the guest already queued count before deadlines
+                // are judged: after a host stall the timer and the guest's
+                // RESPONSE can wake the loop together.
+                self.run_queues(true);
+                self.mux.sync(ops);
+                self.mux.timer_tick();
+            }
             data => self.mux.conn_event(data, events),
         }
         self.run_queues(false);
@@ -605,6 +652,16 @@ impl Muxer {
         self.doomed.push(conn);
     }
 
+    /// Close a connection that never got its `OK` line, telling the host
+    /// why. With `rst`, the guest is told too.
+    fn refuse(&mut self, data: u32, why: Refusal, rst: bool) {
+        if let Some(c) = self.conns.get(&data) {
+            debug_assert!(c.state != State::Established);
+            why.tell(&c.stream);
+        }
+        self.kill(data, rst);
+    }
+
     fn queue_rst(&mut self, host_port: u32, guest_port: u32) {
         if self.pending_rsts.len() < MAX_PENDING_RSTS {
             self.pending_rsts.push_back((host_port, guest_port));
@@ -614,6 +671,11 @@ impl Muxer {
     }
 
     fn drop_all_connections(&mut self) {
+        for c in self.conns.values() {
+            if c.state != State::Established {
+                Refusal::DeviceReset.tell(&c.stream);
+            }
+        }
         self.doomed.extend(self.conns.drain().map(|(_, c)| c));
         self.ports.clear();
         self.ready.clear();
@@ -687,6 +749,7 @@ impl Muxer {
             };
             if self.conns.len() >= self.max_connections {
                 warn!("vsock: connection limit reached; refusing host connection");
+                Refusal::Limit.tell(&stream);
                 continue;
             }
             if let Err(e) = stream.set_nonblocking(true) {
@@ -749,7 +812,7 @@ impl Muxer {
         if newline.is_none() {
             if c.handshake.len() >= MAX_CONNECT_LINE {
                 debug!("vsock: CONNECT line too long");
-                self.kill(data, false);
+                self.refuse(data, Refusal::BadConnect, false);
             }
             return;
         }
@@ -758,7 +821,7 @@ impl Muxer {
                 "vsock: bad handshake {:?}",
                 String::from_utf8_lossy(&c.handshake)
             );
-            return self.kill(data, false);
+            return self.refuse(data, Refusal::BadConnect, false);
         };
         let host_port = self.alloc_host_port(port);
         let deadline = Instant::now() + self.response_timeout;
@@ -818,8 +881,24 @@ impl Muxer {
             }
         }
         for (data, state) in expired {
-            debug!("vsock: connection timed out in state {state:?}");
-            self.kill(data, state != State::HostHandshake);
+            match state {
+                State::HostHandshake => {
+                    debug!("vsock: no CONNECT line in time; closing the host connection");
+                    self.refuse(data, Refusal::BadConnect, false);
+                }
+                State::AwaitingResponse => {
+                    let port = self.conns.get(&data).map_or(0, |c| c.guest_port);
+                    warn!(
+                        "vsock: the guest did not answer a connection to its port {port} within {} ms; closing it",
+                        self.response_timeout.as_millis()
+                    );
+                    self.refuse(data, Refusal::Timeout, true);
+                }
+                State::Established => {
+                    debug!("vsock: connection timed out while closing");
+                    self.kill(data, true);
+                }
+            }
         }
         if !any {
             let _ = self.timer.clear();
@@ -894,6 +973,10 @@ impl Muxer {
             c.credit_requested = false;
         }
         match (c.state, hdr.op) {
+            (State::AwaitingResponse, OP_RST) => {
+                debug!("vsock: the guest refused a connection to its port {}", c.guest_port);
+                return self.refuse(data, Refusal::Reset, false);
+            }
             (_, OP_RST) => return self.kill(data, false),
             (State::AwaitingResponse, OP_RESPONSE) => {
                 static FIRST: AtomicBool = AtomicBool::new(false);
@@ -916,6 +999,10 @@ impl Muxer {
             }
             (State::Established, OP_CREDIT_UPDATE) => {}
             (State::Established, OP_CREDIT_REQUEST) => c.send_credit_update = true,
+            (State::AwaitingResponse, op) => {
+                debug!("vsock: unexpected op {op} instead of a RESPONSE; resetting");
+                return self.refuse(data, Refusal::Reset, true);
+            }
             (state, op) => {
                 debug!("vsock: unexpected op {op} in state {state:?}; resetting");
                 return self.kill(data, true);

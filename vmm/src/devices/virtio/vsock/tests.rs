@@ -184,6 +184,25 @@ impl<'a> G<'a> {
         false
     }
 
+    /// Run the loop until the host socket sees EOF; returns what it read
+    /// before (panics after 5 s).
+    fn host_read_to_eof(&mut self, s: &mut UnixStream) -> Vec<u8> {
+        s.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            match s.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(k) => out.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.drv.poll(10),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!("host read: {e}"),
+            }
+        }
+        panic!("host socket still open after 5 s");
+    }
+
     /// Receive RW payload bytes for (host port, guest port) until `n` arrive.
     fn guest_read(&mut self, host_port: u32, guest_port: u32, n: usize) -> Vec<u8> {
         let mut out = Vec::new();
@@ -263,7 +282,63 @@ fn guest_refusing_a_host_connection_closes_it() {
     let (req, _) = g.packet();
     assert_eq!(req.op, OP_REQUEST);
     g.send(hdr(OP_RST, 9, req.src_port), &[]);
-    assert!(g.host_eof(&mut s));
+    // The host is told why before the socket closes.
+    assert_eq!(g.host_read_to_eof(&mut s), b"ERR reset\n");
+}
+
+#[test]
+fn guest_silent_on_a_request_times_out_with_a_reason() {
+    let mem = guest_memory();
+    let (_dir, path) = tmp();
+    let mut vsock = Vsock::new(GUEST_CID, &path).unwrap();
+    vsock.mux.response_timeout = Duration::from_millis(300);
+    let mut g = G::new(&mem, vsock);
+    g.post_rx(4);
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.write_all(b"CONNECT 1024\n").unwrap();
+    let (req, _) = g.packet();
+    assert_eq!(req.op, OP_REQUEST);
+    let t = Instant::now();
+    assert_eq!(g.host_read_to_eof(&mut s), b"ERR timeout\n");
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    // The guest is told to drop the half-open connection.
+    let (rst, _) = g.packet();
+    assert_eq!(
+        (rst.op, rst.src_port, rst.dst_port),
+        (OP_RST, req.src_port, 1024)
+    );
+    // A RESPONSE that comes too late is answered with RST, not an OK.
+    g.send(hdr(OP_RESPONSE, 1024, req.src_port), &[]);
+    let (rst, _) = g.packet();
+    assert_eq!(rst.op, OP_RST);
+}
+
+#[test]
+fn a_response_queued_before_the_deadline_wins_over_the_timer() {
+    // After a host stall the loop can wake with both the timer expired and
+    // the guest's RESPONSE on the tx ring: the RESPONSE counts.
+    let mem = guest_memory();
+    let (_dir, path) = tmp();
+    let mut vsock = Vsock::new(GUEST_CID, &path).unwrap();
+    vsock.mux.response_timeout = Duration::from_millis(100);
+    let mut g = G::new(&mem, vsock);
+    g.post_rx(4);
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.write_all(b"CONNECT 1024\n").unwrap();
+    let (req, _) = g.packet();
+    // Queue the RESPONSE without kicking, let the deadline pass, then let
+    // the loop see the timer first.
+    let mut h = hdr(OP_RESPONSE, 1024, req.src_port);
+    h.len = 0;
+    let a = g.tx_alloc(HDR_SIZE as u64);
+    g.drv.write_mem(a, &h.to_bytes());
+    g.drv.add_chain(TX, &[(a, HDR_SIZE as u32, false)]);
+    std::thread::sleep(Duration::from_millis(400));
+    let ok = g.host_read(&mut s, format!("OK {}\n", req.src_port).len());
+    assert_eq!(
+        String::from_utf8(ok).unwrap(),
+        format!("OK {}\n", req.src_port)
+    );
 }
 
 #[test]
@@ -299,7 +374,12 @@ fn bad_connect_lines_close_the_host_socket() {
     ] {
         let mut s = UnixStream::connect(&path).unwrap();
         s.write_all(line).unwrap();
-        assert!(g.host_eof(&mut s), "{:?}", String::from_utf8_lossy(line));
+        assert_eq!(
+            g.host_read_to_eof(&mut s),
+            b"ERR bad-connect\n",
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
     }
     // Silent host: closed after the handshake deadline.
     let mut s = UnixStream::connect(&path).unwrap();
@@ -593,10 +673,10 @@ fn host_eof_sends_shutdown_and_connection_limit_applies() {
     g.post_rx(16);
     let (host1, hp1) = g.host_connect(&path, 1, b"");
     let (_host2, _) = g.host_connect(&path, 2, b"");
-    // Third host connection: refused.
+    // Third host connection: refused, saying why.
     let mut s = UnixStream::connect(&path).unwrap();
     let _ = s.write_all(b"CONNECT 3\n");
-    assert!(g.host_eof(&mut s));
+    assert_eq!(g.host_read_to_eof(&mut s), b"ERR limit\n");
     // Third guest connection: RST.
     let _l = UnixListener::bind(format!("{}_6000", path.display())).unwrap();
     g.send(hdr(OP_REQUEST, 9, 6000), &[]);
@@ -630,8 +710,14 @@ fn device_reset_closes_host_connections() {
     let mut g = G::new(&mem, Vsock::new(GUEST_CID, &path).unwrap());
     g.post_rx(8);
     let (mut host, _) = g.host_connect(&path, 1024, b"");
+    // A connection still waiting for the guest's answer is told.
+    let mut waiting = UnixStream::connect(&path).unwrap();
+    waiting.write_all(b"CONNECT 1025\n").unwrap();
+    let (req, _) = g.packet();
+    assert_eq!(req.op, OP_REQUEST);
     g.drv.write32(0x70, 0);
     assert!(g.host_eof(&mut host));
+    assert_eq!(g.host_read_to_eof(&mut waiting), b"ERR device-reset\n");
     // The listener survives a reset.
     g.drv.reinit_queues();
     g.pending.clear();
