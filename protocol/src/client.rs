@@ -3,9 +3,13 @@
 //! The VMM exposes the guest's virtio-vsock device as a Unix socket
 //! (Firecracker convention). To reach guest port `P` the host connects to that
 //! socket, writes `CONNECT P\n` and reads one line `OK <hostport>\n`; from then
-//! on the stream carries the agent protocol. If nothing listens on `P` in the
-//! guest yet, the VMM closes the connection instead of answering:
-//! [`Client::connect_uds_retry`] retries with a short backoff for that case.
+//! on the stream carries the agent protocol. A connection the VMM cannot set
+//! up is closed after one line `ERR <reason>\n` ([`Refusal`]): the guest
+//! refused it (nothing listens on `P` yet, or its backlog is full), did not
+//! answer in time, or the VMM's connection limit is reached. A VMM without
+//! reasons (Firecracker) just closes. [`Client::connect_uds_retry`] retries
+//! with a short backoff while the guest boots; [`Client::connect_uds_within`]
+//! retries what a running guest may refuse for a moment.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -31,13 +35,54 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(20);
 /// Smallest timeout applied to a socket (a zero timeout is invalid for it).
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
+/// Why the VMM closed a connection before its `OK` line (`ERR <reason>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `ERR reset`: the guest answered with RST.
+    #[error("the guest refused the connection (nothing listening on the port, or its backlog is full)")]
+    Reset,
+    /// `ERR timeout`: the guest did not answer the VMM's request in time.
+    #[error("the guest did not answer the connection request in time (guest stalled or overloaded)")]
+    Timeout,
+    /// `ERR bad-connect`: the VMM did not accept our CONNECT line.
+    #[error("the VMM rejected the CONNECT line")]
+    BadConnect,
+    /// `ERR limit`: the VMM holds as many connections as it allows.
+    #[error("the VMM's vsock connection limit is reached")]
+    Limit,
+    /// `ERR device-reset`: the guest reset its vsock device (reboot).
+    #[error("the guest reset its vsock device")]
+    DeviceReset,
+}
+
+impl Refusal {
+    fn parse(word: &[u8]) -> Option<Refusal> {
+        Some(match word {
+            b"reset" => Refusal::Reset,
+            b"timeout" => Refusal::Timeout,
+            b"bad-connect" => Refusal::BadConnect,
+            b"limit" => Refusal::Limit,
+            b"device-reset" => Refusal::DeviceReset,
+            _ => return None,
+        })
+    }
+
+    /// May go away if the connection is tried again shortly.
+    fn is_transient(self) -> bool {
+        !matches!(self, Refusal::BadConnect)
+    }
+}
+
 /// Why the vsock `CONNECT` handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
-    /// The VMM closed the connection before replying: usually nothing listens
-    /// on the port in the guest (yet).
+    /// The VMM closed the connection before replying, without a reason:
+    /// usually nothing listens on the port in the guest (yet).
     #[error("connection closed before the handshake reply (is the guest listening?)")]
     Closed,
+    /// The VMM closed the connection after saying why.
+    #[error("{0}")]
+    Refused(Refusal),
     /// No newline within [`MAX_HANDSHAKE_LINE`] bytes.
     #[error("handshake reply longer than {MAX_HANDSHAKE_LINE} bytes without a newline")]
     TooLong,
@@ -64,11 +109,12 @@ pub enum ClientError {
         #[source]
         source: HandshakeError,
     },
-    #[error("agent not reachable on {} port {port} within {} ms: {last}", path.display(), waited.as_millis())]
+    #[error("agent not reachable on {} port {port} within {} ms ({attempts} attempts): {last}", path.display(), waited.as_millis())]
     RetryTimeout {
         path: PathBuf,
         port: u32,
         waited: Duration,
+        attempts: u32,
         last: Box<ClientError>,
     },
     #[error(transparent)]
@@ -107,6 +153,7 @@ impl ClientError {
             ),
             ClientError::Handshake { source, .. } => match source {
                 HandshakeError::Closed => true,
+                HandshakeError::Refused(r) => r.is_transient(),
                 HandshakeError::Io(e) => matches!(
                     e.kind(),
                     io::ErrorKind::ConnectionReset
@@ -130,6 +177,9 @@ pub fn parse_handshake_reply(line: &[u8]) -> Result<u32, HandshakeError> {
         return Err(HandshakeError::TooLong);
     }
     let text = line.strip_suffix(b"\n").ok_or_else(rejected)?;
+    if let Some(word) = text.strip_prefix(b"ERR ") {
+        return Err(Refusal::parse(word).map_or_else(rejected, HandshakeError::Refused));
+    }
     let digits = text.strip_prefix(b"OK ").ok_or_else(rejected)?;
     if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(rejected());
@@ -207,18 +257,47 @@ impl Client {
         port: u32,
         total_timeout: Duration,
     ) -> Result<Client> {
-        let path = uds_path.as_ref();
+        Client::retry(uds_path.as_ref(), port, total_timeout, |e| e.is_transient())
+    }
+
+    /// Connects to a guest that is up: like [`Client::connect_uds`], but a
+    /// connection the guest refuses or does not answer for a moment (a full
+    /// accept backlog, a stalled guest) is tried again, and so is a VMM
+    /// socket whose backlog is full, until `total_timeout` has passed. A
+    /// socket that is missing or refused (the VMM is gone) fails at once.
+    /// The final error names the attempts and the last reason.
+    /// `total_timeout` also becomes the call timeout.
+    pub fn connect_uds_within(
+        uds_path: impl AsRef<Path>,
+        port: u32,
+        total_timeout: Duration,
+    ) -> Result<Client> {
+        Client::retry(uds_path.as_ref(), port, total_timeout, |e| {
+            let gone = matches!(e, ClientError::Connect { source, .. }
+                if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused));
+            !gone && e.is_transient()
+        })
+    }
+
+    fn retry(
+        path: &Path,
+        port: u32,
+        total_timeout: Duration,
+        again: impl Fn(&ClientError) -> bool,
+    ) -> Result<Client> {
         let start = Instant::now();
         let deadline = start + total_timeout;
         let mut backoff = RETRY_BACKOFF_START;
+        let mut attempts = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
+            attempts += 1;
             let err = match Client::connect_uds(path, port, remaining.max(MIN_TIMEOUT)) {
                 Ok(mut c) => {
                     c.set_timeout(total_timeout)?;
                     return Ok(c);
                 }
-                Err(e) if e.is_transient() => e,
+                Err(e) if again(&e) => e,
                 Err(e) => return Err(e),
             };
             let now = Instant::now();
@@ -227,6 +306,7 @@ impl Client {
                     path: path.to_owned(),
                     port,
                     waited: now - start,
+                    attempts,
                     last: Box::new(err),
                 });
             }
@@ -681,6 +761,34 @@ mod tests {
     }
 
     #[test]
+    fn handshake_refusals_name_the_reason() {
+        for (line, want) in [
+            (&b"ERR reset\n"[..], Refusal::Reset),
+            (b"ERR timeout\n", Refusal::Timeout),
+            (b"ERR bad-connect\n", Refusal::BadConnect),
+            (b"ERR limit\n", Refusal::Limit),
+            (b"ERR device-reset\n", Refusal::DeviceReset),
+        ] {
+            match read_handshake_reply(&mut &line[..]) {
+                Err(HandshakeError::Refused(r)) => assert_eq!(r, want),
+                other => panic!("{line:?}: {other:?}"),
+            }
+        }
+        // Unknown reasons are a rejected reply, not a refusal.
+        assert!(matches!(
+            parse_handshake_reply(b"ERR \x1b[2Jboom\n"),
+            Err(HandshakeError::Rejected(_))
+        ));
+        let e = ClientError::Handshake {
+            path: "/v".into(),
+            port: 1024,
+            source: HandshakeError::Refused(Refusal::Timeout),
+        };
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("did not answer"), "{e}");
+    }
+
+    #[test]
     fn handshake_too_long_or_closed() {
         let long = [b'7'; 100];
         let mut r = &long[..];
@@ -749,7 +857,11 @@ mod tests {
                 }
                 assert_eq!(line, b"CONNECT 1024");
                 if i < refuse {
-                    continue; // dropped: closed
+                    // Alternately closed silently and with a reason.
+                    if i % 2 == 1 {
+                        let _ = s.write_all(b"ERR reset\n");
+                    }
+                    continue;
                 }
                 s.write_all(b"OK 77\n").unwrap();
                 loop {
@@ -802,6 +914,43 @@ mod tests {
         c.ping().unwrap();
         drop(c);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn connect_within_retries_refusals_but_not_a_missing_vmm() {
+        let p = tmp_sock("within.sock");
+        let h = fake_vmm(&p, 4, 0);
+        let mut c =
+            Client::connect_uds_within(&p, crate::AGENT_PORT, Duration::from_secs(5)).unwrap();
+        c.ping().unwrap();
+        c.shutdown().unwrap();
+        h.join().unwrap();
+        // No socket: the VMM is gone, nothing to wait for.
+        let gone = tmp_sock("gone.sock");
+        let start = Instant::now();
+        let e = Client::connect_uds_within(&gone, crate::AGENT_PORT, Duration::from_secs(5))
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn retry_gives_up_at_deadline_naming_attempts_and_reason() {
+        let p = tmp_sock("refusing.sock");
+        let listener = UnixListener::bind(&*p).unwrap();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut s = conn.unwrap();
+                let mut b = [0u8; 64];
+                let _ = s.read(&mut b);
+                let _ = s.write_all(b"ERR timeout\n");
+            }
+        });
+        let e = Client::connect_uds_within(&p, crate::AGENT_PORT, Duration::from_millis(100))
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, ClientError::RetryTimeout { attempts, .. } if attempts > 1), "{e}");
+        assert!(text.contains("attempts") && text.contains("did not answer"), "{text}");
     }
 
     #[test]
