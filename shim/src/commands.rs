@@ -397,15 +397,60 @@ fn start(store: &Store, id: &str) -> Result<()> {
         s => return Err(format!("cannot start an already {} container", s.as_str())),
     }
     let t = target_of(store, &st, None);
-    t.connect()
-        .and_then(|mut c| c.start_container(&st.guest_id).map_err(|e| e.to_string()))
-        .map_err(|e| format!("start container {id}: {e}"))?;
+    let started = t
+        .connect()
+        .and_then(|mut c| c.start_container(&st.guest_id).map_err(|e| e.to_string()));
+    if let Err(e) = started {
+        // As with runc, a container that failed to start is stopped, so
+        // that the daemon's cleanup (`delete` without --force, which
+        // containerd's client allows only for stopped tasks) removes it.
+        stop_failed_start(store, &st);
+        return Err(format!(
+            "start container {id}: {e}; the container is stopped (exit status {})",
+            monitor::CRASH_STATUS
+        ));
+    }
     store.set_status(id, Status::Running, None)?;
     let json = monitor::state_json(&st, Status::Running, st.monitor_pid);
     if let Err(e) = hooks::run("poststart", &st.poststart, &json) {
         crate::warn!("{e}");
     }
     Ok(())
+}
+
+/// After a failed start: give the monitor a moment to record a status of
+/// its own (a container-init that died), else record [`monitor::CRASH_STATUS`]
+/// and stop the monitor and its microVM.
+fn stop_failed_start(store: &Store, st: &State) {
+    let dir = store.dir(&st.id);
+    if !wait_gone(st.monitor_pid, st.monitor_start, Duration::from_secs(2)) {
+        if monitor::recorded_exit(&dir).is_none() {
+            if let Err(e) = monitor::record_exit(&dir, monitor::CRASH_STATUS) {
+                crate::warn!("{}: {e}", st.id);
+            }
+        }
+        stop_sandbox(&dir, st);
+    }
+    let status = monitor::recorded_exit(&dir).unwrap_or(monitor::CRASH_STATUS);
+    let _ = store.set_status(&st.id, Status::Stopped, Some(status));
+}
+
+/// Stops a container's monitor and the helpers it started (husk-vmm,
+/// virtiofsd: they die with it, but a monitor killed at the wrong moment is
+/// double-checked from helpers.json), waiting a bounded time for each.
+fn stop_sandbox(dir: &Path, st: &State) {
+    util::kill_checked(st.monitor_pid, st.monitor_start, libc::SIGKILL);
+    if let Ok(data) = std::fs::read(dir.join("helpers.json")) {
+        if let Ok(h) = serde_json::from_slice::<Helpers>(&data) {
+            for (p, s) in &h.pids {
+                util::kill_checked(*p, *s, libc::SIGKILL);
+            }
+            for (p, s) in &h.pids {
+                wait_gone(*p, *s, Duration::from_secs(5));
+            }
+        }
+    }
+    wait_gone(st.monitor_pid, st.monitor_start, Duration::from_secs(5));
 }
 
 fn state_value(store: &Store, st: &State) -> Value {
@@ -448,7 +493,13 @@ fn kill(store: &Store, id: &str, signal: Option<&str>, all: bool) -> Result<()> 
         return Err("container not running".into());
     }
     let t = target_of(store, &st, None);
-    let r = t.connect().and_then(|mut c| {
+    // SIGKILL must end the container within seconds, VM answering or not.
+    let limit = if sig == libc::SIGKILL {
+        Duration::from_secs(5)
+    } else {
+        crate::session::CALL_TIMEOUT
+    };
+    let r = t.connect_within(limit).and_then(|mut c| {
         c.signal(&st.guest_id, None, sig, all)
             .map_err(|e| e.to_string())
     });
@@ -506,8 +557,8 @@ fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
         _ => {}
     }
     if status != Status::Stopped {
-        if let Ok(mut c) = target_of(store, &st, None).connect() {
-            let _ = c.set_timeout(Duration::from_secs(5));
+        // A VM that does not answer quickly is stopped anyway below.
+        if let Ok(mut c) = target_of(store, &st, None).connect_within(Duration::from_secs(5)) {
             let _ = c.signal(&st.guest_id, None, libc::SIGKILL, true);
         }
         if !wait_gone(st.monitor_pid, st.monitor_start, Duration::from_secs(10)) {
@@ -516,18 +567,7 @@ fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             );
         }
     }
-    util::kill_checked(st.monitor_pid, st.monitor_start, libc::SIGKILL);
-    if let Ok(data) = std::fs::read(dir.join("helpers.json")) {
-        if let Ok(h) = serde_json::from_slice::<Helpers>(&data) {
-            for (p, s) in &h.pids {
-                util::kill_checked(*p, *s, libc::SIGKILL);
-            }
-            for (p, s) in &h.pids {
-                wait_gone(*p, *s, Duration::from_secs(5));
-            }
-        }
-    }
-    wait_gone(st.monitor_pid, st.monitor_start, Duration::from_secs(5));
+    stop_sandbox(&dir, &st);
     let json = monitor::state_json(&st, Status::Stopped, 0);
     if let Err(e) = hooks::run("poststop", &st.poststop, &json) {
         crate::warn!("{e}");

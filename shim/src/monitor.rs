@@ -72,6 +72,12 @@ fn exit_path(dir: &Path) -> PathBuf {
     dir.join("exit")
 }
 
+/// Records the container's exit status for `state` (the monitor does this
+/// itself, unless something had to stop it).
+pub fn record_exit(dir: &Path, status: i32) -> Result<()> {
+    util::write_atomic(&exit_path(dir), format!("{status}\n").as_bytes())
+}
+
 /// The exit status the monitor recorded, if it did.
 pub fn recorded_exit(dir: &Path) -> Option<i32> {
     std::fs::read_to_string(exit_path(dir))
@@ -235,7 +241,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         Ok(Ev::HelperDied(n, s)) => crash(&dir, id, &format!("{n} exited ({s})")),
         Err(_) => crash(&dir, id, "monitor lost its event channel"),
     };
-    let _ = util::write_atomic(&exit_path(&dir), format!("{status}\n").as_bytes());
+    let _ = record_exit(&dir, status);
     let _ = store.set_status(id, Status::Stopped, Some(status));
     sb.stop();
     // The helpers' waiter threads reap them; don't wait long for that.

@@ -31,8 +31,16 @@ pub struct Target {
 }
 
 impl Target {
+    /// A connection to the agent. A guest that refuses or does not answer
+    /// for a moment (full accept backlog, a stall) is tried again within
+    /// [`CALL_TIMEOUT`]; a VMM that is gone fails at once.
     pub fn connect(&self) -> Result<Client> {
-        Client::connect_uds(&self.vsock, AGENT_PORT, CALL_TIMEOUT).map_err(|e| e.to_string())
+        self.connect_within(CALL_TIMEOUT)
+    }
+
+    /// [`Target::connect`] with its own bound (also the call timeout).
+    pub fn connect_within(&self, limit: Duration) -> Result<Client> {
+        Client::connect_uds_within(&self.vsock, AGENT_PORT, limit).map_err(|e| e.to_string())
     }
 }
 
