@@ -26,6 +26,7 @@ mk_initramfs() {
 # expect_run WHAT WANT-RC WANT-STDOUT CMD...: run CMD (stdout to $out, stderr
 # to $out.err), fail unless it exits WANT-RC and (when WANT-STDOUT is not
 # empty) prints exactly WANT-STDOUT; notes how long it took.
+# shellcheck disable=SC2154  # $out is set by the test that calls it
 expect_run() {
     _what=$1 _rc=$2 _want=$3; shift 3
     _t=$(now_ms)

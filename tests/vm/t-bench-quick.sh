@@ -3,6 +3,7 @@
 # container start for husk, crun and runc, overhead, density. The figures are
 # printed for the log; the test checks that the report is complete and sane
 # (`husk-bench --check`), not that the goals are met.
+# shellcheck shell=sh
 . ./lib.sh
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 t0=$(now_ms)

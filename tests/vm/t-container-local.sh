@@ -3,6 +3,7 @@
 # namespaces, exit codes and signal deaths, memory and pids limits,
 # read-only rootfs, masked paths, capabilities, seccomp, user, rlimits,
 # user namespaces, and malformed specs that must leave nothing behind.
+# shellcheck shell=sh
 . ./lib.sh
 command -v husk-agent >/dev/null || fail "husk-agent not on PATH"
 [ -f /sys/fs/cgroup/cgroup.controllers ] || fail "no cgroup v2 at /sys/fs/cgroup"
@@ -70,8 +71,9 @@ spec '["sleep","100"]'
 husk-agent container run --bundle "$B" --id c-kill >"$tmp/out" 2>"$tmp/err" & runner=$!
 pid=
 for _ in $(seq 200); do
+    # shellcheck disable=SC2013  # one pid per line
     for p in $(cat /sys/fs/cgroup/husk/c-kill/cgroup.procs 2>/dev/null); do
-        [ "$(cat /proc/$p/comm 2>/dev/null)" = sleep ] && pid=$p
+        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = sleep ] && pid=$p
     done
     [ -n "$pid" ] && break; sleep 0.1
 done
