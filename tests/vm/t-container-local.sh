@@ -52,9 +52,8 @@ want_out() { [ "$(out)" = "$1" ] || { show; fail "$2: stdout '$(out)', want '$1'
 # nothing_left ID: no cgroup, no container-init process, no mount of the bundle
 nothing_left() {
     [ ! -e "/sys/fs/cgroup/husk/$1" ] || fail "$1: cgroup /sys/fs/cgroup/husk/$1 left behind"
-    for c in /proc/[0-9]*/cmdline; do
-        tr '\0' ' ' <"$c" 2>/dev/null | grep -q '__container-init' && fail "$1: container-init process ${c%/cmdline} left behind"
-    done
+    _p=$(find_procs --cmdline '*__container-init*' | head -n 1 | cut -d' ' -f1)
+    [ -z "$_p" ] || fail "$1: container-init process /proc/$_p left behind"
     grep -q "$B" /proc/self/mountinfo && fail "$1: mount of $B left behind"
     return 0
 }

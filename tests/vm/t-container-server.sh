@@ -36,9 +36,8 @@ cl() { husk-client --unix "$S" --timeout 60 "$@"; }
 show() { for f in out err; do echo "--- $f:" >&2; head -c 2000 "$tmp/$f" >&2; done; echo "--- agent log:" >&2; tail -n 20 "$tmp/agent.log" >&2; }
 left() { # ID: no cgroup, no container-init, not known to the agent
     [ ! -e "/sys/fs/cgroup/husk/$1" ] || fail "$1: cgroup left behind"
-    for c in /proc/[0-9]*/cmdline; do
-        tr '\0' ' ' <"$c" 2>/dev/null | grep -q '__container-init' && fail "$1: container-init ${c%/cmdline} left behind"
-    done
+    _p=$(find_procs --cmdline '*__container-init*' | head -n 1 | cut -d' ' -f1)
+    [ -z "$_p" ] || fail "$1: container-init /proc/$_p left behind"
     cl state --id "$1" >/dev/null 2>"$tmp/st" && fail "$1: agent still knows the container"
     grep -q 'not_found' "$tmp/st" || fail "$1: state error is not not_found: $(cat "$tmp/st")"
 }

@@ -41,9 +41,7 @@ spec() {
 EOF
 }
 procs() { # names of husk's host processes still running
-    for c in /proc/[0-9]*/comm; do
-        case "$(cat "$c" 2>/dev/null)" in husk-vmm|virtiofsd|husk) echo "$(cat "$c") ${c%/comm}" ;; esac
-    done
+    find_procs husk-vmm virtiofsd husk | while read -r _p _n; do echo "$_n /proc/$_p"; done
 }
 nothing_left() { # WHAT
     _p=$(procs)
@@ -156,7 +154,7 @@ note "delete --force of a running container and delete of a created one leave no
 
 # --- the VMM dies under a running container: stopped with a status ----------
 { H create --bundle "$B" c4 </dev/null >/dev/null 2>"$tmp/err" && H start c4; } || { show "$tmp/err"; fail "create c4"; }
-for c in /proc/[0-9]*/comm; do [ "$(cat "$c" 2>/dev/null)" = husk-vmm ] && kill -9 "$(basename "${c%/comm}")"; done
+find_procs husk-vmm | while read -r p _; do kill -9 "$p"; done
 wait_status c4 stopped 30
 H delete c4 || fail "delete after a VMM crash"
 nothing_left "after a VMM crash"
