@@ -20,7 +20,7 @@ me=mkinitramfs.sh
 die() { echo "$me: $*" >&2; exit 1; }
 
 usage="usage: $me AGENT_BIN OUT [--busybox]"
-agent= out= busybox=
+agent='' out='' busybox=''
 for arg in "$@"; do
     case "$arg" in
         --busybox) busybox=1 ;;
@@ -33,7 +33,7 @@ for arg in "$@"; do
             fi ;;
     esac
 done
-[ -n "$agent" ] && [ -n "$out" ] || die "$usage"
+{ [ -n "$agent" ] && [ -n "$out" ]; } || die "$usage"
 [ "$(id -u)" = 0 ] || die "must run as root (creates /dev/console and /dev/null device nodes owned by uid 0)"
 [ -f "$agent" ] || die "AGENT_BIN $agent: not a regular file"
 [ -x "$agent" ] || die "AGENT_BIN $agent: not executable"
@@ -75,6 +75,7 @@ if [ -n "$busybox" ]; then
             *) continue ;; # linuxrc and the like: not wanted at /
         esac
         [ -e "$stage/$applet" ] || [ -L "$stage/$applet" ] && continue
+        # shellcheck disable=SC2174  # the umask (022) gives the parents 0755 too
         mkdir -p -m 0755 "$stage/$(dirname -- "$applet")"
         ln -s /bin/busybox "$stage/$applet"
     done

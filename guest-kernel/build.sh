@@ -41,7 +41,7 @@ while IFS= read -r line; do
     if [ "$want" = n ]; then
         grep -q "^$opt=" "$build/.config" && { say "    $opt: wanted n, got $(grep "^$opt=" "$build/.config")"; bad=1; }
     else
-        grep -qx "$opt=$want" "$build/.config" || { say "    $opt: wanted $want, got $(grep -E "^(# )?$opt[= ]" "$build/.config" || echo unset)"; bad=1; }
+        grep -qx "$opt=$want" "$build/.config" || { say "    $opt: wanted $want, got $(grep -E "^(# )?${opt}[= ]" "$build/.config" || echo unset)"; bad=1; }
     fi
 done <"$here/husk.config"
 [ $bad -eq 0 ] || die "guest-kernel/husk.config: the options above did not survive olddefconfig (missing dependencies?)"

@@ -1,8 +1,10 @@
 # Container daemons for tests that run inside the lab's L1 machine (Debian
 # bookworm: docker.io 20.10, containerd 1.6, podman 4.3, runc, crun; no
 # systemd, cgroup v2 with every controller, cgroupfs managers). Source it
-# (POSIX sh) and clean up with a trap:
+# (POSIX sh) after lib.sh (daemons_cleanup uses its find_procs) and clean up
+# with a trap:
 #
+#   . "$(dirname "$0")/lib.sh"
 #   . "$(dirname "$0")/daemons.sh"
 #   trap daemons_cleanup EXIT
 #   start_dockerd --add-runtime husk=/path/to/husk    # extra args go to dockerd
@@ -139,10 +141,6 @@ ctr_import_busybox() {
 daemons_cleanup() {
     stop_dockerd
     stop_containerd
-    for _c in /proc/[0-9]*/comm; do
-        case "$(cat "$_c" 2>/dev/null)" in
-            containerd-shim*|conmon|docker-proxy) _p=${_c%/comm}; kill -KILL "${_p#/proc/}" 2>/dev/null ;;
-        esac
-    done
+    find_procs 'containerd-shim*' conmon docker-proxy | while read -r _p _n; do kill -KILL "$_p" 2>/dev/null; done
     return 0
 }

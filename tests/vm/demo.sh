@@ -4,6 +4,7 @@
 # and runs the process through husk-agent. Where Podman is installed (the lab
 # has it), the same through `podman --runtime husk`.
 # Run by scripts/demo through tests/lab/run.
+# shellcheck shell=sh
 cd "$(dirname "$0")" && . ./lib.sh
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 busybox_rootfs "$tmp/bundle/rootfs"

@@ -26,6 +26,7 @@ mk_initramfs() {
 # expect_run WHAT WANT-RC WANT-STDOUT CMD...: run CMD (stdout to $out, stderr
 # to $out.err), fail unless it exits WANT-RC and (when WANT-STDOUT is not
 # empty) prints exactly WANT-STDOUT; notes how long it took.
+# shellcheck disable=SC2154  # $out is set by the test that calls it
 expect_run() {
     _what=$1 _rc=$2 _want=$3; shift 3
     _t=$(now_ms)
@@ -40,11 +41,32 @@ expect_run() {
     fi
     note "$_what: ${_ms} ms"
 }
-# husk_leftovers: husk's host processes (monitors, husk-vmm, virtiofsd) still running
+# find_procs [--cmdline] PATTERN...: the running processes (this shell
+# aside) whose name, /proc/PID/comm, matches one of the shell PATTERNs
+# (`husk-vmm`, `containerd-shim*`), one 'PID NAME' line each, in /proc's
+# order. With --cmdline the command line (arguments joined by spaces) is
+# matched and printed instead of the name. Busybox has no pgrep.
+find_procs() {
+    _fp_cmdline=
+    if [ "${1:-}" = --cmdline ]; then _fp_cmdline=1; shift; fi
+    for _fp_dir in /proc/[0-9]*; do
+        _fp_pid=${_fp_dir#/proc/}
+        [ "$_fp_pid" = $$ ] && continue
+        if [ -z "$_fp_cmdline" ]; then
+            _fp_v=$(cat "$_fp_dir/comm" 2>/dev/null) || continue
+        else
+            _fp_v=$(tr '\0' ' ' 2>/dev/null <"$_fp_dir/cmdline") || continue
+        fi
+        for _fp_pat in "$@"; do
+            # shellcheck disable=SC2254  # the pattern is a glob on purpose
+            case $_fp_v in $_fp_pat) printf '%s %s\n' "$_fp_pid" "$_fp_v"; break ;; esac
+        done
+    done
+}
+# husk_leftovers: husk's host processes (monitors, husk-vmm, virtiofsd) still
+# running, as 'NAME/PID ' words
 husk_leftovers() {
-    for _c in /proc/[0-9]*/comm; do
-        case "$(cat "$_c" 2>/dev/null)" in husk-vmm|virtiofsd|husk) printf '%s ' "$(cat "$_c")/${_c#/proc/}" ;; esac
-    done | sed 's#/comm##g'
+    find_procs husk-vmm virtiofsd husk | while read -r _p _n; do printf '%s ' "$_n/$_p"; done
 }
 # wait_no_husk WHAT: fail unless husk's host processes are all gone within
 # 60 s (daemons clean up asynchronously: Podman's conmon runs the runtime's
@@ -74,9 +96,6 @@ busybox_rootfs() {
 }
 # no_leftovers: fail if a husk-vmm process is still running (busybox has no pgrep)
 no_leftovers() {
-    _left=
-    for _c in /proc/[0-9]*/comm; do
-        [ "$(cat "$_c" 2>/dev/null)" = husk-vmm ] && _left="$_left ${_c%/comm}"
-    done
+    _left=$(find_procs husk-vmm | while read -r _p _n; do printf ' /proc/%s' "$_p"; done)
     [ -z "$_left" ] || fail "husk-vmm processes left behind:$_left"
 }

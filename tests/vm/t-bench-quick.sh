@@ -1,8 +1,9 @@
-# Issue 6: `husk bench --quick` (it runs `husk-bench --quick`) completes here
-# and measures every section: VM boot against QEMU microvm, container start
-# for husk, crun and runc, overhead, density. The figures are printed for the
-# log; the test checks that the report is complete and sane
+# The quick benchmark: `husk bench --quick` (it runs `husk-bench --quick`)
+# completes here and measures every section: VM boot against QEMU microvm,
+# container start for husk, crun and runc, overhead, density. The figures are
+# printed for the log; the test checks that the report is complete and sane
 # (`husk-bench --check`), not that the goals are met.
+# shellcheck shell=sh
 . ./lib.sh
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 t0=$(now_ms)

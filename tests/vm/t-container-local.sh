@@ -3,6 +3,7 @@
 # namespaces, exit codes and signal deaths, memory and pids limits,
 # read-only rootfs, masked paths, capabilities, seccomp, user, rlimits,
 # user namespaces, and malformed specs that must leave nothing behind.
+# shellcheck shell=sh
 . ./lib.sh
 command -v husk-agent >/dev/null || fail "husk-agent not on PATH"
 [ -f /sys/fs/cgroup/cgroup.controllers ] || fail "no cgroup v2 at /sys/fs/cgroup"
@@ -51,9 +52,8 @@ want_out() { [ "$(out)" = "$1" ] || { show; fail "$2: stdout '$(out)', want '$1'
 # nothing_left ID: no cgroup, no container-init process, no mount of the bundle
 nothing_left() {
     [ ! -e "/sys/fs/cgroup/husk/$1" ] || fail "$1: cgroup /sys/fs/cgroup/husk/$1 left behind"
-    for c in /proc/[0-9]*/cmdline; do
-        tr '\0' ' ' <"$c" 2>/dev/null | grep -q '__container-init' && fail "$1: container-init process ${c%/cmdline} left behind"
-    done
+    _p=$(find_procs --cmdline '*__container-init*' | head -n 1 | cut -d' ' -f1)
+    [ -z "$_p" ] || fail "$1: container-init process /proc/$_p left behind"
     grep -q "$B" /proc/self/mountinfo && fail "$1: mount of $B left behind"
     return 0
 }
@@ -70,8 +70,9 @@ spec '["sleep","100"]'
 husk-agent container run --bundle "$B" --id c-kill >"$tmp/out" 2>"$tmp/err" & runner=$!
 pid=
 for _ in $(seq 200); do
+    # shellcheck disable=SC2013  # one pid per line
     for p in $(cat /sys/fs/cgroup/husk/c-kill/cgroup.procs 2>/dev/null); do
-        [ "$(cat /proc/$p/comm 2>/dev/null)" = sleep ] && pid=$p
+        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = sleep ] && pid=$p
     done
     [ -n "$pid" ] && break; sleep 0.1
 done

@@ -3,8 +3,9 @@
 # start / wait, stdio on separate connections (10 MiB checksum, stdin EOF),
 # exec into the container's namespaces and cgroup, events (OOM, exit),
 # state, stats, pause/resume, malformed requests naming the field.
+# shellcheck shell=sh
 . ./lib.sh
-command -v husk-agent >/dev/null && command -v husk-client >/dev/null || fail "husk-agent or husk-client not on PATH"
+{ command -v husk-agent >/dev/null && command -v husk-client >/dev/null; } || fail "husk-agent or husk-client not on PATH"
 tmp=$(mktemp -d); chmod 755 "$tmp"
 S=$tmp/agent.sock
 husk-agent --listen-unix "$S" 2>"$tmp/agent.log" & agent=$!
@@ -35,9 +36,8 @@ cl() { husk-client --unix "$S" --timeout 60 "$@"; }
 show() { for f in out err; do echo "--- $f:" >&2; head -c 2000 "$tmp/$f" >&2; done; echo "--- agent log:" >&2; tail -n 20 "$tmp/agent.log" >&2; }
 left() { # ID: no cgroup, no container-init, not known to the agent
     [ ! -e "/sys/fs/cgroup/husk/$1" ] || fail "$1: cgroup left behind"
-    for c in /proc/[0-9]*/cmdline; do
-        tr '\0' ' ' <"$c" 2>/dev/null | grep -q '__container-init' && fail "$1: container-init ${c%/cmdline} left behind"
-    done
+    _p=$(find_procs --cmdline '*__container-init*' | head -n 1 | cut -d' ' -f1)
+    [ -z "$_p" ] || fail "$1: container-init /proc/$_p left behind"
     cl state --id "$1" >/dev/null 2>"$tmp/st" && fail "$1: agent still knows the container"
     grep -q 'not_found' "$tmp/st" || fail "$1: state error is not not_found: $(cat "$tmp/st")"
 }
@@ -45,7 +45,7 @@ left() { # ID: no cgroup, no container-init, not known to the agent
 # echo $$ and exit codes through the protocol
 spec '["sh","-c","echo $$; hostname"]'
 cl run --id s1 --bundle "$B" --no-stdin >"$tmp/out" 2>"$tmp/err"; rc=$?
-[ $rc = 0 ] && [ "$(cat "$tmp/out")" = "$(printf '1\nsrv')" ] || { show; fail "echo \$\$/hostname via the protocol (rc $rc)"; }
+{ [ $rc = 0 ] && [ "$(cat "$tmp/out")" = "$(printf '1\nsrv')" ]; } || { show; fail "echo \$\$/hostname via the protocol (rc $rc)"; }
 spec '["sh","-c","exit 7"]'; cl run --id s2 --bundle "$B" --no-stdin >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ $rc = 7 ] || { show; fail "exit 7 came back as $rc"; }
 left s2
@@ -54,17 +54,17 @@ note "protocol: \$\$=1, hostname, exit 7 -> 7"
 # a terminal: one pty stream, the container's own devpts, the spec's size
 TERMINAL=true spec '["sh","-c","tty; stty size; echo hi"]'
 cl run --id tty1 --bundle "$B" --no-stdin >"$tmp/out" 2>"$tmp/err"; rc=$?
-[ $rc = 0 ] && [ "$(tr -d '\r' <"$tmp/out")" = "$(printf '/dev/pts/0\n30 100\nhi')" ] || { show; fail "terminal run (rc $rc)"; }
+{ [ $rc = 0 ] && [ "$(tr -d '\r' <"$tmp/out")" = "$(printf '/dev/pts/0\n30 100\nhi')" ]; } || { show; fail "terminal run (rc $rc)"; }
 note "terminal: /dev/pts/0 of the container's devpts, 30x100"
 TERMINAL=true spec '["sleep","1000"]'
-cl create --id tty2 --bundle "$B" >/dev/null 2>"$tmp/err" && cl start --id tty2 || { show; fail "create tty2"; }
+{ cl create --id tty2 --bundle "$B" >/dev/null 2>"$tmp/err" && cl start --id tty2; } || { show; fail "create tty2"; }
 cl exec --id tty2 --exec-id s0 --bundle "$B" --no-stdin -- stty -F /dev/console size >"$tmp/out" 2>"$tmp/err"
 cl resize-pty --id tty2 40 132 >/dev/null 2>"$tmp/err" || { show; fail "resize-pty"; }
 cl exec --id tty2 --exec-id s1 --bundle "$B" --no-stdin -- stty -F /dev/console size >>"$tmp/out" 2>"$tmp/err"
 [ "$(tr -d '\r' <"$tmp/out")" = "$(printf '30 100\n40 132')" ] || { show; fail "resize-pty did not change the size"; }
 echo '{"pids":{"limit":42},"memory":{"limit":67108864}}' >"$tmp/res.json"
 cl update --id tty2 --resources "$tmp/res.json" || fail "update resources"
-[ "$(cat /sys/fs/cgroup/husk/tty2/pids.max)" = 42 ] && [ "$(cat /sys/fs/cgroup/husk/tty2/memory.max)" = 67108864 ] || fail "update resources not applied"
+{ [ "$(cat /sys/fs/cgroup/husk/tty2/pids.max)" = 42 ] && [ "$(cat /sys/fs/cgroup/husk/tty2/memory.max)" = 67108864 ]; } || fail "update resources not applied"
 cl delete --id tty2 --force || fail "delete tty2"
 left tty2
 note "resize-pty 30x100 -> 40x132 seen in the container; update-resources applied"
@@ -83,7 +83,7 @@ note "10 MiB stdout intact (sha256 $outside) before exit 3"
 spec '["sh","-c","wc -c; echo eof-seen"]'
 head -c 123457 /dev/urandom >"$tmp/in"
 cl run --id in1 --bundle "$B" <"$tmp/in" >"$tmp/out" 2>"$tmp/err"; rc=$?
-[ $rc = 0 ] && [ "$(cat "$tmp/out")" = "$(printf '123457\neof-seen')" ] || { show; fail "stdin relay (rc $rc)"; }
+{ [ $rc = 0 ] && [ "$(cat "$tmp/out")" = "$(printf '123457\neof-seen')" ]; } || { show; fail "stdin relay (rc $rc)"; }
 note "stdin: 123457 bytes in, EOF seen"
 
 # CloseStdin: a piped, never attached stdin gets EOF
@@ -125,14 +125,14 @@ cl exec --id ex --exec-id e1 --bundle "$B" --no-stdin -- sh -c 'cat /proc/1/comm
 host_ns=$(readlink /proc/self/ns/pid)
 [ "$(sed -n 2p "$tmp/out")" != "$host_ns" ] || fail "exec ran in the host pid namespace"
 cl stats --id ex | grep -q '"pids":{"current":1' || fail "stats: pids.current of ex is not 1"
-cl pause --id ex && cl state --id ex | grep -q '"status":"paused"' || fail "pause"
+{ cl pause --id ex && cl state --id ex | grep -q '"status":"paused"'; } || fail "pause"
 grep -q '^frozen 1' /sys/fs/cgroup/husk/ex/cgroup.events || fail "cgroup not frozen"
-cl resume --id ex && cl state --id ex | grep -q '"status":"running"' || fail "resume"
+{ cl resume --id ex && cl state --id ex | grep -q '"status":"running"'; } || fail "resume"
 cl delete --id ex 2>"$tmp/err" && fail "delete of a running container without --force worked"
 cl kill --id ex KILL || fail "kill ex"
 pidns=$(sed -n 2p "$tmp/out")
 cl wait --id ex >"$tmp/out"; rc=$?
-[ $rc = 137 ] && grep -q '"signal":9' "$tmp/out" || { show; fail "SIGKILL came back as $rc"; }
+{ [ $rc = 137 ] && grep -q '"signal":9' "$tmp/out"; } || { show; fail "SIGKILL came back as $rc"; }
 cl delete --id ex || fail "delete ex"
 left ex
 note "exec: same pid ns ($pidns) and cgroup; pause/resume; SIGKILL -> 137"

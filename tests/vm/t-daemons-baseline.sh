@@ -2,6 +2,7 @@
 # (runc), Podman (crun and runc) and containerd (ctr, runc) run the local
 # busybox image: echo hello, the default bridge reaches its gateway,
 # --network none, and an exit status of 7 comes back. Prints how long each daemon and run took.
+# shellcheck shell=sh
 here=$(dirname "$0")
 . "$here/lib.sh"
 . "$here/daemons.sh"
@@ -22,9 +23,11 @@ run() {
 }
 
 # the container reaches its default gateway (the bridge on L1's side)
+# shellcheck disable=SC2016  # expanded by the container's shell
 PING_GW='gw=$(ip route | awk "/^default/ {print \$3}"); ping -c 1 -W 10 "$gw" >/dev/null && echo net-ok'
 
 # Docker: its own containerd, runc, overlay2, default bridge.
+# shellcheck disable=SC2119  # no extra dockerd arguments
 start_dockerd || fail "dockerd did not start"
 run "docker import busybox" 0 "" docker_import_busybox
 run "docker run --rm --runtime runc busybox echo hello" 0 hello docker run --rm --runtime runc busybox echo hello
@@ -40,6 +43,7 @@ run "podman run, CNI bridge: ping the gateway" 0 net-ok podman run --rm --cap-ad
 run "podman --runtime crun --network none, exit 7" 7 "" podman --runtime crun run --rm --network none busybox sh -c 'exit 7'
 
 # containerd + ctr (no network namespace setup: ctr gives a fresh, empty one)
+# shellcheck disable=SC2119  # no extra containerd arguments
 start_containerd || fail "containerd did not start"
 run "ctr images import busybox (OCI archive)" 0 "" ctr_import_busybox
 run "ctr run --rm busybox echo hello" 0 hello ctr run --rm "$BUSYBOX_REF" baseline-1 echo hello

@@ -6,6 +6,8 @@
 # a warning in husk's log), and a spec husk cannot honour (--ipc container:)
 # failing with husk's one-line reason. After each: no husk-vmm, virtiofsd or
 # monitor and no husk state left.
+# shellcheck shell=sh
+# shellcheck disable=SC2086  # $D is a command prefix ("docker run --rm --runtime husk"), split into words on purpose
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/daemons.sh"
@@ -18,9 +20,10 @@ start_dockerd --add-runtime "husk=$HUSK" || fail "dockerd did not start"
 docker_import_busybox || fail "docker import of busybox failed"
 D="docker run --rm --runtime husk"
 on_fail() { # what husk and the shim logged, for a failure's diagnosis
-    for f in $(find /run/docker /var/run/docker /run/containerd -name husk.log -o -name log.json -o -name console.log -o -name vmm.log 2>/dev/null); do
-        echo "--- $f:"; tail -n 15 "$f"
-    done
+    find /run/docker /var/run/docker /run/containerd -name husk.log -o -name log.json -o -name console.log -o -name vmm.log 2>/dev/null \
+        | while IFS= read -r f; do
+            echo "--- $f:"; tail -n 15 "$f"
+        done
     echo "--- husk processes: $(husk_leftovers)"
     tail -n 20 "$DAEMONS_DIR/dockerd.log"
 }
@@ -36,7 +39,7 @@ expect_run "exit 7" 7 "" $D --network none busybox sh -c 'exit 7'
 echo hi >"$tmp/in"
 expect_run "stdin: echo hi | docker run -i ... cat" 0 hi sh -c "$D -i --network none busybox cat <'$tmp/in'"
 expect_run "a TTY: docker run -t" 0 "" $D -t --network none busybox sh -c 'tty; stty size; echo tty-ok'
-grep -q '^/dev/pts/[0-9]' "$out" && grep -q 'tty-ok' "$out" || fail "docker run -t: no pty in the container: $(cat "$out")"
+{ grep -q '^/dev/pts/[0-9]' "$out" && grep -q 'tty-ok' "$out"; } || fail "docker run -t: no pty in the container: $(cat "$out")"
 mkdir -p "$tmp/host"
 expect_run "bind mount: -v HOST:/data, written in the VM" 0 "" $D --network none -v "$tmp/host:/data" busybox sh -c 'echo from-vm >/data/f'
 assert_eq "$(cat "$tmp/host/f" 2>/dev/null)" from-vm "file written to a bind mount, read on the host"

@@ -5,6 +5,7 @@
 # --detach), pause/resume, a bind mount whose writes land on the host, a VMM
 # crash leaving the container stopped, bad bundles as one-line errors, and
 # nothing left behind (state, sockets, husk-vmm, virtiofsd, monitors).
+# shellcheck shell=sh
 . ./lib.sh
 tmp=$(mktemp -d)
 ROOT=$tmp/state
@@ -40,12 +41,12 @@ spec() {
 EOF
 }
 procs() { # names of husk's host processes still running
-    for c in /proc/[0-9]*/comm; do
-        case "$(cat "$c" 2>/dev/null)" in husk-vmm|virtiofsd|husk) echo "$(cat "$c") ${c%/comm}" ;; esac
-    done
+    find_procs husk-vmm virtiofsd husk | while read -r _p _n; do echo "$_n /proc/$_p"; done
 }
 nothing_left() { # WHAT
-    _p=$(procs); [ -z "$_p" ] || fail "$1: processes left: $(echo $_p)"
+    _p=$(procs)
+    # shellcheck disable=SC2086,SC2116  # echo joins the lines of $_p into one
+    [ -z "$_p" ] || fail "$1: processes left: $(echo $_p)"
     [ -z "$(ls -A "$ROOT" 2>/dev/null)" ] || fail "$1: state left under --root: $(ls -A "$ROOT")"
     [ -z "$(ls -A /run/husk-sock 2>/dev/null)" ] || fail "$1: sockets left in /run/husk-sock: $(ls -A /run/husk-sock)"
 }
@@ -58,6 +59,7 @@ wait_status() { # ID STATUS SECONDS
 }
 
 # --- run: stdout, exit status, bind mount write, stdin -----------------------
+# shellcheck disable=SC2016  # the container's shell expands it
 spec '["sh","-c","echo hello from $(hostname); echo written-in-vm >/out/file; exit 7"]'
 t0=$(now_ms)
 H run --bundle "$B" r1 >"$tmp/out" 2>"$tmp/err"; rc=$?
@@ -71,7 +73,7 @@ note "husk run: stdout, exit 7, bind-mount write on the host, nothing left ($((t
 spec '["sh","-c","wc -c; echo eof"]'
 head -c 100000 /dev/urandom >"$tmp/in"
 H --debug --log "$tmp/debug.log" run --bundle "$B" r2 <"$tmp/in" >"$tmp/out" 2>"$tmp/err"; rc=$?
-[ $rc = 0 ] && [ "$(cat "$tmp/out" | tr -d ' ')" = "$(printf '100000\neof')" ] || { show "$tmp/out" "$tmp/err"; fail "husk run stdin (rc $rc)"; }
+{ [ $rc = 0 ] && [ "$(tr -d ' ' <"$tmp/out")" = "$(printf '100000\neof')" ]; } || { show "$tmp/out" "$tmp/err"; fail "husk run stdin (rc $rc)"; }
 note "husk run: 100000 bytes of stdin and EOF reach the container"
 # The monitor connected to the agent on its ready signal (host vsock port
 # 1025), not by polling the booting guest.
@@ -107,6 +109,7 @@ H delete c1 2>"$tmp/err" && fail "delete of a running container succeeded withou
 expect_in "$tmp/err" "not stopped" "delete of a running container says why"
 
 # exec: foreground status and output, same container (pid 1 is its init)
+# shellcheck disable=SC2016  # the container's shell expands it
 H exec c1 sh -c 'echo in-exec $(cat /proc/1/comm); exit 5' >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ $rc = 5 ] || { show "$tmp/out" "$tmp/err"; fail "husk exec: status $rc, want 5"; }
 assert_eq "$(cat "$tmp/out")" "in-exec sh" "husk exec output"
@@ -150,8 +153,8 @@ nothing_left "after delete --force"
 note "delete --force of a running container and delete of a created one leave nothing"
 
 # --- the VMM dies under a running container: stopped with a status ----------
-H create --bundle "$B" c4 </dev/null >/dev/null 2>"$tmp/err" && H start c4 || { show "$tmp/err"; fail "create c4"; }
-for c in /proc/[0-9]*/comm; do [ "$(cat "$c" 2>/dev/null)" = husk-vmm ] && kill -9 "$(basename "${c%/comm}")"; done
+{ H create --bundle "$B" c4 </dev/null >/dev/null 2>"$tmp/err" && H start c4; } || { show "$tmp/err"; fail "create c4"; }
+find_procs husk-vmm | while read -r p _; do kill -9 "$p"; done
 wait_status c4 stopped 30
 H delete c4 || fail "delete after a VMM crash"
 nothing_left "after a VMM crash"

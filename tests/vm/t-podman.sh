@@ -3,6 +3,8 @@
 # podman exec, stop / kill, rm -f of a running container, a bind mount
 # written from the guest, --network none and the default (CNI bridge)
 # network. After each: no husk-vmm, virtiofsd or monitor left.
+# shellcheck shell=sh
+# shellcheck disable=SC2086  # $P is a command prefix ("podman --runtime PATH"), split into words on purpose
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/daemons.sh"
@@ -21,7 +23,7 @@ expect_run "exit 7" 7 "" $P run --rm --network none busybox sh -c 'exit 7'
 echo hi >"$tmp/in"
 expect_run "stdin: echo hi | podman run -i ... cat" 0 hi sh -c "$P run --rm -i --network none busybox cat <'$tmp/in'"
 expect_run "a TTY: podman run -t" 0 "" $P run --rm -t --network none busybox sh -c 'tty; echo tty-ok'
-grep -q '^/dev/pts/[0-9]' "$out" && grep -q 'tty-ok' "$out" || fail "podman run -t: no pty in the container: $(cat "$out")"
+{ grep -q '^/dev/pts/[0-9]' "$out" && grep -q 'tty-ok' "$out"; } || fail "podman run -t: no pty in the container: $(cat "$out")"
 mkdir -p "$tmp/host"
 expect_run "bind mount: -v HOST:/data, written in the VM" 0 "" $P run --rm --network none -v "$tmp/host:/data" busybox sh -c 'echo from-vm >/data/f'
 assert_eq "$(cat "$tmp/host/f" 2>/dev/null)" from-vm "file written to a bind mount, read on the host"

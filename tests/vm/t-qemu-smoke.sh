@@ -1,5 +1,6 @@
-# Issue 2 smoke: our guest kernel boots under KVM with QEMU -M microvm (the
-# peer VMM), its init prints the marker and the VM exits by itself.
+# Guest kernel smoke test on the peer VMM: our guest kernel boots under KVM
+# with QEMU -M microvm, its init prints the marker and the VM exits by itself.
+# shellcheck shell=sh
 . ./lib.sh
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 t0=$(now_ms)

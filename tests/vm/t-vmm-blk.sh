@@ -1,6 +1,7 @@
 # virtio-blk: the guest reads a file from a read-only host ext4 image and its
 # checksum matches; it writes to a read-write image and the write is on the
 # host after the VM exits; a write to the read-only disk fails in the guest.
+# shellcheck shell=sh
 . ./lib.sh
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir "$tmp/src"

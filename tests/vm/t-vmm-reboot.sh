@@ -1,5 +1,6 @@
 # A guest `reboot` (reboot=k, through the i8042) ends husk-vmm with status 0,
 # and it leaves no process, socket or file behind.
+# shellcheck shell=sh
 . ./lib.sh
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mk_initramfs "$tmp/init.img" <<'INIT'

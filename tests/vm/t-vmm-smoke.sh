@@ -3,6 +3,7 @@
 # `run --startup-only` sets a VM up, stops before the first KVM_RUN (no guest
 # output) and exits 0 without leaving its socket. The agent's ready signal
 # (host vsock port 1025) is what smoke connects on.
+# shellcheck shell=sh
 . ./lib.sh
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 husk-vmm smoke >"$tmp/out" 2>"$tmp/err"; rc=$?
@@ -19,7 +20,7 @@ husk-vmm smoke --vcpus 2 --memory 256 >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ $rc -eq 0 ] || { cat "$tmp/err" >&2; fail "husk-vmm smoke --vcpus 2 exited $rc"; }
 grep -q '"vcpus":2[,}]' "$tmp/err" || fail "agent did not report 2 vCPUs: $(grep ping: "$tmp/err")"
 mem=$(grep -o '"mem_total_kib":[0-9]*' "$tmp/err" | cut -d: -f2)
-[ "${mem:-0}" -gt 150000 ] && [ "$mem" -le 262144 ] || fail "guest MemTotal $mem KiB does not fit --memory 256"
+{ [ "${mem:-0}" -gt 150000 ] && [ "$mem" -le 262144 ]; } || fail "guest MemTotal $mem KiB does not fit --memory 256"
 note "2 vCPUs, 256 MiB: $(cat "$tmp/out"); guest MemTotal $mem KiB"
 
 HUSK_VMM_TIMING=1 husk-vmm run --startup-only --vcpus 2 --vsock-uds "$tmp/s.sock" \
