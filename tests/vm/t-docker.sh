@@ -4,7 +4,8 @@
 # docker rm -f of a running container, a bind mount written from the guest,
 # --network none, the default bridge network (loopback only in the VM, with
 # a warning in husk's log), and a spec husk cannot honour (--ipc container:)
-# failing with husk's one-line reason. After each: no husk-vmm, virtiofsd or
+# failing with husk's one-line reason, a start that fails after create
+# (docker rm then works). After each: no husk-vmm, virtiofsd or
 # monitor and no husk state left.
 # shellcheck shell=sh
 # shellcheck disable=SC2086  # $D is a command prefix ("docker run --rm --runtime husk"), split into words on purpose
@@ -16,7 +17,17 @@ command -v dockerd >/dev/null || fail "dockerd not installed (the lab's L1 has i
 HUSK=$(command -v husk) || fail "husk not on PATH"
 tmp=$(mktemp -d); out=$tmp/out
 trap 'docker rm -f $(docker ps -aq 2>/dev/null) >/dev/null 2>&1; daemons_cleanup; rm -rf "$tmp"' EXIT
-start_dockerd --add-runtime "husk=$HUSK" || fail "dockerd did not start"
+# huskfault: husk whose `start` finds the VM's vsock socket gone (a start
+# that fails after a successful create).
+cat >"$tmp/huskfault" <<EOF
+#!/bin/sh
+for a in "\$@"; do
+    [ "\$a" = start ] && for s in /run/husk-sock/*/vsock; do mv "\$s" "\$s.hidden"; done
+done
+exec "$HUSK" "\$@"
+EOF
+chmod +x "$tmp/huskfault"
+start_dockerd --add-runtime "husk=$HUSK" --add-runtime "huskfault=$tmp/huskfault" || fail "dockerd did not start"
 docker_import_busybox || fail "docker import of busybox failed"
 D="docker run --rm --runtime husk"
 on_fail() { # what husk and the shim logged, for a failure's diagnosis
@@ -70,6 +81,12 @@ expect_run "docker rm" 0 c2 docker rm c2
 expect_run "docker run -d (for rm -f)" 0 "" docker run -d --runtime husk --network none --name c3 busybox sleep 1000
 expect_run "docker rm -f of a running container" 0 c3 docker rm -f c3
 clean "after docker rm -f"
+
+# a start that fails after create: Docker can remove the container
+expect_run "a failed start" 125 "" docker run --runtime huskfault --network none --name f1 busybox true
+grep -q "the container is stopped" "$out.err" || fail "a failed start's error: $(cat "$out.err")"
+expect_run "docker rm after a failed start" 0 f1 docker rm f1
+clean "after a failed start"
 
 # a namespace a microVM cannot join: husk's one-line reason reaches the user
 expect_run "docker run -d (ipc owner)" 0 "" docker run -d --runtime husk --network none --ipc shareable --name c4 busybox sleep 1000

@@ -3,7 +3,8 @@
 # exactly as a daemon drives runc: run (exit status, stdout, stdin), create
 # with a pid file + start + state + kill + delete, exec (foreground and
 # --detach), pause/resume, a bind mount whose writes land on the host, a VMM
-# crash leaving the container stopped, bad bundles as one-line errors, and
+# crash leaving the container stopped, a failed start leaving it stopped
+# and deletable, bad bundles as one-line errors, and
 # nothing left behind (state, sockets, husk-vmm, virtiofsd, monitors).
 # shellcheck shell=sh
 . ./lib.sh
@@ -159,6 +160,17 @@ wait_status c4 stopped 30
 H delete c4 || fail "delete after a VMM crash"
 nothing_left "after a VMM crash"
 note "husk-vmm killed: the container is stopped, delete cleans up"
+
+# --- a start that fails: the container is stopped, delete removes it -------
+# Hide the VM's vsock socket after create: start cannot reach the agent.
+{ H create --bundle "$B" c5 </dev/null >/dev/null 2>"$tmp/err" && [ "$(status_of c5)" = created ]; } || { show "$tmp/err"; fail "create c5"; }
+for s in /run/husk-sock/*/vsock; do mv "$s" "$s.hidden"; done
+H start c5 2>"$tmp/err" && fail "start without a reachable agent succeeded"
+expect_in "$tmp/err" "start container c5: .*the container is stopped" "a failed start says the container is stopped"
+assert_eq "$(status_of c5)" stopped "state after a failed start"
+H delete c5 || fail "delete (without --force) after a failed start"
+nothing_left "after a failed start"
+note "a start that fails: $(head -c 160 "$tmp/err"); state stopped, delete leaves nothing"
 
 # A VMM that fails while the VM boots: the error is its own last words,
 # not those of virtiofsd (which follows a VMM that hangs up), and nothing is left.
