@@ -21,7 +21,7 @@
 //! [`Request`] and [`Response`] are *internally tagged* with a `"type"` field and
 //! `snake_case` variant names; a variant's payload fields sit next to the tag.
 //! This keeps every request an object (`{"type":"ping"}`), whether or not the
-//! variant has fields, so new variants (issue 4: `create_container`, `exec`,
+//! variant has fields, so new variants (`create_container`, `exec`,
 //! `signal`, `wait`, ...) are added without changing the shape of existing
 //! ones, and a peer can always read the `type` of a message it does not know.
 //! Payload-carrying variants must therefore be struct variants or newtypes of
@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 pub mod client;
 pub mod container;
 pub mod frame;
+pub mod id;
 pub mod vsock;
 
 pub use container::{
