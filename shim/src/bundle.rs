@@ -22,7 +22,7 @@ pub const DEFAULT_MEMORY_MIB: u64 = 256;
 pub const MIN_MEMORY_MIB: u64 = 128;
 /// Added to a spec's memory limit: the guest kernel and agent.
 pub const VM_OVERHEAD_MIB: u64 = 64;
-pub const MAX_VCPUS: u32 = 32;
+pub use husk_vm_config::MAX_VCPUS;
 
 /// One host path served to the guest through the share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,28 +311,6 @@ pub fn cpuset_count(s: &str) -> std::result::Result<u32, String> {
     Ok(n)
 }
 
-/// The id the agent knows the container by: the host id when it fits the
-/// agent's rule (64 bytes of `[A-Za-z0-9][A-Za-z0-9_.-]*`), else a
-/// shortened, cleaned form (one container per VM, so it only needs to be
-/// readable).
-pub fn guest_id(id: &str) -> String {
-    let mut g: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
-    if !g.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        g.replace_range(..1, "c");
-    }
-    g
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,9 +453,6 @@ mod tests {
         assert_eq!((b.vcpus, b.memory_mib), (1, DEFAULT_MEMORY_MIB));
         assert_eq!(cpuset_count("0-3,8"), Ok(5));
         assert!(cpuset_count("3-1").is_err());
-        assert_eq!(guest_id("abc"), "abc");
-        assert_eq!(guest_id("+x"), "cx");
-        assert_eq!(guest_id(&"a".repeat(100)).len(), 64);
         assert_eq!(guest_cgroup_path("/docker/abc"), "/docker/abc");
     }
 

@@ -88,6 +88,10 @@ pub fn dispatch(g: &Global, cmd: Cmd) -> Result<i32> {
     }
 }
 
+fn check_id(id: &str) -> Result<()> {
+    husk_protocol::id::check_container_id(id).map_err(|e| e.to_string())
+}
+
 fn target_of(store: &Store, st: &State, exec_id: Option<String>) -> Target {
     Target {
         vsock: monitor::sock_dir(&store.root, &st.id).join("vsock"),
@@ -129,7 +133,7 @@ fn bundle_dir(b: &Option<PathBuf>) -> Result<PathBuf> {
 fn new_state(id: &str, b: &Bundle) -> State {
     State {
         id: id.to_string(),
-        guest_id: bundle::guest_id(id),
+        guest_id: husk_protocol::id::guest_id(id),
         bundle: b.dir.clone(),
         rootfs: b.rootfs.clone(),
         created: util::rfc3339(SystemTime::now()),
@@ -153,7 +157,7 @@ fn new_state(id: &str, b: &Bundle) -> State {
 
 /// Checks everything a create needs before anything is made.
 fn precheck(store: &Store, a: &CreateArgs) -> Result<Bundle> {
-    util::check_id(&a.id)?;
+    check_id(&a.id)?;
     if store.dir(&a.id).join("state.json").exists() {
         return Err(format!("container with id {} already exists", a.id));
     }
@@ -429,7 +433,7 @@ fn state_value(store: &Store, st: &State) -> Value {
 }
 
 fn state(store: &Store, id: &str) -> Result<()> {
-    util::check_id(id)?;
+    check_id(id)?;
     let st = store.load(id)?;
     println!(
         "{}",
@@ -439,7 +443,7 @@ fn state(store: &Store, id: &str) -> Result<()> {
 }
 
 fn kill(store: &Store, id: &str, signal: Option<&str>, all: bool) -> Result<()> {
-    util::check_id(id)?;
+    check_id(id)?;
     let sig = util::parse_signal(signal.unwrap_or("SIGTERM"))?;
     let _lock = store.lock(id)?;
     let st = store.load(id)?;
@@ -479,7 +483,7 @@ fn wait_gone(pid: i32, start: u64, limit: Duration) -> bool {
 }
 
 fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
-    util::check_id(id)?;
+    check_id(id)?;
     let dir = store.dir(id);
     if !dir.join("state.json").exists() {
         // An aborted create may have left a directory without state.
@@ -651,7 +655,7 @@ fn exec_process(st: &State, a: &ExecArgs) -> Result<oci::Process> {
 }
 
 fn exec(g: &Global, store: &Store, a: ExecArgs) -> Result<i32> {
-    util::check_id(&a.id)?;
+    check_id(&a.id)?;
     let st = store.load(&a.id)?;
     match live_status(store, &st) {
         Status::Running => {}
@@ -712,7 +716,7 @@ fn exec(g: &Global, store: &Store, a: ExecArgs) -> Result<i32> {
 }
 
 fn ps(store: &Store, id: &str, format: &str, ps_args: &[String]) -> Result<()> {
-    util::check_id(id)?;
+    check_id(id)?;
     let st = store.load(id)?;
     let status = live_status(store, &st);
     let pids: Vec<i32> = if status == Status::Stopped {
@@ -801,7 +805,7 @@ fn list(store: &Store, format: &str, quiet: bool) -> Result<()> {
 }
 
 fn pause(store: &Store, id: &str, pause: bool) -> Result<()> {
-    util::check_id(id)?;
+    check_id(id)?;
     let _lock = store.lock(id)?;
     let st = store.load(id)?;
     let status = live_status(store, &st);
@@ -898,7 +902,7 @@ fn update_resources(a: &crate::UpdateArgs) -> Result<oci::LinuxResources> {
 }
 
 fn update(store: &Store, a: crate::UpdateArgs) -> Result<()> {
-    util::check_id(&a.id)?;
+    check_id(&a.id)?;
     let res = update_resources(&a)?;
     let _lock = store.lock(&a.id)?;
     let st = store.load(&a.id)?;
@@ -955,7 +959,7 @@ fn parse_interval(s: &str) -> Result<Duration> {
 }
 
 fn events(store: &Store, id: &str, stats: bool, interval: &str) -> Result<()> {
-    util::check_id(id)?;
+    check_id(id)?;
     let every = parse_interval(interval)?;
     let st = store.load(id)?;
     if live_status(store, &st) == Status::Stopped {

@@ -96,10 +96,10 @@ impl HostConfig {
             .unwrap_or_else(|| PathBuf::from("/usr/lib/qemu/virtiofsd"));
         let kernel = env_path("HUSK_KERNEL")
             .or(file.kernel)
-            .unwrap_or_else(|| "/usr/share/husk/vmlinux".into());
+            .unwrap_or_else(|| husk_vm_config::DEFAULT_KERNEL.into());
         let initramfs = env_path("HUSK_INITRAMFS")
             .or(file.initramfs)
-            .unwrap_or_else(|| "/usr/share/husk/initramfs.img".into());
+            .unwrap_or_else(|| husk_vm_config::DEFAULT_INITRD.into());
         let secs = match std::env::var("HUSK_BOOT_TIMEOUT") {
             Ok(s) if !s.is_empty() => s
                 .parse::<u64>()

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use husk_protocol::client::{Client, ReadyListener};
 use husk_protocol::{ExitInfo, RootfsSource, AGENT_PORT};
+use husk_vm_config::{ConfigInput as VmConfigInput, FsConfig, SerialConfig};
 
 use crate::bundle::{self, Bundle};
 use crate::config::HostConfig;
@@ -316,44 +317,17 @@ fn setup(
 
     // Before the VMM starts, so the agent's ready signal cannot be missed.
     let ready = ReadyListener::bind(&sb.vsock).ctx("the agent's ready socket")?;
+    let vm_json = sb.dir.join("vm.json");
+    vm_config(&cfg, &b, &sb.vsock, &sb.dir, &fs_sock)
+        .write_json_file(&vm_json)
+        .map_err(|e| e.to_string())?;
     let mut vmm_cmd = Command::new(&cfg.vmm);
-    vmm_cmd.arg("run");
+    vmm_cmd.arg("run").arg("--config").arg(&vm_json);
     if util::debug_enabled() {
         // husk-vmm's boot phases in vmm.log.
         vmm_cmd.env("HUSK_VMM_TIMING", "1");
     }
-    // husk.share: the agent mounts the share as soon as it listens, while
-    // the ready signal, the hooks and the create request are on their way.
-    let mut append = format!("husk.share={}", bundle::SHARE_TAG);
-    if cfg.agent_debug {
-        // The agent's debug lines (each request, the phases of a create
-        // and a start) on the console: console.log.
-        append += " husk.debug";
-    }
-    vmm_cmd.args(["--append", &append]);
-    let (_, vmm) = sb.spawn(
-        "husk-vmm",
-        vmm_cmd
-            .arg("--kernel")
-            .arg(&cfg.kernel)
-            .arg("--initrd")
-            .arg(&cfg.initramfs)
-            .arg("--vcpus")
-            .arg(b.vcpus.to_string())
-            .arg("--memory")
-            .arg(b.memory_mib.to_string())
-            .arg("--vsock-uds")
-            .arg(&sb.vsock)
-            .arg("--serial")
-            .arg(format!("file:{}", sb.dir.join("console.log").display()))
-            .arg("--fs")
-            .arg(format!(
-                "tag={},socket={}",
-                bundle::SHARE_TAG,
-                fs_sock.display()
-            )),
-        &sb.dir.join("vmm.log"),
-    )?;
+    let (_, vmm) = sb.spawn("husk-vmm", &mut vmm_cmd, &sb.dir.join("vmm.log"))?;
     sb.watch("husk-vmm", vmm);
     phase("husk-vmm spawned");
 
@@ -421,6 +395,37 @@ fn setup(
     st.status = Status::Created;
     store.save(&st)?;
     Ok((st, target, attached, agent))
+}
+
+/// The microVM of a container: sized by its bundle, its share served by
+/// virtiofsd at `fs_sock`, the agent reached at `vsock`, the console in
+/// `dir`/console.log.
+fn vm_config(
+    cfg: &HostConfig,
+    b: &Bundle,
+    vsock: &Path,
+    dir: &Path,
+    fs_sock: &Path,
+) -> VmConfigInput {
+    // husk.share: the agent mounts the share as soon as it listens, while
+    // the ready signal, the hooks and the create request are on their way.
+    let mut append = format!("husk.share={}", bundle::SHARE_TAG);
+    if cfg.agent_debug {
+        // The agent's debug lines (each request, the phases of a create
+        // and a start) on the console: console.log.
+        append += " husk.debug";
+    }
+    VmConfigInput {
+        kernel: Some(cfg.kernel.clone()),
+        initrd: Some(cfg.initramfs.clone()),
+        append: Some(append),
+        vcpus: Some(b.vcpus),
+        memory: Some(b.memory_mib),
+        fs: Some(vec![FsConfig::new(bundle::SHARE_TAG, fs_sock)]),
+        vsock_uds: Some(vsock.to_path_buf()),
+        serial: Some(SerialConfig::File(dir.join("console.log")).to_string()),
+        ..Default::default()
+    }
 }
 
 /// How often the agent is tried without its ready signal (an agent that

@@ -9,6 +9,7 @@
 //!                           (bind mounts made in the monitor's own mount
 //!                           namespace: they vanish with it)
 //! <root>/<id>/console.log   the guest console; vmm.log, virtiofsd.log
+//! <root>/<id>/vm.json       the microVM's configuration (husk-vmm --config)
 //! ```
 
 use std::collections::BTreeMap;

@@ -224,25 +224,6 @@ pub fn parse_size(s: &str) -> Result<i64> {
     n.checked_mul(mul).ok_or_else(bad)
 }
 
-/// Container ids: `[A-Za-z0-9][A-Za-z0-9_.+-]*`, at most 1024 bytes (runc's
-/// rule; the agent gets a shorter id derived from it).
-pub fn check_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 1024
-        && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid container id {:?}: must match [A-Za-z0-9][A-Za-z0-9_.+-]*",
-            id.chars().take(80).collect::<String>()
-        ))
-    }
-}
-
 /// Writes `data` to `path` atomically (temp file in the same directory,
 /// then rename).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -300,16 +281,6 @@ mod tests {
         assert!(parse_size("x").is_err());
         assert!(parse_size("-5").is_err());
         assert!(parse_size("99999999999t").is_err());
-    }
-
-    #[test]
-    fn ids() {
-        assert!(check_id("abc-1.2_x+y").is_ok());
-        assert!(check_id(&"a".repeat(64)).is_ok());
-        assert!(check_id("").is_err());
-        assert!(check_id("-x").is_err());
-        assert!(check_id("a/b").is_err());
-        assert!(check_id("..").is_err());
     }
 
     #[test]

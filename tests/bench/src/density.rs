@@ -44,7 +44,7 @@ pub fn run(bin: &Path, spec: &BootSpec, k: usize, tmp: &Path) -> Result<DensityR
     for i in 0..k {
         let uds = tmp.join(format!("d{k}-{i}.vsock"));
         let log = tmp.join(format!("d{k}-{i}.log"));
-        let vmm = vmms::spawn_husk(bin, spec, &uds, &log, &[])
+        let vmm = vmms::spawn_husk(bin, spec, &uds, &log, false)
             .map_err(|e| format!("sandbox {}: {e}", i + 1))?;
         vmms.push((vmm, uds));
     }

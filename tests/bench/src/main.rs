@@ -654,13 +654,7 @@ fn startup_section(
     let uds = tmp.join("startup.vsock");
     let log = tmp.join("startup.log");
     let one = || -> Result<(f64, f64, Vec<vmms::Phase>), String> {
-        let mut vmm = vmms::spawn_husk(
-            &cli.husk_vmm,
-            spec,
-            &uds,
-            &log,
-            &["--startup-only".to_string()],
-        )?;
+        let mut vmm = vmms::spawn_husk(&cli.husk_vmm, spec, &uds, &log, true)?;
         let st = vmm.wait(spec.timeout)?;
         if !st.success() {
             return Err(format!("husk-vmm exited {st}: {}", vmm.log_tail()));
