@@ -55,7 +55,7 @@ impl Runtime {
         let in_lab = Path::new("/run/husk-lab").is_dir();
         match (self.name.as_str(), in_lab) {
             ("husk", true) => "NOT FOUND in the lab's L1 machine: no `husk` among the workspace's \
-                               release binaries (the shim crate did not build?)"
+                               release binaries (the cli crate did not build?)"
                 .into(),
             ("husk", false) => "NOT FOUND next to husk-bench or on PATH \
                                 (cargo build --release -p husk)"

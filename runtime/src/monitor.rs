@@ -23,8 +23,10 @@ use husk_protocol::{ExitInfo, RootfsSource, AGENT_PORT};
 use husk_vm_config::{ConfigInput as VmConfigInput, FsConfig, SerialConfig};
 
 use crate::bundle::{self, Bundle};
-use crate::config::HostConfig;
+use crate::host_config::HostConfig;
+use crate::log;
 use crate::session::{self, Target, Terminal};
+use crate::spawn::report;
 use crate::state::{State, Status, Store};
 use crate::util::{self, Context, Result};
 use crate::{hooks, sys};
@@ -84,7 +86,7 @@ pub fn recorded_exit(dir: &Path) -> Option<i32> {
 
 pub fn state_json(st: &State, status: Status, pid: i32) -> String {
     serde_json::json!({
-        "ociVersion": "1.0.2",
+        "ociVersion": crate::OCI_VERSION,
         "id": st.id,
         "status": status.as_str(),
         "pid": pid,
@@ -148,13 +150,6 @@ impl Sandbox {
     }
 }
 
-fn report(ready: &mut Option<OwnedFd>, msg: &str) {
-    if let Some(fd) = ready.take() {
-        let mut f = std::fs::File::from(fd);
-        let _ = f.write_all(msg.as_bytes());
-    }
-}
-
 /// Runs the monitor to the end; returns the container's exit status, or
 /// the error that kept it from being created (or started, with `start`),
 /// already reported on the ready pipe.
@@ -175,7 +170,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
     let (st, target, attached, agent) = match setup {
         Ok(x) => x,
         Err(e) => {
-            util::log("error", &e);
+            log::log("error", &e);
             sb.stop();
             let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
             report(&mut opts.ready, &format!("error: {e}\n"));
@@ -192,7 +187,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
             .map_err(|e| e.to_string());
         if let Err(e) = r {
             let e = format!("start container {id}: {e}");
-            util::log("error", &e);
+            log::log("error", &e);
             sb.stop();
             let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
             report(&mut opts.ready, &format!("error: {e}\n"));
@@ -255,7 +250,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
 
 fn crash(dir: &Path, id: &str, why: &str) -> i32 {
     let tail = session::tail(&dir.join("console.log"), 5);
-    util::log(
+    log::log(
         "error",
         &format!("container {id}: the microVM stopped unexpectedly: {why}; console: {tail}"),
     );
@@ -323,7 +318,7 @@ fn setup(
         .map_err(|e| e.to_string())?;
     let mut vmm_cmd = Command::new(&cfg.vmm);
     vmm_cmd.arg("run").arg("--config").arg(&vm_json);
-    if util::debug_enabled() {
+    if log::debug_enabled() {
         // husk-vmm's boot phases in vmm.log.
         vmm_cmd.env("HUSK_VMM_TIMING", "1");
     }
@@ -552,7 +547,7 @@ pub fn exec_session(
             if ready.is_none() {
                 eprintln!("husk: {e}");
             }
-            util::log("error", &e);
+            log::log("error", &e);
             return 1;
         }
     };
@@ -570,7 +565,7 @@ pub fn exec_session(
             session::status_of(&info)
         }
         Err(e) => {
-            util::log("error", &format!("exec {eid}: {e}"));
+            log::log("error", &format!("exec {eid}: {e}"));
             CRASH_STATUS
         }
     }

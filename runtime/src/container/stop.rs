@@ -1,0 +1,112 @@
+//! Stopping a container: signals through the agent, and delete, which
+//! makes sure the monitor and its helpers are gone, runs the poststop hooks
+//! and removes the state.
+
+use std::time::{Duration, Instant};
+
+use super::create::undo_create;
+use super::{check_id, live_status, target_of};
+use crate::hooks;
+use crate::monitor::{self, Helpers};
+use crate::state::{Status, Store};
+use crate::util::{self, Result};
+
+/// Sends `sig` to the container's process (`all`: every process of it).
+pub fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<()> {
+    check_id(id)?;
+    let _lock = store.lock(id)?;
+    let st = store.load(id)?;
+    let status = live_status(store, &st);
+    if status == Status::Stopped {
+        return Err("container not running".into());
+    }
+    let t = target_of(store, &st, None);
+    let r = t.connect().and_then(|mut c| {
+        c.signal(&st.guest_id, None, sig, all)
+            .map_err(|e| e.to_string())
+    });
+    match r {
+        Ok(()) => Ok(()),
+        // A container whose VM cannot take the signal still has to go when
+        // told to die: its monitor takes the VM with it.
+        Err(e) if sig == libc::SIGKILL || status == Status::Creating => {
+            crate::warn!(
+                "kill {id}: the agent did not take the signal ({e}); stopping the microVM"
+            );
+            util::kill_checked(st.monitor_pid, st.monitor_start, libc::SIGKILL);
+            Ok(())
+        }
+        Err(e) => Err(format!("kill container {id}: {e}")),
+    }
+}
+
+fn wait_gone(pid: i32, start: u64, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while util::alive(pid, start) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Deletes a stopped (or created) container; `force` kills it first.
+pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
+    check_id(id)?;
+    let dir = store.dir(id);
+    if !dir.join("state.json").exists() {
+        // An aborted create may have left a directory without state.
+        if dir.is_dir() {
+            undo_create(store, id);
+        }
+        return if force {
+            Ok(())
+        } else {
+            Err(format!("container {id} does not exist"))
+        };
+    }
+    let _lock = store.lock(id)?;
+    let st = store.load(id)?;
+    let status = live_status(store, &st);
+    match status {
+        Status::Stopped | Status::Created => {}
+        s if !force => {
+            return Err(format!(
+                "cannot delete container {id} that is not stopped: {}",
+                s.as_str()
+            ))
+        }
+        _ => {}
+    }
+    if status != Status::Stopped {
+        if let Ok(mut c) = target_of(store, &st, None).connect() {
+            let _ = c.set_timeout(Duration::from_secs(5));
+            let _ = c.signal(&st.guest_id, None, libc::SIGKILL, true);
+        }
+        if !wait_gone(st.monitor_pid, st.monitor_start, Duration::from_secs(10)) {
+            crate::warn!(
+                "delete {id}: the container did not exit after SIGKILL; stopping its microVM"
+            );
+        }
+    }
+    util::kill_checked(st.monitor_pid, st.monitor_start, libc::SIGKILL);
+    if let Ok(data) = std::fs::read(dir.join("helpers.json")) {
+        if let Ok(h) = serde_json::from_slice::<Helpers>(&data) {
+            for (p, s) in &h.pids {
+                util::kill_checked(*p, *s, libc::SIGKILL);
+            }
+            for (p, s) in &h.pids {
+                wait_gone(*p, *s, Duration::from_secs(5));
+            }
+        }
+    }
+    wait_gone(st.monitor_pid, st.monitor_start, Duration::from_secs(5));
+    let json = monitor::state_json(&st, Status::Stopped, 0);
+    if let Err(e) = hooks::run("poststop", &st.poststop, &json) {
+        crate::warn!("{e}");
+    }
+    store.remove(id)?;
+    let _ = std::fs::remove_dir_all(monitor::sock_dir(&store.root, id));
+    Ok(())
+}

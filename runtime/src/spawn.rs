@@ -1,0 +1,164 @@
+//! Starting a helper process that reports back: the monitor of a new
+//! container, or of a detached exec. The helper gets the write end of a
+//! pipe as fd 3 and writes one line on it, `ok` once it stands, or
+//! `error: MESSAGE`; the caller waits for that line (bounded).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::Result;
+
+/// The descriptor a helper finds its ready pipe on.
+pub const READY_FD: RawFd = 3;
+
+/// Makes a pipe; both ends close on exec.
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills the two-element array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are ours alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Starts `cmd` (the front end's monitor or exec monitor) as a detached
+/// child (own session) with the write end of a ready pipe as its fd 3, and
+/// waits for its "ok" or "error: ..." line (see [`report`]). Returns the
+/// child's pid once it says ok.
+///
+/// With `console` the child gets /dev/null as stdio: its process's terminal
+/// goes over the console socket, and a caller that reads our stdout and
+/// stderr to EOF (go-runc does for a terminal create) must not wait for the
+/// container's lifetime.
+pub fn spawn_ready(mut cmd: Command, what: &str, limit: Duration, console: bool) -> Result<i32> {
+    let (r, w) = pipe()?;
+    let wfd = w.as_raw_fd();
+    if console {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if wfd == READY_FD {
+                let fl = libc::fcntl(READY_FD, libc::F_GETFD);
+                if fl < 0 || libc::fcntl(READY_FD, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(wfd, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().map_err(|e| format!("start the {what}: {e}"))?;
+    drop(w);
+    let pid = child.id() as i32;
+    match read_ready(r, limit) {
+        Ok(()) => Ok(pid),
+        Err(e) => {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+/// Reads the ready pipe: Ok on "ok", Err with the message otherwise.
+fn read_ready(r: OwnedFd, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut f = std::fs::File::from(r);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no answer from the monitor within {} s",
+                limit.as_secs()
+            ));
+        }
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("poll: {e}"));
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut chunk = [0u8; 4096];
+        let k = match f.read(&mut chunk) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read the monitor's answer: {e}")),
+        };
+        buf.extend_from_slice(&chunk[..k]);
+        if k == 0 || buf.contains(&b'\n') || buf.len() > 64 * 1024 {
+            break;
+        }
+    }
+    let s = String::from_utf8_lossy(&buf);
+    let line = s.lines().next().unwrap_or("").trim();
+    if line == "ok" {
+        Ok(())
+    } else if let Some(e) = line.strip_prefix("error: ") {
+        Err(e.to_string())
+    } else {
+        Err("the monitor exited without an answer (see its log)".into())
+    }
+}
+
+/// Writes `msg` on the ready pipe, once: `"ok\n"` or `"error: ...\n"`.
+pub fn report(ready: &mut Option<OwnedFd>, msg: &str) {
+    if let Some(fd) = ready.take() {
+        let mut f = std::fs::File::from(fd);
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_lines() {
+        let (r, w) = pipe().unwrap();
+        std::fs::File::from(w).write_all(b"ok\n").unwrap();
+        assert_eq!(read_ready(r, Duration::from_secs(5)), Ok(()));
+        let (r, w) = pipe().unwrap();
+        std::fs::File::from(w)
+            .write_all(b"error: bad thing\n")
+            .unwrap();
+        assert_eq!(
+            read_ready(r, Duration::from_secs(5)),
+            Err("bad thing".into())
+        );
+        let (r, w) = pipe().unwrap();
+        drop(w);
+        assert!(read_ready(r, Duration::from_secs(5))
+            .unwrap_err()
+            .contains("without an answer"));
+        let (r, _w) = pipe().unwrap();
+        let t = Instant::now();
+        assert!(read_ready(r, Duration::from_millis(200))
+            .unwrap_err()
+            .contains("no answer"));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+}
