@@ -8,6 +8,7 @@
 
 mod args;
 mod commands;
+mod error;
 mod parse;
 
 use std::process::ExitCode;
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line on stderr, and in the log for daemons that read it.
             if cli.g.log.is_some() {
-                log::log("error", &e);
+                log::log("error", &e.to_string());
             }
             eprintln!("husk: {e}");
             ExitCode::from(1)

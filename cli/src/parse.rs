@@ -3,7 +3,18 @@
 
 use std::time::Duration;
 
-type Result<T> = std::result::Result<T, String>;
+/// A value of a flag or argument that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("invalid signal {0:?}")]
+    Signal(String),
+    #[error("invalid size {0:?}")]
+    Size(String),
+    #[error("--interval {value}: {msg}")]
+    Interval { value: String, msg: String },
+}
+
+type Result<T, E = ValueError> = std::result::Result<T, E>;
 
 const SIGNALS: &[(&str, i32)] = &[
     ("HUP", libc::SIGHUP),
@@ -43,7 +54,7 @@ const SIGNALS: &[(&str, i32)] = &[
 /// Parses a signal as runc does: `9`, `KILL`, `SIGKILL` (any case),
 /// `RTMIN+3`.
 pub fn parse_signal(s: &str) -> Result<i32> {
-    let bad = || format!("invalid signal {s:?}");
+    let bad = || ValueError::Signal(s.to_string());
     if let Ok(n) = s.parse::<i32>() {
         return if (1..=64).contains(&n) {
             Ok(n)
@@ -81,7 +92,7 @@ pub fn parse_signal(s: &str) -> Result<i32> {
 /// Parses a size as runc's update does: bytes, or with a k/m/g/t suffix
 /// (binary units, optional trailing `b`); `-1` means unlimited.
 pub fn parse_size(s: &str) -> Result<i64> {
-    let bad = || format!("invalid size {s:?}");
+    let bad = || ValueError::Size(s.to_string());
     let t = s.trim().to_ascii_lowercase();
     if t == "-1" {
         return Ok(-1);
@@ -107,21 +118,21 @@ pub fn parse_interval(s: &str) -> Result<Duration> {
         s.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(s.len()),
     );
+    let bad = |msg: String| ValueError::Interval {
+        value: s.to_string(),
+        msg,
+    };
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("--interval {s}: not a duration (e.g. 5s)"))?;
+        .map_err(|_| bad("not a duration (e.g. 5s)".into()))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" => n * 60.0,
-        _ => {
-            return Err(format!(
-                "--interval {s}: unknown unit {unit:?} (ms, s or m)"
-            ))
-        }
+        _ => return Err(bad(format!("unknown unit {unit:?} (ms, s or m)"))),
     };
     if !(secs > 0.0 && secs < 86400.0) {
-        return Err(format!("--interval {s}: must be between 0 and 24h"));
+        return Err(bad("must be between 0 and 24h".into()));
     }
     Ok(Duration::from_secs_f64(secs))
 }

@@ -5,13 +5,40 @@
 //! Every error is one line naming the field (`mounts[3].source: ...`) or
 //! the path.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use husk_protocol::oci;
 use serde_json::Value;
 
 use crate::state::resolve;
-use crate::util::{Context, Result};
+/// A bundle that cannot run, naming its config.json and the field, or the
+/// path, at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle {}: {source}", dir.display())]
+    Dir { dir: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// The spec does not decode: `msg` names the field
+    /// (`process.args: invalid type ...`).
+    #[error("{}: {msg}", path.display())]
+    Spec { path: PathBuf, msg: String },
+    /// A field husk cannot honour.
+    #[error("{}: {field}: {msg}", path.display())]
+    Field {
+        path: PathBuf,
+        field: String,
+        msg: String,
+    },
+}
+
+type Result<T, E = BundleError> = std::result::Result<T, E>;
 
 /// The virtio-fs tag of a container's share, and the share's layout.
 pub const SHARE_TAG: &str = "husk";
@@ -54,23 +81,38 @@ pub struct Bundle {
 
 /// Reads and checks `<dir>/config.json`.
 pub fn load(dir: &Path) -> Result<Bundle> {
-    let dir = std::fs::canonicalize(dir).ctx(format!("bundle {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).map_err(|source| BundleError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let path = dir.join("config.json");
-    let data = std::fs::read(&path).ctx(path.display())?;
-    let v: Value =
-        serde_json::from_slice(&data).ctx(format!("{}: invalid JSON", path.display()))?;
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(source) => return Err(BundleError::Read { path, source }),
+    };
+    let v: Value = match serde_json::from_slice(&data) {
+        Ok(v) => v,
+        Err(source) => return Err(BundleError::Json { path, source }),
+    };
     from_value(&dir, v)
 }
 
-fn err_at(path: &Path, e: String) -> String {
-    format!("{}: {e}", path.display())
+fn spec_err(path: &Path, msg: String) -> BundleError {
+    BundleError::Spec {
+        path: path.to_path_buf(),
+        msg,
+    }
 }
 
 pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
     let cfg = dir.join("config.json");
     let spec: oci::Spec =
-        husk_protocol::decode_tracked(v.clone(), "").map_err(|e| err_at(&cfg, e))?;
-    let bad = |field: &str, msg: String| err_at(&cfg, format!("{field}: {msg}"));
+        husk_protocol::decode_tracked(v.clone(), "").map_err(|e| spec_err(&cfg, e))?;
+    let bad = |field: &str, msg: String| BundleError::Field {
+        path: cfg.clone(),
+        field: field.to_string(),
+        msg,
+    };
 
     let ver = spec.version();
     if !ver.starts_with("1.") {
@@ -134,7 +176,8 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             }
             _ => {
                 if let Some(set) = cpu.cpus() {
-                    let n = cpuset_count(set).map_err(|e| bad("linux.resources.cpu.cpus", e))?;
+                    let n = cpuset_count(set)
+                        .map_err(|e| bad("linux.resources.cpu.cpus", e.to_string()))?;
                     vcpus = n.clamp(1, host_cpus);
                 }
             }
@@ -257,7 +300,7 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
         }
     }
     let guest_spec: oci::Spec =
-        husk_protocol::decode_tracked(v, "").map_err(|e| err_at(&cfg, e))?;
+        husk_protocol::decode_tracked(v, "").map_err(|e| spec_err(&cfg, e))?;
     Ok(Bundle {
         dir: dir.to_path_buf(),
         spec,
@@ -287,24 +330,30 @@ pub fn guest_cgroup_path(s: &str) -> String {
     }
 }
 
+/// A cpuset list (`linux.resources.cpu.cpus`) that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpusetError {
+    #[error("{0:?}: bad CPU list")]
+    List(String),
+    #[error("{0:?}: bad CPU range")]
+    Range(String),
+}
+
 /// Number of CPUs in a cpuset list (`0-3,8`).
-pub fn cpuset_count(s: &str) -> std::result::Result<u32, String> {
+pub fn cpuset_count(s: &str) -> Result<u32, CpusetError> {
     let mut n = 0u32;
+    let cpu = |c: &str| {
+        c.trim()
+            .parse::<u32>()
+            .map_err(|_| CpusetError::List(s.to_string()))
+    };
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a, b),
-            None => (part, part),
+            Some((a, b)) => (cpu(a)?, cpu(b)?),
+            None => (cpu(part)?, cpu(part)?),
         };
-        let a: u32 = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: bad CPU list"))?;
-        let b: u32 = b
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: bad CPU list"))?;
         if b < a || b > 4095 {
-            return Err(format!("{s:?}: bad CPU range"));
+            return Err(CpusetError::Range(s.to_string()));
         }
         n += b - a + 1;
     }
@@ -437,7 +486,7 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            let e = from_value(&t.0, v).unwrap_err();
+            let e = from_value(&t.0, v).unwrap_err().to_string();
             assert!(e.contains(want), "{e:?} lacks {want:?}");
             assert!(e.contains("config.json"), "{e:?}");
             assert!(!e.contains('\n'));
@@ -459,12 +508,12 @@ mod tests {
     #[test]
     fn missing_and_invalid_config() {
         let t = bundle_dir("cfg");
-        let e = load(&t.0).unwrap_err();
+        let e = load(&t.0).unwrap_err().to_string();
         assert!(e.contains("config.json: No such file"), "{e}");
         std::fs::write(t.0.join("config.json"), "{nope").unwrap();
-        let e = load(&t.0).unwrap_err();
+        let e = load(&t.0).unwrap_err().to_string();
         assert!(e.contains("config.json: invalid JSON"), "{e}");
-        let e = load(Path::new("/no/bundle")).unwrap_err();
+        let e = load(Path::new("/no/bundle")).unwrap_err().to_string();
         assert!(e.starts_with("bundle /no/bundle: "), "{e}");
     }
 }

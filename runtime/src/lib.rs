@@ -11,6 +11,7 @@
 
 pub mod bundle;
 pub mod container;
+pub mod error;
 pub mod hooks;
 pub mod host_config;
 pub mod log;
@@ -20,6 +21,8 @@ pub mod spawn;
 pub mod state;
 pub mod sys;
 pub mod util;
+
+pub use error::{Error, Result};
 
 /// The OCI runtime-spec version husk reports.
 pub const OCI_VERSION: &str = "1.0.2";

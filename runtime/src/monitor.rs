@@ -23,12 +23,14 @@ use husk_protocol::{ExitInfo, RootfsSource, AGENT_PORT};
 use husk_vm_config::{ConfigInput as VmConfigInput, FsConfig, SerialConfig};
 
 use crate::bundle::{self, Bundle};
+use crate::error::{Error, IoContext, Result};
 use crate::host_config::HostConfig;
 use crate::log;
+use crate::session::SessionError;
 use crate::session::{self, Target, Terminal};
 use crate::spawn::report;
 use crate::state::{State, Status, Store};
-use crate::util::{self, Context, Result};
+use crate::util;
 use crate::{hooks, sys};
 
 /// Status a container gets when its VM dies under it.
@@ -50,7 +52,7 @@ pub struct Opts {
 }
 
 enum Ev {
-    Exited(Result<ExitInfo>),
+    Exited(Result<ExitInfo, SessionError>),
     HelperDied(&'static str, ExitStatus),
 }
 
@@ -98,19 +100,18 @@ pub fn state_json(st: &State, status: Status, pid: i32) -> String {
 
 impl Sandbox {
     fn spawn(&mut self, name: &'static str, cmd: &mut Command, log: &Path) -> Result<(i32, Child)> {
-        let out = std::fs::File::create(log).ctx(log.display())?;
-        let err = out.try_clone().ctx(log.display())?;
+        let out = std::fs::File::create(log).at(log)?;
+        let err = out.try_clone().at(log)?;
         // SAFETY: child_setup only makes async-signal-safe calls.
         let child = unsafe { cmd.pre_exec(sys::child_setup) }
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|e| {
-                format!(
-                    "start {name} ({}): {e}",
-                    cmd.get_program().to_string_lossy()
-                )
+            .map_err(|source| Error::StartHelper {
+                name,
+                program: PathBuf::from(cmd.get_program()),
+                source,
             })?;
         let pid = child.id() as i32;
         self.helpers.push((name, pid));
@@ -170,7 +171,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
     let (st, target, attached, agent) = match setup {
         Ok(x) => x,
         Err(e) => {
-            log::log("error", &e);
+            log::log("error", &e.to_string());
             sb.stop();
             let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
             report(&mut opts.ready, &format!("error: {e}\n"));
@@ -182,12 +183,14 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         // `run`: the connection that created the container starts it (one
         // vsock connection fewer on the way to the first byte).
         let mut agent = agent;
-        let r = agent
-            .start_container(&target.guest_id)
-            .map_err(|e| e.to_string());
+        let r = agent.start_container(&target.guest_id);
         if let Err(e) = r {
-            let e = format!("start container {id}: {e}");
-            log::log("error", &e);
+            let e = Error::Agent {
+                op: "start",
+                id: id.to_string(),
+                source: e.into(),
+            };
+            log::log("error", &e.to_string());
             sb.stop();
             let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
             report(&mut opts.ready, &format!("error: {e}\n"));
@@ -224,7 +227,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
             // helper's exit a moment to explain it.
             let why = match rx.recv_timeout(Duration::from_secs(5)) {
                 Ok(Ev::HelperDied(n, s)) => format!("{n} exited ({s})"),
-                _ => e,
+                _ => e.to_string(),
             };
             crash(&dir, id, &why)
         }
@@ -281,20 +284,20 @@ fn setup(
         sys::enter_netns(ns.as_deref())?;
     }
     let share = sb.dir.join("share");
-    std::fs::create_dir_all(&share).ctx(share.display())?;
+    std::fs::create_dir_all(&share).at(&share)?;
     for s in &b.shares {
         let at = share.join(&s.name);
         if s.is_dir {
-            std::fs::create_dir_all(&at).ctx(at.display())?;
+            std::fs::create_dir_all(&at).at(&at)?;
         } else {
-            std::fs::File::create(&at).ctx(at.display())?;
+            std::fs::File::create(&at).at(&at)?;
         }
         sys::bind(&s.source, &at)?;
     }
 
     let sdir = sock_dir(&store.root, id);
     let _ = std::fs::remove_dir_all(&sdir);
-    std::fs::create_dir_all(&sdir).ctx(sdir.display())?;
+    std::fs::create_dir_all(&sdir).at(&sdir)?;
     let fs_sock = sdir.join("fs.sock");
     sb.vsock = sdir.join("vsock");
 
@@ -311,11 +314,9 @@ fn setup(
     phase("virtiofsd spawned");
 
     // Before the VMM starts, so the agent's ready signal cannot be missed.
-    let ready = ReadyListener::bind(&sb.vsock).ctx("the agent's ready socket")?;
+    let ready = ReadyListener::bind(&sb.vsock).map_err(Error::ReadySocket)?;
     let vm_json = sb.dir.join("vm.json");
-    vm_config(&cfg, &b, &sb.vsock, &sb.dir, &fs_sock)
-        .write_json_file(&vm_json)
-        .map_err(|e| e.to_string())?;
+    vm_config(&cfg, &b, &sb.vsock, &sb.dir, &fs_sock).write_json_file(&vm_json)?;
     let mut vmm_cmd = Command::new(&cfg.vmm);
     vmm_cmd.arg("run").arg("--config").arg(&vm_json);
     if log::debug_enabled() {
@@ -378,7 +379,10 @@ fn setup(
             },
             opts.term.stdio(),
         )
-        .map_err(|e| format!("create container {id} in the microVM: {e}"))?;
+        .map_err(|source| Error::CreateInVm {
+            id: id.to_string(),
+            source,
+        })?;
     phase("container created in the microVM");
     for w in warnings {
         crate::warn!("container {id}: {w}");
@@ -436,12 +440,10 @@ fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle, ready: &ReadyListener) 
     let mut last = "no ready signal yet".to_string();
     let mut signalled = false;
     let mut next_try = start + BOOT_FALLBACK_POLL;
-    let timed_out = |last: &str| {
-        format!(
-            "the microVM's agent did not answer within {} s ({last}); console: {}",
-            cfg.boot_timeout.as_secs(),
-            session::tail(&sb.dir.join("console.log"), 3)
-        )
+    let timed_out = |last: &str| Error::BootTimeout {
+        secs: cfg.boot_timeout.as_secs(),
+        last: last.to_string(),
+        console_tail: session::tail(&sb.dir.join("console.log"), 3),
     };
     let dead_now = || -> Vec<(&str, i32)> {
         sb.helpers
@@ -470,10 +472,12 @@ fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle, ready: &ReadyListener) 
                 .filter(|(m, _)| *m != n)
                 .map(|(m, q)| format!(" ({m}, pid {q}, exited too)"))
                 .collect::<String>();
-            return Err(format!(
-                "{n} (pid {p}) exited while the microVM booted{also}: {}",
-                session::tail(&log, 3)
-            ));
+            return Err(Error::HelperExited {
+                name: n,
+                pid: p,
+                also,
+                log_tail: session::tail(&log, 3),
+            });
         }
         if !signalled {
             // Short slices: the helpers are checked between them.
@@ -509,7 +513,7 @@ fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle, ready: &ReadyListener) 
                         }
                     );
                     c.set_timeout(session::CALL_TIMEOUT)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(SessionError::from)?;
                     return Ok(c);
                 }
                 Err(e) => last = e.to_string(),
@@ -536,18 +540,22 @@ pub fn exec_session(
 ) -> i32 {
     sys::block_signals(&sys::relay_sigset());
     let eid = target.exec_id.clone().unwrap_or_default();
-    let r = target.connect().and_then(|mut c| {
+    let r = target.connect().map_err(Error::from).and_then(|mut c| {
         c.exec(&target.guest_id, &eid, process, term.stdio())
-            .map_err(|e| format!("exec in container {}: {e}", target.guest_id))
+            .map_err(|e| Error::Agent {
+                op: "exec in",
+                id: target.guest_id.clone(),
+                source: e.into(),
+            })
     });
-    let attached = match r.and_then(|_| session::attach(&target, &term)) {
+    let attached = match r.and_then(|_| Ok(session::attach(&target, &term)?)) {
         Ok(a) => a,
         Err(e) => {
             report(&mut ready, &format!("error: {e}\n"));
             if ready.is_none() {
                 eprintln!("husk: {e}");
             }
-            log::log("error", &e);
+            log::log("error", &e.to_string());
             return 1;
         }
     };
@@ -572,5 +580,5 @@ pub fn exec_session(
 }
 
 pub fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
-    util::write_atomic(p, pid.to_string().as_bytes()).map_err(|e| format!("--pid-file: {e}"))
+    util::write_atomic(p, pid.to_string().as_bytes()).map_err(Error::PidFile)
 }

@@ -9,7 +9,31 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::Result;
+/// A helper that did not come up: it could not be started, or said why
+/// (its own message), or said nothing in time.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("pipe: {0}")]
+    Pipe(std::io::Error),
+    #[error("start the {what}: {source}")]
+    Start {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("no answer from the monitor within {} s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("poll: {0}")]
+    Poll(std::io::Error),
+    #[error("read the monitor's answer: {0}")]
+    Read(std::io::Error),
+    /// The helper's own `error: ...` line.
+    #[error("{0}")]
+    Reported(String),
+    #[error("the monitor exited without an answer (see its log)")]
+    NoAnswer,
+}
+
+type Result<T, E = SpawnError> = std::result::Result<T, E>;
 
 /// The descriptor a helper finds its ready pipe on.
 pub const READY_FD: RawFd = 3;
@@ -19,7 +43,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills the two-element array on success.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        return Err(SpawnError::Pipe(std::io::Error::last_os_error()));
     }
     // SAFETY: both descriptors were just created and are ours alone.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -57,7 +81,10 @@ pub fn spawn_ready(mut cmd: Command, what: &str, limit: Duration, console: bool)
             Ok(())
         })
     };
-    let mut child = cmd.spawn().map_err(|e| format!("start the {what}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Start {
+        what: what.to_string(),
+        source,
+    })?;
     drop(w);
     let pid = child.id() as i32;
     match read_ready(r, limit) {
@@ -79,10 +106,7 @@ fn read_ready(r: OwnedFd, limit: Duration) -> Result<()> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!(
-                "no answer from the monitor within {} s",
-                limit.as_secs()
-            ));
+            return Err(SpawnError::Timeout(limit));
         }
         let mut pfd = libc::pollfd {
             fd: f.as_raw_fd(),
@@ -97,7 +121,7 @@ fn read_ready(r: OwnedFd, limit: Duration) -> Result<()> {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(format!("poll: {e}"));
+            return Err(SpawnError::Poll(e));
         }
         if n == 0 {
             continue;
@@ -106,7 +130,7 @@ fn read_ready(r: OwnedFd, limit: Duration) -> Result<()> {
         let k = match f.read(&mut chunk) {
             Ok(k) => k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("read the monitor's answer: {e}")),
+            Err(e) => return Err(SpawnError::Read(e)),
         };
         buf.extend_from_slice(&chunk[..k]);
         if k == 0 || buf.contains(&b'\n') || buf.len() > 64 * 1024 {
@@ -118,9 +142,9 @@ fn read_ready(r: OwnedFd, limit: Duration) -> Result<()> {
     if line == "ok" {
         Ok(())
     } else if let Some(e) = line.strip_prefix("error: ") {
-        Err(e.to_string())
+        Err(SpawnError::Reported(e.to_string()))
     } else {
-        Err("the monitor exited without an answer (see its log)".into())
+        Err(SpawnError::NoAnswer)
     }
 }
 
@@ -140,24 +164,28 @@ mod tests {
     fn ready_lines() {
         let (r, w) = pipe().unwrap();
         std::fs::File::from(w).write_all(b"ok\n").unwrap();
-        assert_eq!(read_ready(r, Duration::from_secs(5)), Ok(()));
+        assert!(read_ready(r, Duration::from_secs(5)).is_ok());
         let (r, w) = pipe().unwrap();
         std::fs::File::from(w)
             .write_all(b"error: bad thing\n")
             .unwrap();
         assert_eq!(
-            read_ready(r, Duration::from_secs(5)),
-            Err("bad thing".into())
+            read_ready(r, Duration::from_secs(5))
+                .unwrap_err()
+                .to_string(),
+            "bad thing"
         );
         let (r, w) = pipe().unwrap();
         drop(w);
         assert!(read_ready(r, Duration::from_secs(5))
             .unwrap_err()
+            .to_string()
             .contains("without an answer"));
         let (r, _w) = pipe().unwrap();
         let t = Instant::now();
         assert!(read_ready(r, Duration::from_millis(200))
             .unwrap_err()
+            .to_string()
             .contains("no answer"));
         assert!(t.elapsed() < Duration::from_secs(5));
     }

@@ -9,17 +9,52 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use crate::util::Result;
-
-fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", p.display()))
+/// A system call that failed, naming what it was for.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    #[error("{}: NUL in path", .0.display())]
+    NulInPath(PathBuf),
+    #[error("unshare({flag}): {source}")]
+    Unshare {
+        flag: &'static str,
+        source: io::Error,
+    },
+    #[error("make / a slave mount: {0}")]
+    SlaveRoot(io::Error),
+    #[error("bind-mount {} on {}: {source}", src.display(), dst.display())]
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        source: io::Error,
+    },
+    #[error("unmount {}: {source}", path.display())]
+    Unmount { path: PathBuf, source: io::Error },
+    #[error("{} is still mounted", .0.display())]
+    StillMounted(PathBuf),
+    #[error("network namespace {}: {source}", path.display())]
+    OpenNetns { path: PathBuf, source: io::Error },
+    #[error("join network namespace {}: {source}", path.display())]
+    JoinNetns { path: PathBuf, source: io::Error },
+    #[error("openpty: {0}")]
+    Openpty(io::Error),
+    #[error("--console-socket {}: {source}", socket.display())]
+    ConsoleConnect { socket: PathBuf, source: io::Error },
+    #[error("--console-socket {}: send: {source}", socket.display())]
+    ConsoleSend { socket: PathBuf, source: io::Error },
 }
 
-fn check(r: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
+type Result<T, E = SysError> = std::result::Result<T, E>;
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| SysError::NulInPath(p.to_path_buf()))
+}
+
+/// `Ok` for a zero return, else the error `what` makes of errno.
+fn check(r: libc::c_int, what: impl FnOnce(io::Error) -> SysError) -> Result<()> {
     if r == 0 {
         Ok(())
     } else {
-        Err(format!("{}: {}", what(), io::Error::last_os_error()))
+        Err(what(io::Error::last_os_error()))
     }
 }
 
@@ -27,8 +62,11 @@ fn check(r: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
 /// propagation), so mounts made here vanish with this process.
 pub fn unshare_mounts() -> Result<()> {
     // SAFETY: unshare(2) with a flag; affects only this (single-threaded) process.
-    check(unsafe { libc::unshare(libc::CLONE_NEWNS) }, || {
-        "unshare(CLONE_NEWNS)".into()
+    check(unsafe { libc::unshare(libc::CLONE_NEWNS) }, |source| {
+        SysError::Unshare {
+            flag: "CLONE_NEWNS",
+            source,
+        }
     })?;
     // SAFETY: valid NUL-terminated strings / nulls as mount(2) allows.
     check(
@@ -41,7 +79,7 @@ pub fn unshare_mounts() -> Result<()> {
                 std::ptr::null(),
             )
         },
-        || "make / a slave mount".into(),
+        SysError::SlaveRoot,
     )
 }
 
@@ -59,7 +97,11 @@ pub fn bind(src: &Path, dst: &Path) -> Result<()> {
                 std::ptr::null(),
             )
         },
-        || format!("bind-mount {} on {}", src.display(), dst.display()),
+        |source| SysError::Bind {
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            source,
+        },
     )
 }
 
@@ -88,11 +130,14 @@ pub fn unmount_under(dir: &Path) -> Result<()> {
         // SAFETY: umount2 with a valid NUL-terminated path.
         check(
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) },
-            || format!("unmount {}", m.display()),
+            |source| SysError::Unmount {
+                path: m.clone(),
+                source,
+            },
         )?;
     }
     match mounts_under(dir).first() {
-        Some(m) => Err(format!("{} is still mounted", m.display())),
+        Some(m) => Err(SysError::StillMounted(m.clone())),
         None => Ok(()),
     }
 }
@@ -101,17 +146,25 @@ pub fn unmount_under(dir: &Path) -> Result<()> {
 pub fn enter_netns(path: Option<&Path>) -> Result<()> {
     match path {
         Some(p) => {
-            let f = std::fs::File::open(p)
-                .map_err(|e| format!("network namespace {}: {e}", p.display()))?;
+            let f = std::fs::File::open(p).map_err(|source| SysError::OpenNetns {
+                path: p.to_path_buf(),
+                source,
+            })?;
             // SAFETY: setns on a descriptor we own.
             check(
                 unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) },
-                || format!("join network namespace {}", p.display()),
+                |source| SysError::JoinNetns {
+                    path: p.to_path_buf(),
+                    source,
+                },
             )
         }
         // SAFETY: unshare(2) with a flag.
-        None => check(unsafe { libc::unshare(libc::CLONE_NEWNET) }, || {
-            "unshare(CLONE_NEWNET)".into()
+        None => check(unsafe { libc::unshare(libc::CLONE_NEWNET) }, |source| {
+            SysError::Unshare {
+                flag: "CLONE_NEWNET",
+                source,
+            }
         }),
     }
 }
@@ -141,7 +194,7 @@ pub fn openpty() -> Result<(OwnedFd, OwnedFd, String)> {
             std::ptr::null(),
         )
     };
-    check(r, || "openpty".into())?;
+    check(r, SysError::Openpty)?;
     // SAFETY: fresh descriptors only we own.
     let (m, s) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
     for fd in [&m, &s] {
@@ -165,8 +218,10 @@ pub fn openpty() -> Result<(OwnedFd, OwnedFd, String)> {
 /// Sends `fd` over the Unix socket at `socket` with `name` as the message,
 /// as runc does with a console's pty master (`--console-socket`).
 pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
-    let sock = UnixStream::connect(socket)
-        .map_err(|e| format!("--console-socket {}: {e}", socket.display()))?;
+    let sock = UnixStream::connect(socket).map_err(|source| SysError::ConsoleConnect {
+        socket: socket.to_path_buf(),
+        source,
+    })?;
     let mut data = name.as_bytes().to_vec();
     if data.is_empty() {
         data.push(b'/');
@@ -201,7 +256,10 @@ pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
-            return Err(format!("--console-socket {}: send: {e}", socket.display()));
+            return Err(SysError::ConsoleSend {
+                socket: socket.to_path_buf(),
+                source: e,
+            });
         }
     }
 }
@@ -331,6 +389,7 @@ mod tests {
         assert_eq!(&got[..n], name.as_bytes());
         assert!(send_console(&dir.join("missing"), m.as_raw_fd(), &name)
             .unwrap_err()
+            .to_string()
             .starts_with("--console-socket "));
         std::fs::remove_dir_all(&dir).unwrap();
     }

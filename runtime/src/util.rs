@@ -1,22 +1,9 @@
-//! Small host-side helpers: errors, time stamps, process identity, atomic
-//! files.
+//! Small host-side helpers: time stamps, process identity, atomic files.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Every failure is one line for the user (`husk: <msg>`), exit status 1.
-pub type Result<T> = std::result::Result<T, String>;
-
-/// Adds context to an error: `what: err`.
-pub trait Context<T> {
-    fn ctx(self, what: impl std::fmt::Display) -> Result<T>;
-}
-
-impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
-    fn ctx(self, what: impl std::fmt::Display) -> Result<T> {
-        self.map_err(|e| format!("{what}: {e}"))
-    }
-}
+use crate::error::{IoContext, IoError};
 
 /// RFC 3339 UTC time with nanoseconds, as runc writes `created`.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -66,13 +53,14 @@ pub fn alive(pid: i32, start: u64) -> bool {
 
 /// Writes `data` to `path` atomically (temp file in the same directory,
 /// then rename).
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), IoError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data).ctx(format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("rename {}: {e}", path.display())
-    })
+    std::fs::write(&tmp, data).during("write", &tmp)?;
+    std::fs::rename(&tmp, path)
+        .during("rename", path)
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 /// Sends `sig` to `pid` if it is still the process that started at `start`.

@@ -1,12 +1,15 @@
 //! `create`, `run` and `start`; how this binary starts a container's
 //! monitor (`husk __monitor`, with the same global options).
 
+use std::path::Path;
 use std::process::Command;
 
 use husk_runtime::container::{self, CreateRequest, MonitorRequest};
+use husk_runtime::error::IoContext;
 use husk_runtime::spawn::{self, READY_FD};
 use husk_runtime::state::Store;
-use husk_runtime::util::{Context, Result};
+
+use crate::error::{Error, Result};
 
 use crate::args::{CreateArgs, Global, RunArgs};
 
@@ -33,11 +36,11 @@ pub fn spawn_helper(
     what: &str,
     limit: std::time::Duration,
     console: bool,
-) -> Result<i32> {
-    let exe = std::env::current_exe().ctx("/proc/self/exe")?;
+) -> husk_runtime::Result<i32> {
+    let exe = std::env::current_exe().at(Path::new("/proc/self/exe"))?;
     let mut cmd = Command::new(exe);
     cmd.args(global_args(g)).args(args);
-    spawn::spawn_ready(cmd, what, limit, console)
+    Ok(spawn::spawn_ready(cmd, what, limit, console)?)
 }
 
 /// `husk __monitor ID [--console-socket S] [--start] --ready-fd 3`.
@@ -57,7 +60,10 @@ fn monitor_args(m: &MonitorRequest) -> Vec<String> {
 fn request(a: &CreateArgs) -> Result<CreateRequest> {
     let bundle = match &a.bundle {
         Some(p) => p.clone(),
-        None => std::env::current_dir().ctx("current directory")?,
+        None => std::env::current_dir().map_err(|source| Error::Io {
+            what: "current directory",
+            source,
+        })?,
     };
     Ok(CreateRequest {
         id: a.id.clone(),
@@ -71,9 +77,9 @@ fn request(a: &CreateArgs) -> Result<CreateRequest> {
 pub fn create(g: &Global, store: &Store, a: &CreateArgs, start: bool) -> Result<i32> {
     container::check_id(&a.id)?;
     let req = request(a)?;
-    container::create(store, &req, start, |m| {
+    Ok(container::create(store, &req, start, |m| {
         spawn_helper(g, &monitor_args(m), "monitor", m.limit, m.terminal)
-    })
+    })?)
 }
 
 /// `run`: detached, a create that starts; else this process is the monitor.
@@ -82,10 +88,14 @@ pub fn run(g: &Global, store: &Store, a: &RunArgs) -> Result<i32> {
         create(g, store, &a.create, true).map(|_| 0)
     } else {
         container::check_id(&a.create.id)?;
-        container::run_foreground(store, &request(&a.create)?, a.keep)
+        Ok(container::run_foreground(
+            store,
+            &request(&a.create)?,
+            a.keep,
+        )?)
     }
 }
 
 pub fn start(store: &Store, id: &str) -> Result<()> {
-    container::start(store, id)
+    Ok(container::start(store, id)?)
 }

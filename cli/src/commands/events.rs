@@ -5,8 +5,9 @@ use std::io::Write;
 
 use husk_runtime::container;
 use husk_runtime::state::{Status, Store};
-use husk_runtime::util::Result;
 use serde_json::{json, Value};
+
+use crate::error::Result;
 
 use crate::parse::parse_interval;
 
@@ -41,7 +42,7 @@ pub fn events(store: &Store, id: &str, stats: bool, interval: &str) -> Result<()
             }
         });
     loop {
-        let st = store.load(id)?;
+        let st = store.load(id).map_err(husk_runtime::Error::from)?;
         if container::live_status(store, &st) == Status::Stopped {
             return Ok(());
         }

@@ -8,24 +8,29 @@ use husk_protocol::oci;
 use husk_runtime::container::{self, ExecMonitorRequest, ExecRequest};
 use husk_runtime::spawn::READY_FD;
 use husk_runtime::state::{State, Store};
-use husk_runtime::util::{Context, Result};
 use serde_json::{json, Value};
 
 use super::create::spawn_helper;
 use crate::args::{ExecArgs, Global};
+use crate::error::{Error, Result};
 
 fn exec_process(st: &State, a: &ExecArgs) -> Result<oci::Process> {
     let mut p: oci::Process = match &a.process {
         Some(f) => {
-            let data = std::fs::read(f).ctx(format!("--process {}", f.display()))?;
-            let v: Value = serde_json::from_slice(&data)
-                .ctx(format!("--process {}: invalid JSON", f.display()))?;
-            husk_protocol::decode_tracked(v, "process")
-                .map_err(|e| format!("--process {}: {e}", f.display()))?
+            let flag = || format!("--process {}", f.display());
+            let data = std::fs::read(f).map_err(|source| Error::FlagFile {
+                flag: flag(),
+                source,
+            })?;
+            let v: Value = serde_json::from_slice(&data).map_err(|source| Error::FlagJson {
+                flag: flag(),
+                source,
+            })?;
+            husk_protocol::decode_tracked(v, "process").map_err(|e| Error::flag(flag(), e))?
         }
         None => {
             if a.command.is_empty() {
-                return Err("exec: a command is required (or --process FILE)".into());
+                return Err(Error::Exec("a command is required (or --process FILE)"));
             }
             let b = husk_runtime::bundle::load(&st.bundle).ok();
             let mut p = b.and_then(|b| b.spec.process().clone()).unwrap_or_default();
@@ -38,7 +43,7 @@ fn exec_process(st: &State, a: &ExecArgs) -> Result<oci::Process> {
         p.set_args(Some(a.command.clone()));
     }
     if p.args().as_ref().is_none_or(|v| v.is_empty()) {
-        return Err("exec: process.args must not be empty".into());
+        return Err(Error::Exec("process.args must not be empty"));
     }
     if a.tty {
         p.set_terminal(Some(true));
@@ -47,7 +52,7 @@ fn exec_process(st: &State, a: &ExecArgs) -> Result<oci::Process> {
         let mut env = p.env().clone().unwrap_or_default();
         for e in &a.env {
             if !e.contains('=') {
-                return Err(format!("--env {e}: not KEY=VALUE"));
+                return Err(Error::flag(format!("--env {e}"), "not KEY=VALUE"));
             }
             let k = e.split('=').next().unwrap_or("");
             env.retain(|x| x.split('=').next() != Some(k));
@@ -57,21 +62,19 @@ fn exec_process(st: &State, a: &ExecArgs) -> Result<oci::Process> {
     }
     if let Some(c) = &a.cwd {
         if !c.starts_with('/') {
-            return Err(format!("--cwd {c}: must be an absolute path"));
+            return Err(Error::flag(
+                format!("--cwd {c}"),
+                "must be an absolute path",
+            ));
         }
         p.set_cwd(PathBuf::from(c));
     }
     if let Some(u) = &a.user {
+        let bad = |_| Error::flag(format!("--user {u}"), "expected UID[:GID] (numbers)");
         let mut parts = u.splitn(2, ':');
-        let uid: u32 = parts
-            .next()
-            .unwrap_or("")
-            .parse()
-            .map_err(|_| format!("--user {u}: expected UID[:GID] (numbers)"))?;
+        let uid: u32 = parts.next().unwrap_or("").parse().map_err(bad)?;
         let gid: u32 = match parts.next() {
-            Some(g) => g
-                .parse()
-                .map_err(|_| format!("--user {u}: expected UID[:GID] (numbers)"))?,
+            Some(g) => g.parse().map_err(bad)?,
             None => 0,
         };
         let mut user = p.user().clone();
@@ -92,11 +95,11 @@ fn exec_process(st: &State, a: &ExecArgs) -> Result<oci::Process> {
         let mut add = Vec::new();
         for c in &a.cap {
             let v = json!(c.to_uppercase());
-            let cap: oci_spec::runtime::Capability =
-                serde_json::from_value(v).map_err(|_| format!("--cap {c}: unknown capability"))?;
+            let cap: oci::Capability = serde_json::from_value(v)
+                .map_err(|_| Error::flag(format!("--cap {c}"), "unknown capability"))?;
             add.push(cap);
         }
-        let with = |s: &Option<oci_spec::runtime::Capabilities>| {
+        let with = |s: &Option<oci::Capabilities>| {
             let mut s = s.clone().unwrap_or_default();
             s.extend(add.iter().copied());
             Some(s)
@@ -134,7 +137,7 @@ pub fn exec(g: &Global, store: &Store, a: ExecArgs) -> Result<i32> {
         pid_file: a.pid_file.clone(),
         detach: a.detach,
     };
-    container::exec(store, &st, req, |m| {
+    Ok(container::exec(store, &st, req, |m| {
         spawn_helper(
             g,
             &exec_monitor_args(m),
@@ -142,5 +145,5 @@ pub fn exec(g: &Global, store: &Store, a: ExecArgs) -> Result<i32> {
             m.limit,
             m.terminal,
         )
-    })
+    })?)
 }

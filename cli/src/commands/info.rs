@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use husk_protocol::oci;
-use husk_runtime::util::{Context, Result};
 use husk_runtime::OCI_VERSION;
 use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
 
 pub fn features() -> Result<()> {
     println!(
@@ -43,23 +44,30 @@ fn features_value() -> Value {
 pub fn spec(bundle: Option<&Path>) -> Result<()> {
     let dir = match bundle {
         Some(b) => b.to_path_buf(),
-        None => std::env::current_dir().ctx("current directory")?,
+        None => std::env::current_dir().map_err(|source| Error::Io {
+            what: "current directory",
+            source,
+        })?,
     };
     let p = dir.join("config.json");
     if p.exists() {
-        return Err(format!("{}: exists; remove it first", p.display()));
+        return Err(Error::SpecExists(p));
     }
     let s = oci::Spec::default();
-    let data = serde_json::to_vec_pretty(&s).ctx("encode spec")?;
-    std::fs::write(&p, data).ctx(p.display())
+    let data = serde_json::to_vec_pretty(&s).map_err(Error::EncodeSpec)?;
+    std::fs::write(&p, data).map_err(|source| Error::WriteSpec { path: p, source })
 }
 
 pub fn checkpoint() -> Result<i32> {
-    Err("checkpoint is not supported: the container's processes live in a microVM, which CRIU cannot checkpoint".into())
+    Err(Error::Unsupported(
+        "checkpoint is not supported: the container's processes live in a microVM, which CRIU cannot checkpoint",
+    ))
 }
 
 pub fn restore() -> Result<i32> {
-    Err("restore is not supported: husk cannot checkpoint, so there is nothing to restore".into())
+    Err(Error::Unsupported(
+        "restore is not supported: husk cannot checkpoint, so there is nothing to restore",
+    ))
 }
 
 pub fn bench(args: &[String]) -> Result<i32> {
@@ -68,11 +76,11 @@ pub fn bench(args: &[String]) -> Result<i32> {
         .and_then(|e| e.parent().map(|d| d.join("husk-bench")))
         .filter(|p| p.is_file());
     let prog = next.unwrap_or_else(|| PathBuf::from("husk-bench"));
-    let e = Command::new(&prog).args(args).exec();
-    Err(format!(
-        "run {}: {e} (install husk-bench next to husk or on PATH)",
-        prog.display()
-    ))
+    let source = Command::new(&prog).args(args).exec();
+    Err(Error::Bench {
+        program: prog,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -95,7 +103,7 @@ mod tests {
         let d = std::env::temp_dir().join(format!("husk-spec-{}", std::process::id()));
         std::fs::create_dir_all(d.join("rootfs")).unwrap();
         spec(Some(&d)).unwrap();
-        assert!(spec(Some(&d)).unwrap_err().contains("exists"));
+        assert!(spec(Some(&d)).unwrap_err().to_string().contains("exists"));
         let b = husk_runtime::bundle::load(&d).unwrap();
         assert_eq!(b.rootfs, std::fs::canonicalize(d.join("rootfs")).unwrap());
         std::fs::remove_dir_all(&d).unwrap();

@@ -2,16 +2,17 @@
 
 use husk_runtime::container;
 use husk_runtime::state::Store;
-use husk_runtime::util::Result;
+
+use crate::error::Result;
 
 use crate::parse::parse_signal;
 
 pub fn kill(store: &Store, id: &str, signal: Option<&str>, all: bool) -> Result<()> {
     container::check_id(id)?;
     let sig = parse_signal(signal.unwrap_or("SIGTERM"))?;
-    container::kill(store, id, sig, all)
+    Ok(container::kill(store, id, sig, all)?)
 }
 
 pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
-    container::delete(store, id, force)
+    Ok(container::delete(store, id, force)?)
 }

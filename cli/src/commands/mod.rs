@@ -13,7 +13,8 @@ mod state;
 mod update;
 
 use husk_runtime::state::Store;
-use husk_runtime::util::Result;
+
+use crate::error::Result;
 
 use crate::args::{Cmd, Global};
 

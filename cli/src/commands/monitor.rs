@@ -8,7 +8,8 @@ use husk_runtime::container;
 use husk_runtime::monitor;
 use husk_runtime::session::Terminal;
 use husk_runtime::state::Store;
-use husk_runtime::util::Result;
+
+use crate::error::Result;
 
 use crate::args::{ExecMonitorArgs, MonitorArgs};
 
@@ -36,5 +37,12 @@ pub fn monitor(store: &Store, m: MonitorArgs) -> i32 {
 
 pub fn exec_monitor(store: &Store, m: ExecMonitorArgs) -> Result<i32> {
     let ready = ready_pipe(m.ready_fd);
-    container::exec_monitor(store, &m.id, m.exec_id, &m.process, m.console_socket, ready)
+    Ok(container::exec_monitor(
+        store,
+        &m.id,
+        m.exec_id,
+        &m.process,
+        m.console_socket,
+        ready,
+    )?)
 }

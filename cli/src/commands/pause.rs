@@ -2,8 +2,9 @@
 
 use husk_runtime::container;
 use husk_runtime::state::Store;
-use husk_runtime::util::Result;
+
+use crate::error::Result;
 
 pub fn pause(store: &Store, id: &str, pause: bool) -> Result<()> {
-    container::pause(store, id, pause)
+    Ok(container::pause(store, id, pause)?)
 }

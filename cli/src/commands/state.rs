@@ -4,8 +4,9 @@ use std::process::{Command, Stdio};
 
 use husk_runtime::container;
 use husk_runtime::state::Store;
-use husk_runtime::util::{Context, Result};
 use serde_json::Value;
+
+use crate::error::{Error, Result};
 
 pub fn state(store: &Store, id: &str) -> Result<()> {
     let v = container::state(store, id)?;
@@ -30,14 +31,14 @@ pub fn ps(store: &Store, id: &str, format: &str, ps_args: &[String]) -> Result<(
                 .args(&args)
                 .stderr(Stdio::inherit())
                 .output()
-                .ctx("ps")?;
+                .map_err(|source| Error::Io { what: "ps", source })?;
             let text = String::from_utf8_lossy(&out.stdout);
             let mut lines = text.lines();
             let header = lines.next().unwrap_or("");
             let col = header
                 .split_whitespace()
                 .position(|h| h == "PID")
-                .ok_or("ps: no PID column in its output")?;
+                .ok_or(Error::PsOutput)?;
             println!("{header}");
             for l in lines {
                 let pid = l.split_whitespace().nth(col).and_then(|p| p.parse().ok());
@@ -47,7 +48,10 @@ pub fn ps(store: &Store, id: &str, format: &str, ps_args: &[String]) -> Result<(
             }
             Ok(())
         }
-        f => Err(format!("--format {f}: must be table or json")),
+        f => Err(Error::flag(
+            format!("--format {f}"),
+            "must be table or json",
+        )),
     }
 }
 
@@ -86,6 +90,9 @@ pub fn list(store: &Store, format: &str, quiet: bool) -> Result<()> {
             }
             Ok(())
         }
-        f => Err(format!("--format {f}: must be table or json")),
+        f => Err(Error::flag(
+            format!("--format {f}"),
+            "must be table or json",
+        )),
     }
 }

@@ -6,10 +6,10 @@ use std::io::Read;
 use husk_protocol::oci;
 use husk_runtime::container;
 use husk_runtime::state::Store;
-use husk_runtime::util::{Context, Result};
 use serde_json::{json, Value};
 
 use crate::args::UpdateArgs;
+use crate::error::{Error, Result};
 use crate::parse::parse_size;
 
 fn update_resources(a: &UpdateArgs) -> Result<oci::LinuxResources> {
@@ -19,17 +19,28 @@ fn update_resources(a: &UpdateArgs) -> Result<oci::LinuxResources> {
             if p.as_os_str() == "-" {
                 std::io::stdin()
                     .read_to_end(&mut data)
-                    .ctx("read resources from stdin")?;
+                    .map_err(|source| Error::Io {
+                        what: "read resources from stdin",
+                        source,
+                    })?;
             } else {
-                data = std::fs::read(p).ctx(format!("--resources {}", p.display()))?;
+                data = std::fs::read(p).map_err(|source| Error::FlagFile {
+                    flag: format!("--resources {}", p.display()),
+                    source,
+                })?;
             }
-            serde_json::from_slice(&data)
-                .ctx(format!("--resources {}: invalid JSON", p.display()))?
+            serde_json::from_slice(&data).map_err(|source| Error::FlagJson {
+                flag: format!("--resources {}", p.display()),
+                source,
+            })?
         }
         None => json!({}),
     };
     if !v.is_object() {
-        return Err("--resources: expected a JSON object (linux.resources)".into());
+        return Err(Error::flag(
+            "--resources",
+            "expected a JSON object (linux.resources)",
+        ));
     }
     let mut set = |path: &[&str], val: Value| {
         let mut cur = &mut v;
@@ -62,31 +73,31 @@ fn update_resources(a: &UpdateArgs) -> Result<oci::LinuxResources> {
     if let Some(x) = &a.memory {
         set(
             &["memory", "limit"],
-            json!(parse_size(x).map_err(|e| format!("--memory: {e}"))?),
+            json!(parse_size(x).map_err(|e| Error::flag("--memory", e.to_string()))?),
         );
     }
     if let Some(x) = &a.memory_reservation {
         set(
             &["memory", "reservation"],
-            json!(parse_size(x).map_err(|e| format!("--memory-reservation: {e}"))?),
+            json!(parse_size(x).map_err(|e| Error::flag("--memory-reservation", e.to_string()))?),
         );
     }
     if let Some(x) = &a.memory_swap {
         set(
             &["memory", "swap"],
-            json!(parse_size(x).map_err(|e| format!("--memory-swap: {e}"))?),
+            json!(parse_size(x).map_err(|e| Error::flag("--memory-swap", e.to_string()))?),
         );
     }
     if let Some(x) = a.pids_limit {
         set(&["pids", "limit"], json!(x));
     }
-    husk_protocol::decode_tracked(v, "resources")
+    husk_protocol::decode_tracked(v, "resources").map_err(Error::Decode)
 }
 
 pub fn update(store: &Store, a: UpdateArgs) -> Result<()> {
     container::check_id(&a.id)?;
     let res = update_resources(&a)?;
-    container::update(store, &a.id, res)
+    Ok(container::update(store, &a.id, res)?)
 }
 
 #[cfg(test)]

@@ -5,14 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::{check_id, live_status, target_of};
+use super::{agent_err, check_id, live_status, target_of};
 use crate::bundle::{self, Bundle};
+use crate::error::{Error, Result};
 use crate::hooks;
 use crate::host_config::HostConfig;
 use crate::monitor;
 use crate::session::Terminal;
+use crate::state::StateError;
 use crate::state::{State, Status, Store};
-use crate::util::{self, Context, Result};
+use crate::util;
 
 /// What `create` and `run` are given.
 #[derive(Debug, Clone)]
@@ -73,7 +75,7 @@ fn new_state(id: &str, b: &Bundle) -> State {
 fn precheck(store: &Store, a: &CreateRequest) -> Result<Bundle> {
     check_id(&a.id)?;
     if store.dir(&a.id).join("state.json").exists() {
-        return Err(format!("container with id {} already exists", a.id));
+        return Err(StateError::Exists { id: a.id.clone() }.into());
     }
     let b = bundle::load(&a.bundle)?;
     HostConfig::load()?.check()?;
@@ -97,8 +99,11 @@ pub(crate) fn undo_create(store: &Store, id: &str) {
     let _ = std::fs::remove_dir_all(monitor::sock_dir(&store.root, id));
 }
 
-fn canonical_console(s: &Path) -> Result<PathBuf> {
-    std::fs::canonicalize(s).ctx(format!("--console-socket {}", s.display()))
+pub(crate) fn canonical_console(s: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(s).map_err(|source| Error::ConsoleSocket {
+        path: s.to_path_buf(),
+        source,
+    })
 }
 
 /// Creates container `a.id` (and starts it with `start`: `run --detach`):
@@ -112,10 +117,7 @@ pub fn create(
 ) -> Result<i32> {
     let b = precheck(store, a)?;
     if b.terminal && a.console_socket.is_none() {
-        return Err(
-            "process.terminal is true: --console-socket is required to hand over the terminal"
-                .into(),
-        );
+        return Err(Error::ConsoleSocketRequired { id: a.id.clone() });
     }
     store.create_dir(&a.id)?;
     let r = (|| {
@@ -132,7 +134,11 @@ pub fn create(
             terminal: b.terminal,
             limit: HostConfig::load()?.boot_timeout + Duration::from_secs(60),
         };
-        let pid = launch(&req).map_err(|e| format!("create container {}: {e}", a.id))?;
+        let pid = launch(&req).map_err(|e| Error::Launch {
+            op: "create",
+            id: a.id.clone(),
+            source: Box::new(e),
+        })?;
         if let Some(p) = &a.pid_file {
             monitor::write_pid_file(p, pid)?;
         }
@@ -189,14 +195,19 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
     let st = store.load(id)?;
     match live_status(store, &st) {
         Status::Created => {}
-        Status::Stopped => return Err("cannot start a container that has stopped".into()),
-        Status::Creating => return Err(format!("container {id} is still being created")),
-        s => return Err(format!("cannot start an already {} container", s.as_str())),
+        Status::Stopped => return Err(Error::StartStopped { id: id.into() }),
+        Status::Creating => return Err(Error::StillCreating { id: id.into() }),
+        status => {
+            return Err(Error::AlreadyStarted {
+                id: id.into(),
+                status,
+            })
+        }
     }
     let t = target_of(store, &st, None);
     t.connect()
-        .and_then(|mut c| c.start_container(&st.guest_id).map_err(|e| e.to_string()))
-        .map_err(|e| format!("start container {id}: {e}"))?;
+        .and_then(|mut c| Ok(c.start_container(&st.guest_id)?))
+        .map_err(agent_err("start", id))?;
     store.set_status(id, Status::Running, None)?;
     let json = monitor::state_json(&st, Status::Running, st.monitor_pid);
     if let Err(e) = hooks::run("poststart", &st.poststart, &json) {

@@ -9,11 +9,13 @@ use std::time::{Duration, SystemTime};
 
 use husk_protocol::oci;
 
+use super::create::canonical_console;
 use super::{check_id, live_status, target_of};
+use crate::error::{Error, IoContext, Result};
 use crate::monitor;
 use crate::session::Terminal;
 use crate::state::{State, Status, Store};
-use crate::util::{self, Context, Result};
+use crate::util;
 
 /// A process to run in a container.
 #[derive(Debug, Clone)]
@@ -65,17 +67,16 @@ pub fn exec_state(store: &Store, id: &str, ignore_paused: bool) -> Result<State>
     match live_status(store, &st) {
         Status::Running => {}
         Status::Paused if ignore_paused => {}
-        Status::Paused => {
-            return Err("cannot exec in a paused container (use --ignore-paused)".into())
+        Status::Paused => return Err(Error::ExecPaused { id: id.into() }),
+        Status::Stopped => return Err(Error::ExecStopped { id: id.into() }),
+        status => {
+            return Err(Error::ExecStatus {
+                id: id.into(),
+                status,
+            })
         }
-        Status::Stopped => return Err("cannot exec in a stopped container".into()),
-        s => return Err(format!("cannot exec in a {} container", s.as_str())),
     }
     Ok(st)
-}
-
-fn canonical_console(s: &Path) -> Result<PathBuf> {
-    std::fs::canonicalize(s).ctx(format!("--console-socket {}", s.display()))
 }
 
 /// Runs `req.process` in container `st` (checked by [`exec_state`]).
@@ -93,16 +94,15 @@ pub fn exec(
     let eid = random_id();
     if req.detach {
         if tty && req.console_socket.is_none() {
-            return Err(
-                "cannot allocate a tty for a detached exec without --console-socket".into(),
-            );
+            return Err(Error::DetachedTtyWithoutConsole { id: st.id.clone() });
         }
         let console_socket = match (&req.console_socket, tty) {
             (Some(s), true) => Some(canonical_console(s)?),
             _ => None,
         };
         let pf = store.dir(&st.id).join(format!("exec-{eid}.json"));
-        util::write_atomic(&pf, &serde_json::to_vec(&process).ctx("encode process")?)?;
+        let data = serde_json::to_vec(&process).map_err(Error::EncodeProcess)?;
+        util::write_atomic(&pf, &data)?;
         let m = ExecMonitorRequest {
             id: st.id.clone(),
             exec_id: eid,
@@ -113,7 +113,11 @@ pub fn exec(
         };
         let r = launch(&m);
         let _ = std::fs::remove_file(&pf);
-        let pid = r.map_err(|e| format!("exec in container {}: {e}", st.id))?;
+        let pid = r.map_err(|e| Error::Launch {
+            op: "exec in",
+            id: st.id.clone(),
+            source: Box::new(e),
+        })?;
         if let Some(p) = &req.pid_file {
             monitor::write_pid_file(p, pid)?;
         }
@@ -145,9 +149,13 @@ pub fn exec_monitor(
     console_socket: Option<PathBuf>,
     ready: Option<OwnedFd>,
 ) -> Result<i32> {
-    let data = std::fs::read(process_file).ctx(process_file.display())?;
+    let data = std::fs::read(process_file).at(process_file)?;
     let _ = std::fs::remove_file(process_file);
-    let process: oci::Process = serde_json::from_slice(&data).ctx(process_file.display())?;
+    let process: oci::Process =
+        serde_json::from_slice(&data).map_err(|source| Error::ProcessFile {
+            path: process_file.to_path_buf(),
+            source,
+        })?;
     let st = store.load(id)?;
     let term = match (console_socket, process.terminal().unwrap_or(false)) {
         (Some(s), true) => Terminal::Console(s),

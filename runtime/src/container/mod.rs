@@ -16,15 +16,29 @@ use husk_protocol::{oci, ContainerStats};
 use serde_json::{json, Value};
 
 use crate::bundle;
+use crate::error::{Error, Result};
 use crate::monitor;
 use crate::session::Target;
 use crate::state::{State, Status, Store};
-use crate::util::{self, Result};
+use crate::util;
 
 /// A container id the runtime takes (runc's rule, see
 /// [`husk_protocol::id::check_container_id`]).
 pub fn check_id(id: &str) -> Result<()> {
-    husk_protocol::id::check_container_id(id).map_err(|e| e.to_string())
+    Ok(husk_protocol::id::check_container_id(id)?)
+}
+
+/// `OP container ID: why` for a request the agent did not do.
+fn agent_err<E: Into<crate::session::SessionError>>(
+    op: &'static str,
+    id: &str,
+) -> impl FnOnce(E) -> Error {
+    let id = id.to_string();
+    move |e| Error::Agent {
+        op,
+        id,
+        source: e.into(),
+    }
 }
 
 /// The agent session of a container's process (`exec_id: None`: its init).
@@ -119,20 +133,20 @@ pub fn pause(store: &Store, id: &str, pause: bool) -> Result<()> {
     let t = target_of(store, &st, None);
     if pause {
         if status != Status::Running {
-            return Err("container not running".into());
+            return Err(Error::NotRunning { id: id.into() });
         }
         t.connect()
-            .and_then(|mut c| c.pause(&st.guest_id).map_err(|e| e.to_string()))
-            .map_err(|e| format!("pause container {id}: {e}"))?;
-        store.set_status(id, Status::Paused, None)
+            .and_then(|mut c| Ok(c.pause(&st.guest_id)?))
+            .map_err(agent_err("pause", id))?;
+        Ok(store.set_status(id, Status::Paused, None)?)
     } else {
         if status != Status::Paused {
-            return Err("container not paused".into());
+            return Err(Error::NotPaused { id: id.into() });
         }
         t.connect()
-            .and_then(|mut c| c.resume(&st.guest_id).map_err(|e| e.to_string()))
-            .map_err(|e| format!("resume container {id}: {e}"))?;
-        store.set_status(id, Status::Running, None)
+            .and_then(|mut c| Ok(c.resume(&st.guest_id)?))
+            .map_err(agent_err("resume", id))?;
+        Ok(store.set_status(id, Status::Running, None)?)
     }
 }
 
@@ -142,7 +156,7 @@ pub fn update(store: &Store, id: &str, res: oci::LinuxResources) -> Result<()> {
     let _lock = store.lock(id)?;
     let st = store.load(id)?;
     if live_status(store, &st) == Status::Stopped {
-        return Err("container not running".into());
+        return Err(Error::NotRunning { id: id.into() });
     }
     if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
         if let Ok(b) = bundle::load(&st.bundle) {
@@ -158,11 +172,8 @@ pub fn update(store: &Store, id: &str, res: oci::LinuxResources) -> Result<()> {
     }
     target_of(store, &st, None)
         .connect()
-        .and_then(|mut c| {
-            c.update_resources(&st.guest_id, res)
-                .map_err(|e| e.to_string())
-        })
-        .map_err(|e| format!("update container {id}: {e}"))
+        .and_then(|mut c| Ok(c.update_resources(&st.guest_id, res)?))
+        .map_err(agent_err("update", id))
 }
 
 /// The state of container `id` if it has not stopped.
@@ -170,7 +181,7 @@ pub fn running(store: &Store, id: &str) -> Result<State> {
     check_id(id)?;
     let st = store.load(id)?;
     if live_status(store, &st) == Status::Stopped {
-        return Err("container not running".into());
+        return Err(Error::NotRunning { id: id.into() });
     }
     Ok(st)
 }
@@ -179,8 +190,8 @@ pub fn running(store: &Store, id: &str) -> Result<State> {
 pub fn stats(store: &Store, st: &State) -> Result<ContainerStats> {
     target_of(store, st, None)
         .connect()
-        .and_then(|mut c| c.stats(&st.guest_id).map_err(|e| e.to_string()))
-        .map_err(|e| format!("stats of container {}: {e}", st.id))
+        .and_then(|mut c| Ok(c.stats(&st.guest_id)?))
+        .map_err(agent_err("stats of", &st.id))
 }
 
 /// The agent's event stream (exits, OOM kills of every container in the
@@ -189,5 +200,5 @@ pub fn events(store: &Store, st: &State) -> Result<Events> {
     target_of(store, st, None)
         .connect()?
         .events()
-        .map_err(|e| format!("events: {e}"))
+        .map_err(Error::Events)
 }

@@ -5,11 +5,13 @@
 use std::time::{Duration, Instant};
 
 use super::create::undo_create;
-use super::{check_id, live_status, target_of};
+use super::{agent_err, check_id, live_status, target_of};
+use crate::error::{Error, Result};
 use crate::hooks;
 use crate::monitor::{self, Helpers};
+use crate::state::StateError;
 use crate::state::{Status, Store};
-use crate::util::{self, Result};
+use crate::util;
 
 /// Sends `sig` to the container's process (`all`: every process of it).
 pub fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<()> {
@@ -18,13 +20,12 @@ pub fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<()> {
     let st = store.load(id)?;
     let status = live_status(store, &st);
     if status == Status::Stopped {
-        return Err("container not running".into());
+        return Err(Error::NotRunning { id: id.into() });
     }
     let t = target_of(store, &st, None);
-    let r = t.connect().and_then(|mut c| {
-        c.signal(&st.guest_id, None, sig, all)
-            .map_err(|e| e.to_string())
-    });
+    let r = t
+        .connect()
+        .and_then(|mut c| Ok(c.signal(&st.guest_id, None, sig, all)?));
     match r {
         Ok(()) => Ok(()),
         // A container whose VM cannot take the signal still has to go when
@@ -36,7 +37,7 @@ pub fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<()> {
             util::kill_checked(st.monitor_pid, st.monitor_start, libc::SIGKILL);
             Ok(())
         }
-        Err(e) => Err(format!("kill container {id}: {e}")),
+        Err(e) => Err(agent_err("kill", id)(e)),
     }
 }
 
@@ -63,7 +64,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
         return if force {
             Ok(())
         } else {
-            Err(format!("container {id} does not exist"))
+            Err(StateError::NotFound { id: id.into() }.into())
         };
     }
     let _lock = store.lock(id)?;
@@ -71,11 +72,11 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     let status = live_status(store, &st);
     match status {
         Status::Stopped | Status::Created => {}
-        s if !force => {
-            return Err(format!(
-                "cannot delete container {id} that is not stopped: {}",
-                s.as_str()
-            ))
+        status if !force => {
+            return Err(Error::NotStopped {
+                id: id.into(),
+                status,
+            })
         }
         _ => {}
     }
