@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         debug!("--criu {c}: ignored, husk does not checkpoint");
     }
     match commands::dispatch(&cli.g, cmd) {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX)),
         Err(e) => {
             // One line on stderr, and in the log for daemons that read it.
             if cli.g.log.is_some() {

@@ -430,9 +430,12 @@ pub fn unescape_mountinfo(s: &str) -> String {
         let oct = b
             .get(i + 1..i + 4)
             .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match oct.map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'))) {
-            Some(v) if b[i] == b'\\' && v <= 0xff => {
-                out.push(v as u8);
+        let byte = oct
+            .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
+            .and_then(|v| u8::try_from(v).ok());
+        match byte {
+            Some(v) if b[i] == b'\\' => {
+                out.push(v);
                 i += 4;
             }
             _ => {

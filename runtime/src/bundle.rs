@@ -165,14 +165,15 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
     // Sizing from linux.resources, overridable by annotations.
     let res = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     let host_cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
+        .map(|n| u32::try_from(n.get()).unwrap_or(MAX_VCPUS))
         .unwrap_or(1)
         .clamp(1, MAX_VCPUS);
     let mut vcpus = 1u32;
     if let Some(cpu) = res.and_then(|r| r.cpu().as_ref()) {
         match (cpu.quota(), cpu.period()) {
             (Some(q), Some(p)) if q > 0 && p > 0 => {
-                vcpus = (q as u64).div_ceil(p).clamp(1, u64::from(host_cpus)) as u32;
+                let n = u64::try_from(q).unwrap_or(1).div_ceil(p);
+                vcpus = u32::try_from(n.clamp(1, u64::from(host_cpus))).unwrap_or(host_cpus);
             }
             _ => {
                 if let Some(set) = cpu.cpus() {
@@ -187,9 +188,10 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
     if let Some(limit) = res
         .and_then(|r| r.memory().as_ref())
         .and_then(|m| m.limit())
+        .and_then(|l| u64::try_from(l).ok())
         .filter(|l| *l > 0)
     {
-        memory_mib = (limit as u64).div_ceil(1 << 20) + VM_OVERHEAD_MIB;
+        memory_mib = limit.div_ceil(1 << 20) + VM_OVERHEAD_MIB;
     }
     let ann = spec.annotations().clone().unwrap_or_default();
     if let Some(s) = ann.get("io.husk.vcpus") {
@@ -406,7 +408,7 @@ mod tests {
         assert_eq!(b.rootfs, t.0.join("rootfs"));
         assert_eq!(
             b.vcpus,
-            2.min(std::thread::available_parallelism().unwrap().get() as u32)
+            2.min(u32::try_from(std::thread::available_parallelism().unwrap().get()).unwrap())
         );
         assert_eq!(b.memory_mib, 512 + VM_OVERHEAD_MIB);
         assert_eq!(b.netns, Some(Some(PathBuf::from("/run/netns/x"))));

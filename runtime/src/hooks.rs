@@ -73,8 +73,9 @@ pub fn run(kind: &str, hooks: &[Hook], state_json: &str) -> Result<(), HookError
         }
         let limit = h
             .timeout()
+            .and_then(|t| u64::try_from(t).ok())
             .filter(|t| *t > 0)
-            .map(|t| Duration::from_secs(t as u64))
+            .map(Duration::from_secs)
             .unwrap_or(MAX_HOOK_TIME)
             .min(MAX_HOOK_TIME);
         let deadline = Instant::now() + limit;

@@ -113,7 +113,7 @@ impl Sandbox {
                 program: PathBuf::from(cmd.get_program()),
                 source,
             })?;
-        let pid = child.id() as i32;
+        let pid = util::pid(child.id());
         self.helpers.push((name, pid));
         let h = Helpers {
             pids: self
@@ -198,7 +198,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         }
         let _ = store.set_status(id, Status::Running, None);
         crate::debug!("container {id} started at {} ms", t0.elapsed().as_millis());
-        let json = state_json(&st, Status::Running, std::process::id() as i32);
+        let json = state_json(&st, Status::Running, util::pid(std::process::id()));
         if let Err(e) = hooks::run("poststart", &st.poststart, &json) {
             crate::warn!("{e}");
         }
@@ -272,7 +272,7 @@ fn setup(
     let phase =
         |what: &str| crate::debug!("container {id}: {what} at {} ms", t0.elapsed().as_millis());
     let mut st = store.load(id)?;
-    st.monitor_pid = std::process::id() as i32;
+    st.monitor_pid = util::pid(std::process::id());
     st.monitor_start = util::proc_start_time(st.monitor_pid).unwrap_or(0);
     store.save(&st)?;
     let b: Bundle = bundle::load(&st.bundle)?;
@@ -561,7 +561,7 @@ pub fn exec_session(
     };
     attached.resize(&target);
     if let Some(p) = pid_file {
-        if let Err(e) = write_pid_file(p, std::process::id() as i32) {
+        if let Err(e) = write_pid_file(p, util::pid(std::process::id())) {
             eprintln!("husk: {e}");
         }
     }

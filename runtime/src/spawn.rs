@@ -46,7 +46,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
         return Err(SpawnError::Pipe(std::io::Error::last_os_error()));
     }
     // SAFETY: both descriptors were just created and are ours alone.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let r = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as for the read end.
+    let w = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((r, w))
 }
 
 /// Starts `cmd` (the front end's monitor or exec monitor) as a detached
@@ -66,27 +69,33 @@ pub fn spawn_ready(mut cmd: Command, what: &str, limit: Duration, console: bool)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
     }
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            if wfd == READY_FD {
-                let fl = libc::fcntl(READY_FD, libc::F_GETFD);
-                if fl < 0 || libc::fcntl(READY_FD, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(wfd, READY_FD) < 0 {
+    // Between fork and exec: an own session, and the pipe's write end as
+    // READY_FD, open across exec.
+    let child_setup = move || {
+        // SAFETY: setsid(2) is async-signal-safe.
+        unsafe { libc::setsid() };
+        if wfd == READY_FD {
+            // SAFETY: fcntl(2) on the inherited descriptor; async-signal-safe.
+            let fl = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) };
+            // SAFETY: as above.
+            if fl < 0 || unsafe { libc::fcntl(READY_FD, libc::F_SETFD, fl & !libc::FD_CLOEXEC) } < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
-        })
+        // SAFETY: dup2(2) is async-signal-safe; a dup is open across exec.
+        } else if unsafe { libc::dup2(wfd, READY_FD) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     };
+    // SAFETY: child_setup makes only async-signal-safe calls.
+    unsafe { cmd.pre_exec(child_setup) };
     let mut child = cmd.spawn().map_err(|source| SpawnError::Start {
         what: what.to_string(),
         source,
     })?;
     drop(w);
-    let pid = child.id() as i32;
+    let pid = crate::util::pid(child.id());
     match read_ready(r, limit) {
         Ok(()) => Ok(pid),
         Err(e) => {
@@ -113,7 +122,7 @@ fn read_ready(r: OwnedFd, limit: Duration) -> Result<()> {
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
         if n < 0 {

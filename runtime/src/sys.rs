@@ -128,13 +128,11 @@ pub fn unmount_under(dir: &Path) -> Result<()> {
     for m in mounts_under(dir) {
         let c = cstr(&m)?;
         // SAFETY: umount2 with a valid NUL-terminated path.
-        check(
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) },
-            |source| SysError::Unmount {
-                path: m.clone(),
-                source,
-            },
-        )?;
+        let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        check(r, |source| SysError::Unmount {
+            path: m.clone(),
+            source,
+        })?;
     }
     match mounts_under(dir).first() {
         Some(m) => Err(SysError::StillMounted(m.clone())),
@@ -195,8 +193,10 @@ pub fn openpty() -> Result<(OwnedFd, OwnedFd, String)> {
         )
     };
     check(r, SysError::Openpty)?;
-    // SAFETY: fresh descriptors only we own.
-    let (m, s) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    // SAFETY: a fresh descriptor only we own.
+    let m = unsafe { OwnedFd::from_raw_fd(m) };
+    // SAFETY: as for the master.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
     for fd in [&m, &s] {
         // SAFETY: fcntl on a descriptor we own.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -230,8 +230,10 @@ pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
     };
+    #[allow(clippy::cast_possible_truncation)] // 4 bytes
+    let fd_len = std::mem::size_of::<RawFd>() as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(fd_len) } as usize;
     let mut cbuf = vec![0u8; space];
     // SAFETY: an all-zero msghdr is valid; we fill the fields below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -240,14 +242,22 @@ pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = space;
     // SAFETY: msg_control points at `space` bytes, enough for one header
-    // with one descriptor; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-    }
+    // with one descriptor: the first header is inside it.
+    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: CMSG_LEN is a pure size computation.
+    let cmsg_len = unsafe { libc::CMSG_LEN(fd_len) } as usize;
+    let header = libc::cmsghdr {
+        cmsg_len,
+        cmsg_level: libc::SOL_SOCKET,
+        cmsg_type: libc::SCM_RIGHTS,
+    };
+    // SAFETY: `c` points at room for the header inside cbuf (a byte
+    // buffer, so written unaligned).
+    unsafe { std::ptr::write_unaligned(c, header) };
+    // SAFETY: the header's data follows it inside cbuf, room for one fd.
+    let data = unsafe { libc::CMSG_DATA(c) };
+    // SAFETY: `data` has room for one descriptor (CMSG_SPACE above).
+    unsafe { std::ptr::write_unaligned(data.cast::<RawFd>(), fd) };
     loop {
         // SAFETY: msg and everything it points to are alive for the call.
         let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
@@ -317,21 +327,20 @@ pub fn relay_sigset() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data initialised by sigfillset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is a valid sigset_t.
-    unsafe {
-        libc::sigfillset(&mut set);
-        for s in [
-            libc::SIGSEGV,
-            libc::SIGBUS,
-            libc::SIGILL,
-            libc::SIGFPE,
-            libc::SIGABRT,
-            libc::SIGTRAP,
-            libc::SIGSYS,
-            libc::SIGKILL,
-            libc::SIGSTOP,
-        ] {
-            libc::sigdelset(&mut set, s);
-        }
+    unsafe { libc::sigfillset(&mut set) };
+    for s in [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGABRT,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+        libc::SIGKILL,
+        libc::SIGSTOP,
+    ] {
+        // SAFETY: set is a valid sigset_t, s a valid signal.
+        unsafe { libc::sigdelset(&mut set, s) };
     }
     set
 }
@@ -357,12 +366,13 @@ pub fn wait_signal(set: &libc::sigset_t) -> i32 {
 /// signals from the daemon's or the monitor's terminal) and death with
 /// its parent, so nothing outlives the monitor.
 pub fn child_setup() -> io::Result<()> {
-    // SAFETY: async-signal-safe calls between fork and exec.
-    unsafe {
-        libc::setsid();
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    // SAFETY: setsid(2) is async-signal-safe (between fork and exec).
+    unsafe { libc::setsid() };
+    #[allow(clippy::cast_sign_loss)] // SIGKILL is 9
+    let sig = libc::SIGKILL as libc::c_ulong;
+    // SAFETY: prctl(2) is async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

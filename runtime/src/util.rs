@@ -5,10 +5,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{IoContext, IoError};
 
+/// A process id as the kernel's calls take it (`std` hands out `u32`).
+pub fn pid(id: u32) -> i32 {
+    #[allow(clippy::cast_possible_wrap)] // pids are below pid_max (at most 2^22)
+    let pid = id as i32;
+    pid
+}
+
 /// RFC 3339 UTC time with nanoseconds, as runc writes `created`.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -88,7 +95,7 @@ mod tests {
 
     #[test]
     fn own_start_time() {
-        let me = std::process::id() as i32;
+        let me = pid(std::process::id());
         let st = proc_start_time(me).expect("own stat");
         assert!(alive(me, st));
         assert!(!alive(me, st + 1));

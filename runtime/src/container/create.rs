@@ -163,7 +163,7 @@ pub fn run_foreground(store: &Store, a: &CreateRequest, keep: bool) -> Result<i3
     let r = (|| {
         store.save(&new_state(&a.id, &b))?;
         if let Some(p) = &a.pid_file {
-            monitor::write_pid_file(p, std::process::id() as i32)?;
+            monitor::write_pid_file(p, util::pid(std::process::id()))?;
         }
         monitor::run(
             store,

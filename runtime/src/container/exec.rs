@@ -50,11 +50,11 @@ fn random_id() -> String {
         .and_then(|mut f| f.read_exact(&mut b))
         .is_err()
     {
-        let n = SystemTime::now()
+        let t = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64
-            ^ ((std::process::id() as u64) << 32);
+            .unwrap_or_default();
+        let n = (t.as_secs() << 30 | u64::from(t.subsec_nanos()))
+            ^ (u64::from(std::process::id()) << 32);
         b = n.to_le_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -160,7 +160,7 @@ pub fn update(store: &Store, id: &str, res: oci::LinuxResources) -> Result<()> {
     }
     if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
         if let Ok(b) = bundle::load(&st.bundle) {
-            if limit > 0 && (limit as u64 >> 20) > b.memory_mib {
+            if u64::try_from(limit).is_ok_and(|l| l > 0 && l >> 20 > b.memory_mib) {
                 crate::warn!(
                     "update {}: memory limit {} MiB is above the microVM's {} MiB: the guest cannot give it more",
                     id,

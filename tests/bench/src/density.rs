@@ -137,7 +137,7 @@ pub fn fits(k: usize, per_sandbox_kib: f64, available_kib: Option<u64>) -> Resul
 /// Bounded wait for all of `k` sandboxes: generous, since K boots share the
 /// host's CPUs.
 pub fn timeout_for(k: usize, one: Duration) -> Duration {
-    one + Duration::from_secs(10) * k as u32
+    one + Duration::from_secs(10) * u32::try_from(k).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

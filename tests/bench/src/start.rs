@@ -178,8 +178,11 @@ fn is_static_elf(p: &Path) -> Result<bool, String> {
     else {
         return Ok(false);
     };
-    for i in 0..phnum as usize {
-        let o = phoff as usize + i * phentsize as usize;
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return Ok(false);
+    };
+    for i in 0..usize::from(phnum) {
+        let o = phoff + i * usize::from(phentsize);
         match u32_at(o) {
             Some(3) => return Ok(false), // PT_INTERP
             Some(_) => {}
@@ -403,11 +406,10 @@ fn read_some(
 fn set_nonblocking(f: &impl AsRawFd) {
     let fd = f.as_raw_fd();
     // SAFETY: fcntl on a file descriptor we own; no pointers involved.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-        }
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl >= 0 {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
     }
 }
 
@@ -415,12 +417,10 @@ fn set_nonblocking(f: &impl AsRawFd) {
 /// has pidfd_open.
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, mem::pid(pid), 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
     // SAFETY: fd is a fresh descriptor that nothing else owns.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `bin --root root delete --force id`, output dropped; best effort.
@@ -493,7 +493,7 @@ pub fn sandbox_mem(
     id: &str,
     timeout: Duration,
 ) -> Result<SandboxMem, String> {
-    let me = std::process::id() as i32;
+    let me = mem::pid(std::process::id());
     let before = mem::pids();
     let pid_file = root.join(format!("{id}.pid"));
     let t0 = Instant::now();

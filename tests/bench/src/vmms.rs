@@ -111,7 +111,7 @@ impl Vmm {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        mem::pid(self.child.id())
     }
 
     /// Waits up to `timeout` for the process to end by itself.
@@ -572,7 +572,7 @@ mod tests {
         f[1] = "(vcpu 0) x)".into();
         f[42] = "777".into();
         assert_eq!(guest_ticks(&f.join(" ")), Some(777));
-        let me = std::process::id() as i32;
+        let me = mem::pid(std::process::id());
         let (cpu, guest) = proc_cpu_ms(me).unwrap();
         assert!(cpu > 0.0 && guest == 0.0, "{cpu} {guest}");
     }
