@@ -104,46 +104,81 @@ fn spec_err(path: &Path, msg: String) -> BundleError {
     }
 }
 
+/// Errors about a bundle's config.json, naming the field.
+struct At<'a>(&'a Path);
+
+impl At<'_> {
+    fn bad(&self, field: &str, msg: String) -> BundleError {
+        BundleError::Field {
+            path: self.0.to_path_buf(),
+            field: field.to_string(),
+            msg,
+        }
+    }
+}
+
+/// Checks the spec in `v` (the bundle `dir`'s config.json) and derives
+/// what the microVM needs from it.
 pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
     let cfg = dir.join("config.json");
+    let at = At(&cfg);
     let spec: oci::Spec =
         husk_protocol::decode_tracked(v.clone(), "").map_err(|e| spec_err(&cfg, e))?;
-    let bad = |field: &str, msg: String| BundleError::Field {
-        path: cfg.clone(),
-        field: field.to_string(),
-        msg,
-    };
+    let (terminal, rootfs) = process_and_root(&at, dir, &spec)?;
+    let netns = netns_of(&at, &spec)?;
+    let (vcpus, memory_mib) = vm_size(&at, &spec)?;
+    let shares = share_mounts(&at, dir, &mut v, &rootfs)?;
+    scrub_for_guest(&mut v);
+    let guest_spec: oci::Spec =
+        husk_protocol::decode_tracked(v, "").map_err(|e| spec_err(&cfg, e))?;
+    Ok(Bundle {
+        dir: dir.to_path_buf(),
+        spec,
+        guest_spec,
+        rootfs,
+        shares,
+        vcpus,
+        memory_mib,
+        terminal,
+        netns,
+    })
+}
 
+/// The spec's version, `process.terminal` and root directory.
+fn process_and_root(at: &At, dir: &Path, spec: &oci::Spec) -> Result<(bool, PathBuf)> {
     let ver = spec.version();
     if !ver.starts_with("1.") {
-        return Err(bad(
+        return Err(at.bad(
             "ociVersion",
             format!("{ver:?} is not supported (husk reads 1.x specs)"),
         ));
     }
     let Some(process) = spec.process() else {
-        return Err(bad("process", "missing".into()));
+        return Err(at.bad("process", "missing".into()));
     };
     let terminal = process.terminal().unwrap_or(false);
     let root = spec
         .root()
         .as_ref()
-        .ok_or_else(|| bad("root", "missing".into()))?;
+        .ok_or_else(|| at.bad("root", "missing".into()))?;
     let rootfs = resolve(dir, root.path());
     match std::fs::metadata(&rootfs) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
-            return Err(bad(
+            return Err(at.bad(
                 "root.path",
                 format!("{} is not a directory", rootfs.display()),
             ))
         }
-        Err(e) => return Err(bad("root.path", format!("{}: {e}", rootfs.display()))),
+        Err(e) => return Err(at.bad("root.path", format!("{}: {e}", rootfs.display()))),
     }
+    Ok((terminal, rootfs))
+}
 
-    // Namespaces: a VM has its own kernel, so a container cannot join a
-    // namespace of the host — except the network one, which the host side
-    // (the monitor) joins so that the daemon's network hooks see it.
+/// Namespaces: a VM has its own kernel, so a container cannot join a
+/// namespace of the host — except the network one, which the host side
+/// (the monitor) joins so that the daemon's network hooks see it.
+fn netns_of(at: &At, spec: &oci::Spec) -> Result<Option<Option<PathBuf>>> {
     let mut netns = None;
     if let Some(nss) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
         for (i, ns) in nss.iter().enumerate() {
@@ -151,7 +186,7 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             if t == oci::LinuxNamespaceType::Network {
                 netns = Some(ns.path().clone());
             } else if let Some(p) = ns.path() {
-                return Err(bad(
+                return Err(at.bad(
                     &format!("linux.namespaces[{i}].path"),
                     format!(
                         "joining the host's {t} namespace ({}) is not possible from a microVM",
@@ -161,8 +196,12 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             }
         }
     }
+    Ok(netns)
+}
 
-    // Sizing from linux.resources, overridable by annotations.
+/// vCPUs and memory (MiB) from linux.resources, overridable by the
+/// `io.husk.vcpus` and `io.husk.memory_mib` annotations.
+fn vm_size(at: &At, spec: &oci::Spec) -> Result<(u32, u64)> {
     let res = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     let host_cpus = std::thread::available_parallelism()
         .map(|n| u32::try_from(n.get()).unwrap_or(MAX_VCPUS))
@@ -178,7 +217,7 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             _ => {
                 if let Some(set) = cpu.cpus() {
                     let n = cpuset_count(set)
-                        .map_err(|e| bad("linux.resources.cpu.cpus", e.to_string()))?;
+                        .map_err(|e| at.bad("linux.resources.cpu.cpus", e.to_string()))?;
                     vcpus = n.clamp(1, host_cpus);
                 }
             }
@@ -200,7 +239,7 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             .ok()
             .filter(|n| (1..=MAX_VCPUS).contains(n))
             .ok_or_else(|| {
-                bad(
+                at.bad(
                     "annotations.io.husk.vcpus",
                     format!("{s:?}: want 1..={MAX_VCPUS}"),
                 )
@@ -212,80 +251,94 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             .ok()
             .filter(|n| *n >= MIN_MEMORY_MIB && *n <= 1 << 20)
             .ok_or_else(|| {
-                bad(
+                at.bad(
                     "annotations.io.husk.memory_mib",
                     format!("{s:?}: want {MIN_MEMORY_MIB}..=1048576"),
                 )
             })?;
     }
-    memory_mib = memory_mib.max(MIN_MEMORY_MIB);
+    Ok((vcpus, memory_mib.max(MIN_MEMORY_MIB)))
+}
 
-    // Mounts: bind sources go into the share; /dev/shm becomes guest tmpfs.
+/// Mounts: bind sources go into the share (the spec in `v` then names them
+/// by their guest path); /dev/shm becomes guest tmpfs. Returns what the
+/// share holds, the rootfs first.
+fn share_mounts(at: &At, dir: &Path, v: &mut Value, rootfs: &Path) -> Result<Vec<Shared>> {
     let mut shares = vec![Shared {
-        source: rootfs.clone(),
+        source: rootfs.to_path_buf(),
         name: ROOTFS_DIR.into(),
         is_dir: true,
     }];
     let share_root = husk_protocol::container::share_path(SHARE_TAG);
-    if let Some(Value::Array(mounts)) = v.get_mut("mounts") {
-        for (i, m) in mounts.iter_mut().enumerate() {
-            let typ = m.get("type").and_then(Value::as_str).unwrap_or("");
-            let opts: Vec<String> = m
-                .get("options")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|o| o.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let is_bind = typ == "bind" || opts.iter().any(|o| o == "bind" || o == "rbind");
-            if !is_bind {
-                continue;
-            }
-            let dest = m.get("destination").and_then(Value::as_str).unwrap_or("");
-            if dest == "/dev/shm" {
-                // The host's shm tmpfs cannot be shared usefully; the guest
-                // gets its own, as Kata does.
-                let keep: Vec<Value> = opts
-                    .iter()
-                    .filter(|o| ["nosuid", "noexec", "nodev", "ro"].contains(&o.as_str()))
-                    .map(|o| Value::from(o.as_str()))
-                    .chain(["mode=1777", "size=65536k"].map(Value::from))
-                    .collect();
-                m["type"] = "tmpfs".into();
-                m["source"] = "shm".into();
-                m["options"] = Value::Array(keep);
-                continue;
-            }
-            let field = format!("mounts[{i}].source");
-            let src = m
-                .get("source")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(&field, "missing for a bind mount".into()))?;
-            let src = resolve(dir, Path::new(src));
-            let md = std::fs::metadata(&src)
-                .map_err(|e| bad(&field, format!("{}: {e}", src.display())))?;
-            if !md.is_dir() && !md.is_file() {
-                return Err(bad(
-                    &field,
-                    format!(
-                        "{}: only files and directories can be shared into a microVM",
-                        src.display()
-                    ),
-                ));
-            }
-            let name = format!("m{i}");
-            m["source"] = Value::from(format!("{share_root}/{name}"));
-            m["type"] = "bind".into();
-            shares.push(Shared {
-                source: src,
-                name,
-                is_dir: md.is_dir(),
-            });
+    let Some(Value::Array(mounts)) = v.get_mut("mounts") else {
+        return Ok(shares);
+    };
+    for (i, m) in mounts.iter_mut().enumerate() {
+        let typ = m.get("type").and_then(Value::as_str).unwrap_or("");
+        let opts: Vec<String> = m
+            .get("options")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_bind = typ == "bind" || opts.iter().any(|o| o == "bind" || o == "rbind");
+        if !is_bind {
+            continue;
         }
+        let dest = m.get("destination").and_then(Value::as_str).unwrap_or("");
+        if dest == "/dev/shm" {
+            guest_shm(m, &opts);
+            continue;
+        }
+        let field = format!("mounts[{i}].source");
+        let src = m
+            .get("source")
+            .and_then(Value::as_str)
+            .ok_or_else(|| at.bad(&field, "missing for a bind mount".into()))?;
+        let src = resolve(dir, Path::new(src));
+        let md = std::fs::metadata(&src)
+            .map_err(|e| at.bad(&field, format!("{}: {e}", src.display())))?;
+        if !md.is_dir() && !md.is_file() {
+            return Err(at.bad(
+                &field,
+                format!(
+                    "{}: only files and directories can be shared into a microVM",
+                    src.display()
+                ),
+            ));
+        }
+        let name = format!("m{i}");
+        m["source"] = Value::from(format!("{share_root}/{name}"));
+        m["type"] = "bind".into();
+        shares.push(Shared {
+            source: src,
+            name,
+            is_dir: md.is_dir(),
+        });
     }
-    // The guest never sees host namespace paths or hooks.
+    Ok(shares)
+}
+
+/// The host's shm tmpfs cannot be shared usefully; the guest gets its own,
+/// as Kata does, with the bind's restrictions.
+fn guest_shm(m: &mut Value, opts: &[String]) {
+    let keep: Vec<Value> = opts
+        .iter()
+        .filter(|o| ["nosuid", "noexec", "nodev", "ro"].contains(&o.as_str()))
+        .map(|o| Value::from(o.as_str()))
+        .chain(["mode=1777", "size=65536k"].map(Value::from))
+        .collect();
+    m["type"] = "tmpfs".into();
+    m["source"] = "shm".into();
+    m["options"] = Value::Array(keep);
+}
+
+/// The guest never sees host namespace paths or hooks, and gets plain
+/// cgroup paths.
+fn scrub_for_guest(v: &mut Value) {
     if let Some(Value::Array(nss)) = v.pointer_mut("/linux/namespaces") {
         for ns in nss.iter_mut() {
             if let Some(o) = ns.as_object_mut() {
@@ -301,19 +354,6 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             *cg = Value::from(guest_cgroup_path(s));
         }
     }
-    let guest_spec: oci::Spec =
-        husk_protocol::decode_tracked(v, "").map_err(|e| spec_err(&cfg, e))?;
-    Ok(Bundle {
-        dir: dir.to_path_buf(),
-        spec,
-        guest_spec,
-        rootfs,
-        shares,
-        vcpus,
-        memory_mib,
-        terminal,
-        netns,
-    })
 }
 
 /// systemd-style `slice:prefix:name` cgroup paths become plain paths in

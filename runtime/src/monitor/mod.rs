@@ -12,26 +12,27 @@
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use husk_protocol::client::{Client, ReadyListener};
-use husk_protocol::{ExitInfo, RootfsSource, AGENT_PORT};
-use husk_vm_config::{ConfigInput as VmConfigInput, FsConfig, SerialConfig};
+use husk_protocol::client::Client;
+use husk_protocol::{ExitInfo, RootfsSource};
 
 use crate::bundle::{self, Bundle};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::host_config::HostConfig;
 use crate::log;
-use crate::session::SessionError;
-use crate::session::{self, Target, Terminal};
+use crate::session::{self, SessionError, Target, Terminal};
 use crate::spawn::report;
 use crate::state::{State, Status, Store};
 use crate::util;
 use crate::{hooks, sys};
+
+mod sandbox;
+
+use sandbox::Sandbox;
 
 /// Status a container gets when its VM dies under it.
 pub const CRASH_STATUS: i32 = 255;
@@ -54,13 +55,6 @@ pub struct Opts {
 enum Ev {
     Exited(Result<ExitInfo, SessionError>),
     HelperDied(&'static str, ExitStatus),
-}
-
-struct Sandbox {
-    dir: PathBuf,
-    vsock: PathBuf,
-    helpers: Vec<(&'static str, i32)>,
-    tx: mpsc::Sender<Ev>,
 }
 
 /// Short socket directory for a container: Unix socket paths are limited
@@ -96,59 +90,6 @@ pub fn state_json(st: &State, status: Status, pid: i32) -> String {
         "annotations": st.annotations,
     })
     .to_string()
-}
-
-impl Sandbox {
-    fn spawn(&mut self, name: &'static str, cmd: &mut Command, log: &Path) -> Result<(i32, Child)> {
-        let out = std::fs::File::create(log).at(log)?;
-        let err = out.try_clone().at(log)?;
-        // SAFETY: child_setup only makes async-signal-safe calls.
-        let child = unsafe { cmd.pre_exec(sys::child_setup) }
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| Error::StartHelper {
-                name,
-                program: PathBuf::from(cmd.get_program()),
-                source,
-            })?;
-        let pid = util::pid(child.id());
-        self.helpers.push((name, pid));
-        let h = Helpers {
-            pids: self
-                .helpers
-                .iter()
-                .filter_map(|(_, p)| util::proc_start_time(*p).map(|s| (*p, s)))
-                .collect(),
-        };
-        let _ = util::write_atomic(
-            &self.dir.join("helpers.json"),
-            &serde_json::to_vec(&h).unwrap_or_default(),
-        );
-        Ok((pid, child))
-    }
-
-    /// Watches a helper in a thread; its death is an event.
-    fn watch(&self, name: &'static str, mut child: Child) {
-        let tx = self.tx.clone();
-        let _ = std::thread::Builder::new()
-            .name(format!("wait-{name}"))
-            .spawn(move || {
-                if let Ok(s) = child.wait() {
-                    let _ = tx.send(Ev::HelperDied(name, s));
-                }
-            });
-    }
-
-    /// Kills the helpers (virtiofsd last: the VM may still use it).
-    fn stop(&self) {
-        for (_, pid) in self.helpers.iter().rev() {
-            // SAFETY: kill(2) on our own unreaped children (their waiter
-            // threads hold them until they exit).
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
-        }
-    }
 }
 
 /// Runs the monitor to the end; returns the container's exit status, or
@@ -283,51 +224,9 @@ fn setup(
     if let Some(ns) = &b.netns {
         sys::enter_netns(ns.as_deref())?;
     }
-    let share = sb.dir.join("share");
-    std::fs::create_dir_all(&share).at(&share)?;
-    for s in &b.shares {
-        let at = share.join(&s.name);
-        if s.is_dir {
-            std::fs::create_dir_all(&at).at(&at)?;
-        } else {
-            std::fs::File::create(&at).at(&at)?;
-        }
-        sys::bind(&s.source, &at)?;
-    }
-
-    let sdir = sock_dir(&store.root, id);
-    let _ = std::fs::remove_dir_all(&sdir);
-    std::fs::create_dir_all(&sdir).at(&sdir)?;
-    let fs_sock = sdir.join("fs.sock");
-    sb.vsock = sdir.join("vsock");
-
-    let (_, vfsd) = sb.spawn(
-        "virtiofsd",
-        Command::new(&cfg.virtiofsd)
-            .arg(format!("--socket-path={}", fs_sock.display()))
-            .arg("-o")
-            .arg(format!("source={}", share.display()))
-            .args(["-o", "cache=auto", "-o", "xattr"]),
-        &sb.dir.join("virtiofsd.log"),
-    )?;
-    sb.watch("virtiofsd", vfsd);
-    phase("virtiofsd spawned");
-
-    // Before the VMM starts, so the agent's ready signal cannot be missed.
-    let ready = ReadyListener::bind(&sb.vsock).map_err(Error::ReadySocket)?;
-    let vm_json = sb.dir.join("vm.json");
-    vm_config(&cfg, &b, &sb.vsock, &sb.dir, &fs_sock).write_json_file(&vm_json)?;
-    let mut vmm_cmd = Command::new(&cfg.vmm);
-    vmm_cmd.arg("run").arg("--config").arg(&vm_json);
-    if log::debug_enabled() {
-        // husk-vmm's boot phases in vmm.log.
-        vmm_cmd.env("HUSK_VMM_TIMING", "1");
-    }
-    let (_, vmm) = sb.spawn("husk-vmm", &mut vmm_cmd, &sb.dir.join("vmm.log"))?;
-    sb.watch("husk-vmm", vmm);
-    phase("husk-vmm spawned");
-
-    let mut agent = boot_wait(sb, &cfg, &b, &ready)?;
+    let share = sandbox::mount_shares(&sb.dir, &b)?;
+    let ready = sb.start_helpers(&cfg, &b, &share, &sock_dir(&store.root, id), phase)?;
+    let mut agent = sandbox::boot_wait(sb, &cfg, &b, &ready)?;
     drop(ready);
 
     // createRuntime and prestart hooks see the monitor as the container's
@@ -344,25 +243,7 @@ fn setup(
         hk.create_runtime().as_deref().unwrap_or_default(),
         &json,
     )?;
-    let ifs: Vec<String> = sys::net_interfaces()
-        .into_iter()
-        .filter(|i| i != "lo")
-        .collect();
-    if b.netns.is_some() && !ifs.is_empty() {
-        let msg = format!(
-            "networking is not supported by husk yet: the container has loopback only \
-             ({} in its network namespace on the host {} not connected to the microVM; \
-             use --network none to say so)",
-            ifs.join(", "),
-            if ifs.len() == 1 { "is" } else { "are" }
-        );
-        crate::warn!("container {id}: {msg}");
-        // The user sees it too: one line on the container's stderr, before
-        // any of its own output (a terminal's output goes over the pty).
-        if matches!(opts.term, Terminal::No) {
-            let _ = std::io::stderr().write_all(format!("husk: warning: {msg}\n").as_bytes());
-        }
-    }
+    warn_no_network(id, &b, &opts.term);
 
     let target = Target {
         vsock: sb.vsock.clone(),
@@ -396,135 +277,26 @@ fn setup(
     Ok((st, target, attached, agent))
 }
 
-/// The microVM of a container: sized by its bundle, its share served by
-/// virtiofsd at `fs_sock`, the agent reached at `vsock`, the console in
-/// `dir`/console.log.
-fn vm_config(
-    cfg: &HostConfig,
-    b: &Bundle,
-    vsock: &Path,
-    dir: &Path,
-    fs_sock: &Path,
-) -> VmConfigInput {
-    // husk.share: the agent mounts the share as soon as it listens, while
-    // the ready signal, the hooks and the create request are on their way.
-    let mut append = format!("husk.share={}", bundle::SHARE_TAG);
-    if cfg.agent_debug {
-        // The agent's debug lines (each request, the phases of a create
-        // and a start) on the console: console.log.
-        append += " husk.debug";
-    }
-    VmConfigInput {
-        kernel: Some(cfg.kernel.clone()),
-        initrd: Some(cfg.initramfs.clone()),
-        append: Some(append),
-        vcpus: Some(b.vcpus),
-        memory: Some(b.memory_mib),
-        fs: Some(vec![FsConfig::new(bundle::SHARE_TAG, fs_sock)]),
-        vsock_uds: Some(vsock.to_path_buf()),
-        serial: Some(SerialConfig::File(dir.join("console.log")).to_string()),
-        ..Default::default()
-    }
-}
-
-/// How often the agent is tried without its ready signal (an agent that
-/// does not send one still gets found).
-const BOOT_FALLBACK_POLL: Duration = Duration::from_millis(250);
-
-/// Waits for the agent's ready signal, then for its answer; fails at once
-/// if a helper dies. Connecting only once the agent listens spares the
-/// booting guest a REQUEST and a RST per early attempt.
-fn boot_wait(sb: &Sandbox, cfg: &HostConfig, b: &Bundle, ready: &ReadyListener) -> Result<Client> {
-    let start = Instant::now();
-    let deadline = start + cfg.boot_timeout;
-    let mut last = "no ready signal yet".to_string();
-    let mut signalled = false;
-    let mut next_try = start + BOOT_FALLBACK_POLL;
-    let timed_out = |last: &str| Error::BootTimeout {
-        secs: cfg.boot_timeout.as_secs(),
-        last: last.to_string(),
-        console_tail: session::tail(&sb.dir.join("console.log"), 3),
-    };
-    let dead_now = || -> Vec<(&str, i32)> {
-        sb.helpers
-            .iter()
-            .filter(|(_, p)| util::proc_start_time(*p).is_none())
-            .map(|(n, p)| (*n, *p))
-            .collect()
-    };
-    loop {
-        let mut dead = dead_now();
-        // husk-vmm first: when it goes, virtiofsd follows (its frontend hung
-        // up), possibly before husk-vmm is gone itself, and husk-vmm's log
-        // says why; when only virtiofsd went, its own log.
-        if !dead.is_empty() && dead.len() < sb.helpers.len() {
-            std::thread::sleep(Duration::from_millis(300));
-            dead = dead_now();
-        }
-        if let Some(&(n, p)) = dead.iter().find(|(n, _)| *n == "husk-vmm").or(dead.first()) {
-            let log = sb.dir.join(if n == "virtiofsd" {
-                "virtiofsd.log"
-            } else {
-                "vmm.log"
-            });
-            let also = dead
-                .iter()
-                .filter(|(m, _)| *m != n)
-                .map(|(m, q)| format!(" ({m}, pid {q}, exited too)"))
-                .collect::<String>();
-            return Err(Error::HelperExited {
-                name: n,
-                pid: p,
-                also,
-                log_tail: session::tail(&log, 3),
-            });
-        }
-        if !signalled {
-            // Short slices: the helpers are checked between them.
-            match ready.wait(Duration::from_millis(50)) {
-                Ok(s) => signalled = s,
-                Err(e) => {
-                    last = format!("waiting for the ready signal: {e}");
-                    signalled = true; // poll instead
-                }
-            }
-        }
-        let now = Instant::now();
-        if !signalled && now < next_try {
-            if now >= deadline {
-                return Err(timed_out(&last));
-            }
-            continue;
-        }
-        next_try = now + BOOT_FALLBACK_POLL;
-        match Client::connect_uds(&sb.vsock, AGENT_PORT, Duration::from_secs(2)) {
-            Ok(mut c) => match c.ping() {
-                Ok(info) => {
-                    crate::debug!(
-                        "agent {} ready after {} ms ({} vCPUs, {} MiB), reached {}",
-                        info.agent_version,
-                        start.elapsed().as_millis(),
-                        b.vcpus,
-                        b.memory_mib,
-                        if signalled {
-                            "after its ready signal"
-                        } else {
-                            "by polling, without a ready signal"
-                        }
-                    );
-                    c.set_timeout(session::CALL_TIMEOUT)
-                        .map_err(SessionError::from)?;
-                    return Ok(c);
-                }
-                Err(e) => last = e.to_string(),
-            },
-            Err(e) => last = e.to_string(),
-        }
-        if Instant::now() >= deadline {
-            return Err(timed_out(&last));
-        }
-        if signalled {
-            std::thread::sleep(Duration::from_millis(5));
+/// Says, in the log and on the container's stderr, that the host
+/// interfaces of the container's network namespace do not reach the VM.
+fn warn_no_network(id: &str, b: &Bundle, term: &Terminal) {
+    let ifs: Vec<String> = sys::net_interfaces()
+        .into_iter()
+        .filter(|i| i != "lo")
+        .collect();
+    if b.netns.is_some() && !ifs.is_empty() {
+        let msg = format!(
+            "networking is not supported by husk yet: the container has loopback only \
+             ({} in its network namespace on the host {} not connected to the microVM; \
+             use --network none to say so)",
+            ifs.join(", "),
+            if ifs.len() == 1 { "is" } else { "are" }
+        );
+        crate::warn!("container {id}: {msg}");
+        // The user sees it too: one line on the container's stderr, before
+        // any of its own output (a terminal's output goes over the pty).
+        if matches!(term, Terminal::No) {
+            let _ = std::io::stderr().write_all(format!("husk: warning: {msg}\n").as_bytes());
         }
     }
 }
