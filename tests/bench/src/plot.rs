@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{BootReport, DensityReport, StartReport};
+use crate::report::{BootReport, DensityReport, StartReport};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 

@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -256,39 +256,25 @@ pub fn husk_phases(log: &str, spawn_sod: f64) -> Option<HuskPhases> {
     })
 }
 
-/// `bin --root root run --bundle bundle id`, timed. With `debug_log`
-/// (husk), it runs with `--debug --log debug_log` and the sample says where
-/// the time went.
-pub fn start_sample(
-    bin: &Path,
-    root: &Path,
-    bundle: &Path,
-    id: &str,
-    timeout: Duration,
-    errlog: &Path,
-    debug_log: Option<&Path>,
-) -> Result<StartSample, String> {
-    let err = std::fs::File::create(errlog).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(bin);
-    if let Some(l) = debug_log {
-        let _ = std::fs::remove_file(l);
-        cmd.arg("--debug").arg("--log").arg(l);
-    }
-    let spawned = std::time::SystemTime::now();
-    let t0 = Instant::now();
-    let mut child = cmd
-        .arg("--root")
-        .arg(root)
-        .args(["run", "--bundle"])
-        .arg(bundle)
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let mut out = child.stdout.take().unwrap();
-    let deadline = t0 + timeout;
+/// What a `RUNTIME run` wrote and how it ended.
+struct Ran {
+    /// None: it did not exit by the deadline (and was killed).
+    status: Option<ExitStatus>,
+    /// Since spawning.
+    exit: Duration,
+    got: Vec<u8>,
+    /// Since spawning, to the first byte of output.
+    first: Option<Duration>,
+}
+
+/// Reads `child`'s stdout `out` until the child exits (or `deadline`
+/// passes: then it is killed); `t0` is when it was spawned.
+fn collect(
+    child: &mut Child,
+    mut out: ChildStdout,
+    t0: Instant,
+    deadline: Instant,
+) -> Result<Ran, String> {
     // The end is the exit of `RUNTIME run`, not EOF on its stdout: a helper
     // the runtime leaves behind (husk's monitor) may hold the pipe open.
     // A pidfd makes the exit wake poll() at once; without one (Linux < 5.3)
@@ -345,6 +331,52 @@ pub fn start_sample(
         set_nonblocking(&out);
         while read_some(&mut out, &mut got, &mut first, t0) {}
     }
+    Ok(Ran {
+        status,
+        exit,
+        got,
+        first,
+    })
+}
+
+/// `bin --root root run --bundle bundle id`, timed. With `debug_log`
+/// (husk), it runs with `--debug --log debug_log` and the sample says where
+/// the time went.
+pub fn start_sample(
+    bin: &Path,
+    root: &Path,
+    bundle: &Path,
+    id: &str,
+    timeout: Duration,
+    errlog: &Path,
+    debug_log: Option<&Path>,
+) -> Result<StartSample, String> {
+    let err = std::fs::File::create(errlog).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(bin);
+    if let Some(l) = debug_log {
+        let _ = std::fs::remove_file(l);
+        cmd.arg("--debug").arg("--log").arg(l);
+    }
+    let spawned = std::time::SystemTime::now();
+    let t0 = Instant::now();
+    let mut child = cmd
+        .arg("--root")
+        .arg(root)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let out = child.stdout.take().unwrap();
+    let Ran {
+        status,
+        exit,
+        got,
+        first,
+    } = collect(&mut child, out, t0, t0 + timeout)?;
     let tail = || {
         let s = std::fs::read_to_string(errlog).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
