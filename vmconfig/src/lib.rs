@@ -22,6 +22,7 @@
 mod input;
 mod validate;
 
+pub use husk_protocol::container::{check_share_tag, ShareTagError};
 pub use input::{ConfigInput, DiskConfig, FsConfig, SerialConfig};
 pub use validate::{VmConfig, VsockConfig};
 

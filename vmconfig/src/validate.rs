@@ -187,7 +187,7 @@ fn check_socket_len(path: &Path) -> Result<(), String> {
 fn check_fs(f: &FsConfig) -> Result<(), ConfigError> {
     let field = "fs";
     let tag = &f.tag;
-    husk_protocol::container::check_share_tag(tag).map_err(|e| err(field, e.to_string()))?;
+    crate::check_share_tag(tag).map_err(|e| err(field, e.to_string()))?;
     let q = f.queue_size;
     if !(1..=MAX_FS_QUEUE_SIZE).contains(&q) || !q.is_power_of_two() {
         return Err(err(
