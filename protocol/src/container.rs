@@ -1,4 +1,4 @@
-//! Payload types of the container requests (issue 4).
+//! Payload types of the container requests.
 //!
 //! # Standard streams
 //!
@@ -56,15 +56,48 @@ pub fn share_path(tag: &str) -> String {
     format!("{SHARE_DIR}/{tag}")
 }
 
-/// A virtio-fs tag the agent accepts: 1-36 printable ASCII bytes (the
-/// device's tag field is 36 bytes), no '/' (it becomes a path component).
+/// Longest virtio-fs tag: the device's config space holds it in 36 bytes
+/// (virtio spec 5.11.4).
+pub const SHARE_TAG_MAX: usize = 36;
+
+/// A virtio-fs tag that breaks [`check_share_tag`]'s rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShareTagError {
+    #[error("tag '{0}' must be 1 to {SHARE_TAG_MAX} bytes long")]
+    Length(String),
+    #[error("tag '{tag}': invalid character {c:?} (printable ASCII, no spaces, commas or '/')")]
+    Char { tag: String, c: char },
+    #[error("tag '{0}' must not be '.' or '..' (it names a directory in the guest)")]
+    Dots(String),
+}
+
+/// The rule for a virtio-fs tag, the same for husk-vmm (which puts it in
+/// the device) and the agent (which mounts the share at
+/// [`share_path`]`(tag)`): 1 to [`SHARE_TAG_MAX`] printable ASCII bytes, no
+/// ',' (it separates `husk-vmm --fs` options), no '/' and not `.` or `..`
+/// (it is a path component in the guest).
+pub fn check_share_tag(tag: &str) -> Result<(), ShareTagError> {
+    if tag.is_empty() || tag.len() > SHARE_TAG_MAX {
+        return Err(ShareTagError::Length(tag.to_string()));
+    }
+    if let Some(c) = tag
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || *c == ',' || *c == '/')
+    {
+        return Err(ShareTagError::Char {
+            tag: tag.to_string(),
+            c,
+        });
+    }
+    if tag == "." || tag == ".." {
+        return Err(ShareTagError::Dots(tag.to_string()));
+    }
+    Ok(())
+}
+
+/// Whether `tag` passes [`check_share_tag`].
 pub fn valid_share_tag(tag: &str) -> bool {
-    !tag.is_empty()
-        && tag.len() <= 36
-        && tag.bytes().all(|b| b.is_ascii_graphic())
-        && !tag.contains('/')
-        && tag != "."
-        && tag != ".."
+    check_share_tag(tag).is_ok()
 }
 
 fn default_fstype() -> String {
@@ -243,9 +276,18 @@ mod tests {
             "t\u{e9}",
             &"x".repeat(37),
             "a\0",
+            "a,b",
         ] {
             assert!(!valid_share_tag(bad), "{bad:?}");
         }
+        assert_eq!(
+            check_share_tag("a b").unwrap_err().to_string(),
+            "tag 'a b': invalid character ' ' (printable ASCII, no spaces, commas or '/')"
+        );
+        assert_eq!(
+            check_share_tag("").unwrap_err().to_string(),
+            "tag '' must be 1 to 36 bytes long"
+        );
         assert_eq!(share_path("husk"), "/run/husk/shares/husk");
     }
 }

@@ -109,7 +109,11 @@ pub fn encode_frame<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, FrameErro
     if len == 0 {
         return Err(FrameError::Empty);
     }
-    buf[..LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    let len = u32::try_from(len).map_err(|_| FrameError::TooLarge {
+        len: len as u64,
+        max: MAX_FRAME,
+    })?;
+    buf[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
 }
 
@@ -300,8 +304,13 @@ mod tests {
     use super::*;
     use crate::{ErrorCode, ErrorInfo, Request, RequestFrame, Response, ResponseFrame};
 
+    /// A length prefix for `n` bytes.
+    fn prefix(n: usize) -> [u8; 4] {
+        u32::try_from(n).unwrap().to_be_bytes()
+    }
+
     fn frame(body: &[u8]) -> Vec<u8> {
-        let mut v = (body.len() as u32).to_be_bytes().to_vec();
+        let mut v = prefix(body.len()).to_vec();
         v.extend_from_slice(body);
         v
     }
@@ -384,7 +393,7 @@ mod tests {
 
     #[test]
     fn max_frame_plus_one_is_error_before_reading_body() {
-        let mut bytes = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        let mut bytes = prefix(MAX_FRAME + 1).to_vec();
         bytes.extend_from_slice(b"{}");
         let mut spy = Spy {
             data: &bytes,
@@ -402,7 +411,7 @@ mod tests {
 
     #[test]
     fn huge_declared_length_with_few_bytes_does_not_overallocate() {
-        let mut bytes = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        let mut bytes = prefix(MAX_FRAME).to_vec();
         bytes.extend_from_slice(b"abc");
         let mut spy = Spy {
             data: &bytes,
@@ -559,7 +568,10 @@ mod tests {
             .map(|i| {
                 ResponseFrame::new(
                     i,
-                    Response::Error(ErrorInfo::new(ErrorCode::Internal, "x".repeat(i as usize))),
+                    Response::Error(ErrorInfo::new(
+                        ErrorCode::Internal,
+                        "x".repeat(usize::try_from(i).unwrap()),
+                    )),
                 )
             })
             .collect();
@@ -601,7 +613,7 @@ mod tests {
 
     #[test]
     fn decoder_rejects_zero_and_oversized_and_stays_poisoned() {
-        for prefix in [[0u8; 4], ((MAX_FRAME + 1) as u32).to_be_bytes(), [0xff; 4]] {
+        for prefix in [[0u8; 4], prefix(MAX_FRAME + 1), [0xff; 4]] {
             let mut d = FrameDecoder::new();
             d.push(&prefix);
             let e = d.next_frame().unwrap_err();
@@ -663,7 +675,7 @@ mod tests {
         assert_eq!(frames, 2);
         // A declared-huge frame with few bytes allocates only what was pushed.
         let mut d = FrameDecoder::new();
-        d.push(&(MAX_FRAME as u32).to_be_bytes());
+        d.push(&prefix(MAX_FRAME));
         d.push(b"abc");
         assert!(d.next_frame().unwrap().is_none());
         assert!(d.capacity() < 4096, "capacity {}", d.capacity());
@@ -681,7 +693,14 @@ mod tests {
             self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
         }
         fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
+            usize::try_from(self.next() % u64::try_from(n).unwrap()).unwrap()
+        }
+        fn byte(&mut self) -> u8 {
+            self.next().to_le_bytes()[0]
+        }
+        fn word(&mut self) -> [u8; 4] {
+            let b = self.next().to_le_bytes();
+            [b[0], b[1], b[2], b[3]]
         }
     }
 
@@ -694,7 +713,7 @@ mod tests {
             match rng.below(5) {
                 0 => {
                     let n = rng.below(64);
-                    out.extend((0..n).map(|_| rng.next() as u8));
+                    out.extend((0..n).map(|_| rng.byte()));
                 }
                 1 => {
                     // Valid frame of a random message.
@@ -725,13 +744,13 @@ mod tests {
                     let body: Vec<u8> = (0..n)
                         .map(|_| alphabet[rng.below(alphabet.len())])
                         .collect();
-                    out.extend(((n + rng.below(3)) as u32).to_be_bytes());
+                    out.extend(prefix(n + rng.below(3)));
                     out.extend(body);
                 }
                 _ => {
                     // A random length prefix (often huge) and a few bytes.
-                    out.extend((rng.next() as u32).to_be_bytes());
-                    out.extend((0..rng.below(8)).map(|_| rng.next() as u8));
+                    out.extend(rng.word());
+                    out.extend((0..rng.below(8)).map(|_| rng.byte()));
                 }
             }
         }

@@ -21,7 +21,7 @@
 //! [`Request`] and [`Response`] are *internally tagged* with a `"type"` field and
 //! `snake_case` variant names; a variant's payload fields sit next to the tag.
 //! This keeps every request an object (`{"type":"ping"}`), whether or not the
-//! variant has fields, so new variants (issue 4: `create_container`, `exec`,
+//! variant has fields, so new variants (`create_container`, `exec`,
 //! `signal`, `wait`, ...) are added without changing the shape of existing
 //! ones, and a peer can always read the `type` of a message it does not know.
 //! Payload-carrying variants must therefore be struct variants or newtypes of
@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 pub mod client;
 pub mod container;
 pub mod frame;
+pub mod id;
 pub mod vsock;
 
 pub use container::{
@@ -429,9 +430,12 @@ pub fn unescape_mountinfo(s: &str) -> String {
         let oct = b
             .get(i + 1..i + 4)
             .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match oct.map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'))) {
-            Some(v) if b[i] == b'\\' && v <= 0xff => {
-                out.push(v as u8);
+        let byte = oct
+            .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
+            .and_then(|v| u8::try_from(v).ok());
+        match byte {
+            Some(v) if b[i] == b'\\' => {
+                out.push(v);
                 i += 4;
             }
             _ => {

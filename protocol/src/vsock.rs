@@ -14,6 +14,14 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// The size of a socket argument (`sockaddr_vm`, `timeval`) as the kernel
+/// takes it.
+fn socklen<T>() -> libc::socklen_t {
+    #[allow(clippy::cast_possible_truncation)] // a few dozen bytes
+    let len = std::mem::size_of::<T>() as libc::socklen_t;
+    len
+}
+
 /// A fresh blocking, close-on-exec AF_VSOCK stream socket.
 fn stream_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked before use.
@@ -27,22 +35,23 @@ fn stream_socket() -> io::Result<OwnedFd> {
 fn to_addr(fd: &OwnedFd, cid: u32, port: u32, bind: bool) -> io::Result<()> {
     // SAFETY: sockaddr_vm is plain data; all-zero is valid (reserved fields must be 0).
     let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    #[allow(clippy::cast_possible_truncation)] // AF_VSOCK is 40
+    let family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_family = family;
     addr.svm_port = port;
     addr.svm_cid = cid;
     let (a, len) = (
-        &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
-        std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
+        socklen::<libc::sockaddr_vm>(),
     );
-    // SAFETY: `a` points to a valid sockaddr_vm of `len` bytes; fd is ours.
-    cvt(unsafe {
-        if bind {
-            libc::bind(fd.as_raw_fd(), a, len)
-        } else {
-            libc::connect(fd.as_raw_fd(), a, len)
-        }
-    })
-    .map(drop)
+    let rc = if bind {
+        // SAFETY: `a` points to a valid sockaddr_vm of `len` bytes; fd is ours.
+        unsafe { libc::bind(fd.as_raw_fd(), a, len) }
+    } else {
+        // SAFETY: as for bind.
+        unsafe { libc::connect(fd.as_raw_fd(), a, len) }
+    };
+    cvt(rc).map(drop)
 }
 
 /// A listening vsock socket bound to (VMADDR_CID_ANY, port).
@@ -70,35 +79,32 @@ impl VsockListener {
     pub fn accept_peer(&self) -> io::Result<(VsockStream, u32)> {
         // SAFETY: sockaddr_vm is plain data; all-zero is valid.
         let mut peer: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+        let mut len = socklen::<libc::sockaddr_vm>();
         // SAFETY: peer/len describe a writable sockaddr_vm; fd is ours.
         let raw = cvt(unsafe {
             libc::accept4(
                 self.fd.as_raw_fd(),
-                &mut peer as *mut libc::sockaddr_vm as *mut libc::sockaddr,
+                std::ptr::from_mut(&mut peer).cast::<libc::sockaddr>(),
                 &mut len,
                 libc::SOCK_CLOEXEC,
             )
         })?;
         // SAFETY: `raw` is a freshly accepted descriptor that nothing else owns.
-        let stream = VsockStream {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        };
-        Ok((stream, peer.svm_cid))
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok((VsockStream { fd }, peer.svm_cid))
     }
 
     /// Makes [`accept`](Self::accept) return `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-        unsafe {
-            let fl = cvt(libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL))?;
-            let fl = if on {
-                fl | libc::O_NONBLOCK
-            } else {
-                fl & !libc::O_NONBLOCK
-            };
-            cvt(libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, fl)).map(drop)
-        }
+        // SAFETY: F_GETFL on a descriptor we own.
+        let fl = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL) })?;
+        let fl = if on {
+            fl | libc::O_NONBLOCK
+        } else {
+            fl & !libc::O_NONBLOCK
+        };
+        // SAFETY: F_SETFL on a descriptor we own.
+        cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, fl) }).map(drop)
     }
 }
 
@@ -111,7 +117,7 @@ pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<()> {
         events: libc::POLLIN,
         revents: 0,
     };
-    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
     // SAFETY: one valid pollfd for the duration of the call.
     match cvt(unsafe { libc::poll(&mut p, 1, ms) }) {
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
@@ -155,9 +161,8 @@ impl VsockStream {
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own.
         let raw = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
         // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        Ok(VsockStream {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(VsockStream { fd })
     }
 
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
@@ -173,8 +178,8 @@ fn set_timeout(fd: RawFd, opt: libc::c_int, t: Option<Duration>) -> io::Result<(
     let tv = match t {
         // A zero timeval means "no timeout": round tiny timeouts up to 1 us.
         Some(d) => libc::timeval {
-            tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-            tv_usec: (d.subsec_micros() as libc::suseconds_t).max(if d.as_secs() == 0 {
+            tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_usec: libc::suseconds_t::from(d.subsec_micros()).max(if d.as_secs() == 0 {
                 1
             } else {
                 0
@@ -191,8 +196,8 @@ fn set_timeout(fd: RawFd, opt: libc::c_int, t: Option<Duration>) -> io::Result<(
             fd,
             libc::SOL_SOCKET,
             opt,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            std::ptr::from_ref(&tv).cast::<libc::c_void>(),
+            socklen::<libc::timeval>(),
         )
     })
     .map(drop)
@@ -202,11 +207,8 @@ impl Read for VsockStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        // A negative count is an error, in errno.
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 }
 
@@ -222,11 +224,8 @@ impl Write for VsockStream {
                 libc::MSG_NOSIGNAL,
             )
         };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        // A negative count is an error, in errno.
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 
     fn flush(&mut self) -> io::Result<()> {

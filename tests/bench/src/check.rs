@@ -6,31 +6,45 @@
 
 use serde_json::Value;
 
-/// Everything wrong with the report `r` (empty: fine).
-pub fn problems(r: &Value) -> Vec<String> {
-    let mut p = Vec::new();
-    let num = |v: &Value, path: &str| -> Option<f64> {
-        path.split('.')
-            .try_fold(v, |v, k| match k.parse::<usize>() {
-                Ok(i) => v.get(i),
-                Err(_) => v.get(k),
-            })
-            .and_then(Value::as_f64)
-    };
-    let in_range = |p: &mut Vec<String>, v: Option<f64>, what: &str, lo: f64, hi: f64| match v {
+/// A number at a dotted path (`cpu_ms.median`, `vmms.0.name`) of `v`.
+fn num(v: &Value, path: &str) -> Option<f64> {
+    path.split('.')
+        .try_fold(v, |v, k| match k.parse::<usize>() {
+            Ok(i) => v.get(i),
+            Err(_) => v.get(k),
+        })
+        .and_then(Value::as_f64)
+}
+
+/// Adds a problem unless `v` is a finite figure strictly between `lo` and `hi`.
+fn in_range(p: &mut Vec<String>, v: Option<f64>, what: &str, lo: f64, hi: f64) {
+    match v {
         Some(x) if x.is_finite() && x > lo && x < hi => {}
         Some(x) => p.push(format!("{what} = {x}, outside ({lo}, {hi})")),
         None => p.push(format!("{what} missing")),
-    };
+    }
+}
 
+/// Everything wrong with the report `r` (empty: fine).
+pub fn problems(r: &Value) -> Vec<String> {
+    let mut p = Vec::new();
     if let Some(e) = r.get("errors").and_then(Value::as_array) {
         for e in e {
             p.push(format!("error reported: {}", e.as_str().unwrap_or("?")));
         }
     }
+    check_startup(r, &mut p);
+    check_boot(r, &mut p);
+    check_start(r, &mut p);
+    check_overhead(r, &mut p);
+    check_density(r, &mut p);
+    check_goals(r, &mut p);
+    p
+}
 
-    // VMM start-up, where it was run: every run reached its first KVM_RUN.
-    // (Optional: the lab's test leaves it out, see t-bench-quick.sh.)
+/// VMM start-up, where it was run: every run reached its first KVM_RUN.
+/// (Optional: the lab's test leaves it out, see t-bench-quick.sh.)
+fn check_startup(r: &Value, p: &mut Vec<String>) {
     match r.get("startup").filter(|s| !s.is_null()) {
         None => {}
         Some(s) => {
@@ -39,7 +53,7 @@ pub fn problems(r: &Value) -> Vec<String> {
                 p.push(format!("startup: {:?} of {runs} runs", num(s, "cpu_ms.n")));
             }
             in_range(
-                &mut p,
+                p,
                 num(s, "cpu_ms.median"),
                 "startup CPU to first KVM_RUN ms",
                 0.0,
@@ -47,8 +61,10 @@ pub fn problems(r: &Value) -> Vec<String> {
             );
         }
     }
+}
 
-    // VM boot: both VMMs, every boot, and the ratio.
+/// VM boot: both VMMs, every boot, and the ratio.
+fn check_boot(r: &Value, p: &mut Vec<String>) {
     match r.get("boot").filter(|b| !b.is_null()) {
         None => p.push("no boot section".into()),
         Some(b) => {
@@ -68,25 +84,27 @@ pub fn problems(r: &Value) -> Vec<String> {
                     ));
                 }
                 in_range(
-                    &mut p,
+                    p,
                     num(v, "ready_ms.median"),
                     &format!("boot {name} median ms"),
                     0.0,
                     600e3,
                 );
                 in_range(
-                    &mut p,
+                    p,
                     num(v, "guest_uptime_ms.median"),
                     &format!("boot {name} guest uptime ms"),
                     0.0,
                     600e3,
                 );
             }
-            in_range(&mut p, num(b, "ratio_median"), "boot ratio", 0.0, 100.0);
+            in_range(p, num(b, "ratio_median"), "boot ratio", 0.0, 100.0);
         }
     }
+}
 
-    // Container start: every runtime ran every time, and both ratios.
+/// Container start: every runtime ran every time, and both ratios.
+fn check_start(r: &Value, p: &mut Vec<String>) {
     match r.get("start").filter(|s| !s.is_null()) {
         None => p.push("no start section".into()),
         Some(s) => {
@@ -107,7 +125,7 @@ pub fn problems(r: &Value) -> Vec<String> {
                     ));
                 }
                 in_range(
-                    &mut p,
+                    p,
                     num(rt, "first_byte_ms.median"),
                     &format!("start {name} first byte ms"),
                     0.0,
@@ -124,7 +142,7 @@ pub fn problems(r: &Value) -> Vec<String> {
             }
             for (i, r) in s["ratios"].as_array().into_iter().flatten().enumerate() {
                 in_range(
-                    &mut p,
+                    p,
                     r.get(2).and_then(Value::as_f64),
                     &format!("start ratio {i} (exit)"),
                     0.0,
@@ -133,8 +151,10 @@ pub fn problems(r: &Value) -> Vec<String> {
             }
         }
     }
+}
 
-    // Overhead: husk-vmm's memory and start-up CPU; what each runtime leaves.
+/// Overhead: husk-vmm's memory and start-up CPU; what each runtime leaves.
+fn check_overhead(r: &Value, p: &mut Vec<String>) {
     match r.get("overhead").filter(|o| !o.is_null()) {
         None => p.push("no overhead section".into()),
         Some(o) => {
@@ -145,28 +165,28 @@ pub fn problems(r: &Value) -> Vec<String> {
                 None => p.push("overhead: husk-vmm missing".into()),
                 Some(h) => {
                     in_range(
-                        &mut p,
+                        p,
                         num(h, "host_pss_kib.median"),
                         "husk-vmm host PSS KiB",
                         100.0,
                         1024.0 * 1024.0,
                     );
                     in_range(
-                        &mut p,
+                        p,
                         num(h, "guest_ram_pss_kib.median"),
                         "husk-vmm guest RAM PSS KiB",
                         100.0,
                         16.0 * 1024.0 * 1024.0,
                     );
                     in_range(
-                        &mut p,
+                        p,
                         num(h, "first_kvm_run_cpu_ms.median"),
                         "husk-vmm CPU to first KVM_RUN ms",
                         0.0,
                         60e3,
                     );
                     in_range(
-                        &mut p,
+                        p,
                         num(h, "vmm_own_cpu_ms.median"),
                         "husk-vmm own CPU ms",
                         0.0,
@@ -179,7 +199,7 @@ pub fn problems(r: &Value) -> Vec<String> {
                 match rt.get(1) {
                     Some(Value::Object(m)) if m.contains_key("Ok") => {
                         in_range(
-                            &mut p,
+                            p,
                             num(&m["Ok"], "host_pss_kib"),
                             &format!("overhead {name} host PSS KiB"),
                             0.0,
@@ -194,8 +214,10 @@ pub fn problems(r: &Value) -> Vec<String> {
             }
         }
     }
+}
 
-    // Density: every K, every sandbox ready.
+/// Density: every K, every sandbox ready.
+fn check_density(r: &Value, p: &mut Vec<String>) {
     match r.get("density").filter(|d| !d.is_null()) {
         None => p.push("no density section".into()),
         Some(d) => {
@@ -211,14 +233,14 @@ pub fn problems(r: &Value) -> Vec<String> {
                             p.push(format!("density K={k}: {} ready", ok["ready"]));
                         }
                         in_range(
-                            &mut p,
+                            p,
                             num(ok, "all_ready_ms"),
                             &format!("density K={k} all ready ms"),
                             0.0,
                             3600e3,
                         );
                         in_range(
-                            &mut p,
+                            p,
                             num(ok, "host_pss_kib.median"),
                             &format!("density K={k} host PSS KiB"),
                             100.0,
@@ -233,8 +255,10 @@ pub fn problems(r: &Value) -> Vec<String> {
             }
         }
     }
+}
 
-    // The three goals, each with a figure.
+/// The three goals, each with a figure.
+fn check_goals(r: &Value, p: &mut Vec<String>) {
     let goals = r["goals"].as_array().cloned().unwrap_or_default();
     if goals.len() != 3 {
         p.push(format!("{} goals, want 3", goals.len()));
@@ -244,7 +268,6 @@ pub fn problems(r: &Value) -> Vec<String> {
             p.push(format!("goal {} not measured", g["what"]));
         }
     }
-    p
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub fn run(bin: &Path, spec: &BootSpec, k: usize, tmp: &Path) -> Result<DensityR
     for i in 0..k {
         let uds = tmp.join(format!("d{k}-{i}.vsock"));
         let log = tmp.join(format!("d{k}-{i}.log"));
-        let vmm = vmms::spawn_husk(bin, spec, &uds, &log, &[])
+        let vmm = vmms::spawn_husk(bin, spec, &uds, &log, false)
             .map_err(|e| format!("sandbox {}: {e}", i + 1))?;
         vmms.push((vmm, uds));
     }
@@ -137,7 +137,7 @@ pub fn fits(k: usize, per_sandbox_kib: f64, available_kib: Option<u64>) -> Resul
 /// Bounded wait for all of `k` sandboxes: generous, since K boots share the
 /// host's CPUs.
 pub fn timeout_for(k: usize, one: Duration) -> Duration {
-    one + Duration::from_secs(10) * k as u32
+    one + Duration::from_secs(10) * u32::try_from(k).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -72,6 +72,13 @@ pub fn proc_mem(pid: i32, guest_ram_min: u64) -> Result<ProcMem, String> {
 }
 
 /// The process's name (`/proc/PID/comm`), or "?".
+/// A process id as the kernel's calls take it (`std` hands out `u32`).
+pub fn pid(id: u32) -> i32 {
+    #[allow(clippy::cast_possible_wrap)] // pids are below pid_max (at most 2^22)
+    let pid = id as i32;
+    pid
+}
+
 pub fn comm(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim().to_string())
@@ -161,8 +168,8 @@ mod tests {
         assert_eq!(parse_ppid("42 (a) b) S 7 42 42 0"), Some(7));
         assert_eq!(parse_ppid("42 (x y) R 1 2"), Some(1));
         assert_eq!(parse_ppid("42 (x"), None);
-        let me = std::process::id() as i32;
-        assert_eq!(ppid(me), Some(std::os::unix::process::parent_id() as i32));
+        let me = pid(std::process::id());
+        assert_eq!(ppid(me), Some(pid(std::os::unix::process::parent_id())));
     }
 
     #[test]
@@ -217,7 +224,7 @@ Pss:                  12 kB
 
     #[test]
     fn own_process_is_listed() {
-        let me = std::process::id() as i32;
+        let me = pid(std::process::id());
         assert!(pids().contains(&me));
         let m = proc_mem(me, 1 << 40).unwrap();
         assert!(m.pss_kib > 0 && m.guest_ram_pss_kib == 0);

@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{BootReport, DensityReport, StartReport};
+use crate::report::{BootReport, DensityReport, StartReport};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
@@ -159,8 +159,11 @@ fn strip(area: &Area, title: &str, rows: &[(String, Vec<f64>)], pair: usize) -> 
         .y_labels(n * 2 + 1)
         .y_label_formatter(&|y| {
             let i = y.round();
-            if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-                names[i as usize].clone()
+            // A whole, non-negative y below the number of rows.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let row = i as usize;
+            if (y - i).abs() < 1e-6 && i >= 0.0 && row < names.len() {
+                names[row].clone()
             } else {
                 String::new()
             }

@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -55,7 +55,7 @@ impl Runtime {
         let in_lab = Path::new("/run/husk-lab").is_dir();
         match (self.name.as_str(), in_lab) {
             ("husk", true) => "NOT FOUND in the lab's L1 machine: no `husk` among the workspace's \
-                               release binaries (the shim crate did not build?)"
+                               release binaries (the cli crate did not build?)"
                 .into(),
             ("husk", false) => "NOT FOUND next to husk-bench or on PATH \
                                 (cargo build --release -p husk)"
@@ -178,8 +178,11 @@ fn is_static_elf(p: &Path) -> Result<bool, String> {
     else {
         return Ok(false);
     };
-    for i in 0..phnum as usize {
-        let o = phoff as usize + i * phentsize as usize;
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return Ok(false);
+    };
+    for i in 0..usize::from(phnum) {
+        let o = phoff + i * usize::from(phentsize);
         match u32_at(o) {
             Some(3) => return Ok(false), // PT_INTERP
             Some(_) => {}
@@ -253,39 +256,25 @@ pub fn husk_phases(log: &str, spawn_sod: f64) -> Option<HuskPhases> {
     })
 }
 
-/// `bin --root root run --bundle bundle id`, timed. With `debug_log`
-/// (husk), it runs with `--debug --log debug_log` and the sample says where
-/// the time went.
-pub fn start_sample(
-    bin: &Path,
-    root: &Path,
-    bundle: &Path,
-    id: &str,
-    timeout: Duration,
-    errlog: &Path,
-    debug_log: Option<&Path>,
-) -> Result<StartSample, String> {
-    let err = std::fs::File::create(errlog).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(bin);
-    if let Some(l) = debug_log {
-        let _ = std::fs::remove_file(l);
-        cmd.arg("--debug").arg("--log").arg(l);
-    }
-    let spawned = std::time::SystemTime::now();
-    let t0 = Instant::now();
-    let mut child = cmd
-        .arg("--root")
-        .arg(root)
-        .args(["run", "--bundle"])
-        .arg(bundle)
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let mut out = child.stdout.take().unwrap();
-    let deadline = t0 + timeout;
+/// What a `RUNTIME run` wrote and how it ended.
+struct Ran {
+    /// None: it did not exit by the deadline (and was killed).
+    status: Option<ExitStatus>,
+    /// Since spawning.
+    exit: Duration,
+    got: Vec<u8>,
+    /// Since spawning, to the first byte of output.
+    first: Option<Duration>,
+}
+
+/// Reads `child`'s stdout `out` until the child exits (or `deadline`
+/// passes: then it is killed); `t0` is when it was spawned.
+fn collect(
+    child: &mut Child,
+    mut out: ChildStdout,
+    t0: Instant,
+    deadline: Instant,
+) -> Result<Ran, String> {
     // The end is the exit of `RUNTIME run`, not EOF on its stdout: a helper
     // the runtime leaves behind (husk's monitor) may hold the pipe open.
     // A pidfd makes the exit wake poll() at once; without one (Linux < 5.3)
@@ -342,6 +331,52 @@ pub fn start_sample(
         set_nonblocking(&out);
         while read_some(&mut out, &mut got, &mut first, t0) {}
     }
+    Ok(Ran {
+        status,
+        exit,
+        got,
+        first,
+    })
+}
+
+/// `bin --root root run --bundle bundle id`, timed. With `debug_log`
+/// (husk), it runs with `--debug --log debug_log` and the sample says where
+/// the time went.
+pub fn start_sample(
+    bin: &Path,
+    root: &Path,
+    bundle: &Path,
+    id: &str,
+    timeout: Duration,
+    errlog: &Path,
+    debug_log: Option<&Path>,
+) -> Result<StartSample, String> {
+    let err = std::fs::File::create(errlog).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(bin);
+    if let Some(l) = debug_log {
+        let _ = std::fs::remove_file(l);
+        cmd.arg("--debug").arg("--log").arg(l);
+    }
+    let spawned = std::time::SystemTime::now();
+    let t0 = Instant::now();
+    let mut child = cmd
+        .arg("--root")
+        .arg(root)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let out = child.stdout.take().unwrap();
+    let Ran {
+        status,
+        exit,
+        got,
+        first,
+    } = collect(&mut child, out, t0, t0 + timeout)?;
     let tail = || {
         let s = std::fs::read_to_string(errlog).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
@@ -403,11 +438,10 @@ fn read_some(
 fn set_nonblocking(f: &impl AsRawFd) {
     let fd = f.as_raw_fd();
     // SAFETY: fcntl on a file descriptor we own; no pointers involved.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-        }
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl >= 0 {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
     }
 }
 
@@ -415,12 +449,10 @@ fn set_nonblocking(f: &impl AsRawFd) {
 /// has pidfd_open.
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, mem::pid(pid), 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
     // SAFETY: fd is a fresh descriptor that nothing else owns.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `bin --root root delete --force id`, output dropped; best effort.
@@ -493,7 +525,7 @@ pub fn sandbox_mem(
     id: &str,
     timeout: Duration,
 ) -> Result<SandboxMem, String> {
-    let me = std::process::id() as i32;
+    let me = mem::pid(std::process::id());
     let before = mem::pids();
     let pid_file = root.join(format!("{id}.pid"));
     let t0 = Instant::now();

@@ -24,7 +24,10 @@ pub fn stats(mut v: Vec<f64>) -> Option<Stats> {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     };
-    let p90 = v[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1];
+    // The rank is positive and at most n.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let rank = (n as f64 * 0.9).ceil() as usize;
+    let p90 = v[rank.clamp(1, n) - 1];
     Some(Stats {
         n,
         min: v[0],

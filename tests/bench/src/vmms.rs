@@ -16,14 +16,14 @@ use husk_protocol::{
     read_frame, write_frame, PingInfo, Request, RequestFrame, Response, ResponseFrame, AGENT_PORT,
     READY_PORT,
 };
+use husk_vm_config::{ConfigInput, SerialConfig};
 use serde::Serialize;
 
 use crate::mem;
 
 /// The kernel command line both VMMs boot with (each adds its own
-/// virtio_mmio.device= entries).
-pub const CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=k panic=-1 pci=off \
-     i8042.noaux i8042.nomux i8042.dumbkbd i8042.nopnp tsc=reliable no_timer_check quiet";
+/// virtio_mmio.device= entries): husk-vmm's default.
+pub const CMDLINE: &str = husk_vm_config::DEFAULT_CMDLINE;
 
 /// Where QEMU microvm (acpi=off) puts its first virtio-mmio transport:
 /// base 0xfeb00000, 512 bytes, GSI 5.
@@ -111,7 +111,7 @@ impl Vmm {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        mem::pid(self.child.id())
     }
 
     /// Waits up to `timeout` for the process to end by itself.
@@ -156,38 +156,50 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The VM husk-vmm boots for `spec`, its vsock socket at `uds`.
+pub fn husk_config(spec: &BootSpec, uds: &Path) -> ConfigInput {
+    ConfigInput {
+        kernel: Some(spec.kernel.clone()),
+        initrd: Some(spec.initrd.clone()),
+        cmdline: Some(CMDLINE.to_string()),
+        // The console goes to the log with husk-vmm's own messages: with
+        // `quiet` that is a line or two, and a failed boot shows why.
+        // (QEMU gets `-serial null`: the same UART, output dropped.)
+        serial: Some(SerialConfig::Stdout.to_string()),
+        vcpus: Some(spec.vcpus),
+        memory: Some(u64::from(spec.memory_mib)),
+        vsock_uds: Some(uds.to_path_buf()),
+        ..Default::default()
+    }
+}
+
 /// Starts husk-vmm for `spec` with its vsock socket at `uds` and
-/// `HUSK_VMM_TIMING` on; output goes to `log`.
+/// `HUSK_VMM_TIMING` on; output goes to `log`, the VM's configuration
+/// (`--config`) beside it. `startup_only`: stop before the first KVM_RUN.
 pub fn spawn_husk(
     bin: &Path,
     spec: &BootSpec,
     uds: &Path,
     log: &Path,
-    extra: &[String],
+    startup_only: bool,
 ) -> Result<Vmm, String> {
     let _ = std::fs::remove_file(uds);
+    let config = log.with_extension("json");
+    husk_config(spec, uds)
+        .write_json_file(&config)
+        .map_err(|e| e.to_string())?;
     // Before the VMM starts, so the agent's ready signal cannot be missed.
     let ready =
         ReadyListener::bind(uds).map_err(|e| format!("ready socket for {}: {e}", uds.display()))?;
-    let mut vmm = Vmm::spawn(
-        Command::new(bin)
-            .env("HUSK_VMM_TIMING", "1")
-            .arg("run")
-            .arg("--kernel")
-            .arg(&spec.kernel)
-            .arg("--initrd")
-            .arg(&spec.initrd)
-            // The console goes to the log with husk-vmm's own messages: with
-            // `quiet` that is a line or two, and a failed boot shows why.
-            // (QEMU gets `-serial null`: the same UART, output dropped.)
-            .args(["--cmdline", CMDLINE, "--serial", "stdout"])
-            .args(["--vcpus", &spec.vcpus.to_string()])
-            .args(["--memory", &spec.memory_mib.to_string()])
-            .arg("--vsock-uds")
-            .arg(uds)
-            .args(extra),
-        log,
-    )?;
+    let mut cmd = Command::new(bin);
+    cmd.env("HUSK_VMM_TIMING", "1")
+        .arg("run")
+        .arg("--config")
+        .arg(&config);
+    if startup_only {
+        cmd.arg("--startup-only");
+    }
+    let mut vmm = Vmm::spawn(&mut cmd, log)?;
     vmm.ready = Some(ready);
     Ok(vmm)
 }
@@ -319,7 +331,7 @@ fn clock_ticks() -> f64 {
 pub fn husk_sample(bin: &Path, spec: &BootSpec, tmp: &Path) -> Result<Sample, String> {
     let uds = tmp.join("husk.vsock");
     let t0 = Instant::now();
-    let mut vmm = spawn_husk(bin, spec, &uds, &tmp.join("husk.log"), &[])?;
+    let mut vmm = spawn_husk(bin, spec, &uds, &tmp.join("husk.log"), false)?;
     let (client, info, ready) = husk_wait_agent(&mut vmm, &uds, t0, spec.timeout)?;
     let cpu = proc_cpu_ms(vmm.pid());
     let m = mem::proc_mem(vmm.pid(), spec.guest_ram_min()).ok();
@@ -560,7 +572,7 @@ mod tests {
         f[1] = "(vcpu 0) x)".into();
         f[42] = "777".into();
         assert_eq!(guest_ticks(&f.join(" ")), Some(777));
-        let me = std::process::id() as i32;
+        let me = mem::pid(std::process::id());
         let (cpu, guest) = proc_cpu_ms(me).unwrap();
         assert!(cpu > 0.0 && guest == 0.0, "{cpu} {guest}");
     }
@@ -575,6 +587,28 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert_eq!(s.guest_ram_min(), 64 << 20);
+    }
+
+    #[test]
+    fn husk_vmm_gets_the_same_vm_as_qemu() {
+        let s = BootSpec {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            vcpus: 2,
+            memory_mib: 256,
+            timeout: Duration::from_secs(1),
+        };
+        let tmp = TempDir::new().unwrap();
+        let uds = tmp.path().join("v.sock");
+        let c = husk_vm_config::VmConfig::from_input(husk_config(&s, &uds), |_| None).unwrap();
+        assert_eq!((c.vcpus, c.memory_mib), (2, 256));
+        assert_eq!(
+            (c.kernel.to_str(), c.initrd.to_str()),
+            (Some("/k"), Some("/i"))
+        );
+        assert_eq!(c.cmdline, CMDLINE);
+        assert_eq!(c.serial, SerialConfig::Stdout);
+        assert_eq!(c.vsock.map(|v| v.uds), Some(uds));
     }
 
     #[test]

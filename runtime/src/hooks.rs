@@ -5,19 +5,48 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+
 use husk_protocol::oci::Hook;
 
-use crate::util::Result;
+/// A hook that failed: `KIND hook #N (PATH): why`.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} hook #{index} ({}): {failure}", path.display())]
+pub struct HookError {
+    pub kind: String,
+    pub index: usize,
+    pub path: PathBuf,
+    pub failure: HookFailure,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookFailure {
+    /// It could not be started or waited for.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("timed out after {0} s")]
+    TimedOut(u64),
+    /// It failed: its status and the first line of its stderr.
+    #[error("{status}: {stderr}")]
+    Failed { status: ExitStatus, stderr: String },
+}
 
 /// No hook may hold a command forever, even without a timeout of its own.
 const MAX_HOOK_TIME: Duration = Duration::from_secs(600);
 
 /// Runs `hooks` in order; the first failure ends the run with one line
 /// naming the hook (`prestart hook #0 (/usr/bin/x): exit status 1: ...`).
-pub fn run(kind: &str, hooks: &[Hook], state_json: &str) -> Result<()> {
+pub fn run(kind: &str, hooks: &[Hook], state_json: &str) -> Result<(), HookError> {
     for (i, h) in hooks.iter().enumerate() {
         let path = h.path();
-        let what = || format!("{kind} hook #{i} ({})", path.display());
+        let what = |failure: HookFailure| HookError {
+            kind: kind.to_string(),
+            index: i,
+            path: path.clone(),
+            failure,
+        };
         let mut cmd = Command::new(path);
         if let Some(args) = h.args() {
             if let Some((a0, rest)) = args.split_first() {
@@ -38,14 +67,15 @@ pub fn run(kind: &str, hooks: &[Hook], state_json: &str) -> Result<()> {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("{}: {e}", what()))?;
+            .map_err(|e| what(e.into()))?;
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(state_json.as_bytes());
         }
         let limit = h
             .timeout()
+            .and_then(|t| u64::try_from(t).ok())
             .filter(|t| *t > 0)
-            .map(|t| Duration::from_secs(t as u64))
+            .map(Duration::from_secs)
             .unwrap_or(MAX_HOOK_TIME)
             .min(MAX_HOOK_TIME);
         let deadline = Instant::now() + limit;
@@ -58,9 +88,9 @@ pub fn run(kind: &str, hooks: &[Hook], state_json: &str) -> Result<()> {
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!("{}: timed out after {} s", what(), limit.as_secs()));
+                    return Err(what(HookFailure::TimedOut(limit.as_secs())));
                 }
-                Err(e) => return Err(format!("{}: {e}", what())),
+                Err(e) => return Err(what(e.into())),
             }
         };
         if !status.success() {
@@ -70,7 +100,10 @@ pub fn run(kind: &str, hooks: &[Hook], state_json: &str) -> Result<()> {
                 let _ = (&mut e).take(4096).read_to_string(&mut err);
             }
             let first = err.lines().next().unwrap_or("").trim();
-            return Err(format!("{}: {status}: {first}", what()));
+            return Err(what(HookFailure::Failed {
+                status,
+                stderr: first.to_string(),
+            }));
         }
     }
     Ok(())
@@ -102,16 +135,18 @@ mod tests {
         let bad = hook(
             serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", "echo boom >&2; exit 3"]}),
         );
-        let e = run("poststop", &[bad], "{}").unwrap_err();
+        let e = run("poststop", &[bad], "{}").unwrap_err().to_string();
         assert_eq!(e, "poststop hook #0 (/bin/sh): exit status: 3: boom");
         let slow =
             hook(serde_json::json!({"path": "/bin/sleep", "args": ["sleep", "5"], "timeout": 1}));
         assert!(run("prestart", &[slow], "{}")
             .unwrap_err()
+            .to_string()
             .contains("timed out"));
         let missing = hook(serde_json::json!({"path": "/no/such/hook"}));
         assert!(run("createRuntime", &[missing], "{}")
             .unwrap_err()
+            .to_string()
             .starts_with("createRuntime hook #0 (/no/such/hook): "));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,24 +1,9 @@
-//! `husk`: a runc-compatible OCI runtime whose containers each run in
-//! their own microVM (husk-vmm + husk-agent). Docker, Podman and
-//! containerd call it exactly as they call runc.
-
-mod bundle;
-mod commands;
-mod config;
-mod hooks;
-mod monitor;
-mod session;
-mod state;
-mod sys;
-mod util;
+//! The command line: runc's commands, flags and global options, as
+//! Docker, Podman and containerd pass them.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const OCI_VERSION: &str = "1.0.2";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -293,53 +278,4 @@ pub struct ExecMonitorArgs {
     pub console_socket: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     pub ready_fd: i32,
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if cli.g.version {
-        println!(
-            "husk version {VERSION}\ncommit: {}\nspec: {OCI_VERSION}",
-            option_env!("HUSK_GIT_COMMIT").unwrap_or("unknown")
-        );
-        return ExitCode::SUCCESS;
-    }
-    let Some(cmd) = cli.cmd else {
-        eprintln!("husk: no command given (see husk --help)");
-        return ExitCode::from(1);
-    };
-    let monitor = matches!(cmd, Cmd::Monitor(_) | Cmd::ExecMonitor(_));
-    if !monitor {
-        // A CLI whose reader went away (`husk state X | grep -q`) ends
-        // quietly, as C tools do. Relaying processes (monitors, a
-        // foreground run or exec) block SIGPIPE and see EPIPE instead.
-        // SAFETY: setting a signal disposition before any thread starts.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    }
-    // A monitor's stderr is the container's: its own lines go to the log.
-    let log = cli.g.log.clone().or_else(|| {
-        monitor.then(|| match &cmd {
-            Cmd::Monitor(m) => cli.g.root.join(&m.id).join("husk.log"),
-            Cmd::ExecMonitor(m) => cli.g.root.join(&m.id).join("husk.log"),
-            _ => unreachable!(),
-        })
-    });
-    util::init_log(log, cli.g.log_format == "json", cli.g.debug);
-    if cli.g.systemd_cgroup {
-        debug!("--systemd-cgroup: ignored, the container's cgroups are in its microVM");
-    }
-    if let Some(c) = &cli.g.criu {
-        debug!("--criu {c}: ignored, husk does not checkpoint");
-    }
-    match commands::dispatch(&cli.g, cmd) {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        Err(e) => {
-            // One line on stderr, and in the log for daemons that read it.
-            if cli.g.log.is_some() {
-                util::log("error", &e);
-            }
-            eprintln!("husk: {e}");
-            ExitCode::from(1)
-        }
-    }
 }

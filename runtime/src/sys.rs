@@ -9,17 +9,52 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use crate::util::Result;
-
-fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", p.display()))
+/// A system call that failed, naming what it was for.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    #[error("{}: NUL in path", .0.display())]
+    NulInPath(PathBuf),
+    #[error("unshare({flag}): {source}")]
+    Unshare {
+        flag: &'static str,
+        source: io::Error,
+    },
+    #[error("make / a slave mount: {0}")]
+    SlaveRoot(io::Error),
+    #[error("bind-mount {} on {}: {source}", src.display(), dst.display())]
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        source: io::Error,
+    },
+    #[error("unmount {}: {source}", path.display())]
+    Unmount { path: PathBuf, source: io::Error },
+    #[error("{} is still mounted", .0.display())]
+    StillMounted(PathBuf),
+    #[error("network namespace {}: {source}", path.display())]
+    OpenNetns { path: PathBuf, source: io::Error },
+    #[error("join network namespace {}: {source}", path.display())]
+    JoinNetns { path: PathBuf, source: io::Error },
+    #[error("openpty: {0}")]
+    Openpty(io::Error),
+    #[error("--console-socket {}: {source}", socket.display())]
+    ConsoleConnect { socket: PathBuf, source: io::Error },
+    #[error("--console-socket {}: send: {source}", socket.display())]
+    ConsoleSend { socket: PathBuf, source: io::Error },
 }
 
-fn check(r: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
+type Result<T, E = SysError> = std::result::Result<T, E>;
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| SysError::NulInPath(p.to_path_buf()))
+}
+
+/// `Ok` for a zero return, else the error `what` makes of errno.
+fn check(r: libc::c_int, what: impl FnOnce(io::Error) -> SysError) -> Result<()> {
     if r == 0 {
         Ok(())
     } else {
-        Err(format!("{}: {}", what(), io::Error::last_os_error()))
+        Err(what(io::Error::last_os_error()))
     }
 }
 
@@ -27,8 +62,11 @@ fn check(r: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
 /// propagation), so mounts made here vanish with this process.
 pub fn unshare_mounts() -> Result<()> {
     // SAFETY: unshare(2) with a flag; affects only this (single-threaded) process.
-    check(unsafe { libc::unshare(libc::CLONE_NEWNS) }, || {
-        "unshare(CLONE_NEWNS)".into()
+    check(unsafe { libc::unshare(libc::CLONE_NEWNS) }, |source| {
+        SysError::Unshare {
+            flag: "CLONE_NEWNS",
+            source,
+        }
     })?;
     // SAFETY: valid NUL-terminated strings / nulls as mount(2) allows.
     check(
@@ -41,7 +79,7 @@ pub fn unshare_mounts() -> Result<()> {
                 std::ptr::null(),
             )
         },
-        || "make / a slave mount".into(),
+        SysError::SlaveRoot,
     )
 }
 
@@ -59,7 +97,11 @@ pub fn bind(src: &Path, dst: &Path) -> Result<()> {
                 std::ptr::null(),
             )
         },
-        || format!("bind-mount {} on {}", src.display(), dst.display()),
+        |source| SysError::Bind {
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            source,
+        },
     )
 }
 
@@ -86,13 +128,14 @@ pub fn unmount_under(dir: &Path) -> Result<()> {
     for m in mounts_under(dir) {
         let c = cstr(&m)?;
         // SAFETY: umount2 with a valid NUL-terminated path.
-        check(
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) },
-            || format!("unmount {}", m.display()),
-        )?;
+        let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        check(r, |source| SysError::Unmount {
+            path: m.clone(),
+            source,
+        })?;
     }
     match mounts_under(dir).first() {
-        Some(m) => Err(format!("{} is still mounted", m.display())),
+        Some(m) => Err(SysError::StillMounted(m.clone())),
         None => Ok(()),
     }
 }
@@ -101,17 +144,25 @@ pub fn unmount_under(dir: &Path) -> Result<()> {
 pub fn enter_netns(path: Option<&Path>) -> Result<()> {
     match path {
         Some(p) => {
-            let f = std::fs::File::open(p)
-                .map_err(|e| format!("network namespace {}: {e}", p.display()))?;
+            let f = std::fs::File::open(p).map_err(|source| SysError::OpenNetns {
+                path: p.to_path_buf(),
+                source,
+            })?;
             // SAFETY: setns on a descriptor we own.
             check(
                 unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) },
-                || format!("join network namespace {}", p.display()),
+                |source| SysError::JoinNetns {
+                    path: p.to_path_buf(),
+                    source,
+                },
             )
         }
         // SAFETY: unshare(2) with a flag.
-        None => check(unsafe { libc::unshare(libc::CLONE_NEWNET) }, || {
-            "unshare(CLONE_NEWNET)".into()
+        None => check(unsafe { libc::unshare(libc::CLONE_NEWNET) }, |source| {
+            SysError::Unshare {
+                flag: "CLONE_NEWNET",
+                source,
+            }
         }),
     }
 }
@@ -141,9 +192,11 @@ pub fn openpty() -> Result<(OwnedFd, OwnedFd, String)> {
             std::ptr::null(),
         )
     };
-    check(r, || "openpty".into())?;
-    // SAFETY: fresh descriptors only we own.
-    let (m, s) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    check(r, SysError::Openpty)?;
+    // SAFETY: a fresh descriptor only we own.
+    let m = unsafe { OwnedFd::from_raw_fd(m) };
+    // SAFETY: as for the master.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
     for fd in [&m, &s] {
         // SAFETY: fcntl on a descriptor we own.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -165,8 +218,10 @@ pub fn openpty() -> Result<(OwnedFd, OwnedFd, String)> {
 /// Sends `fd` over the Unix socket at `socket` with `name` as the message,
 /// as runc does with a console's pty master (`--console-socket`).
 pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
-    let sock = UnixStream::connect(socket)
-        .map_err(|e| format!("--console-socket {}: {e}", socket.display()))?;
+    let sock = UnixStream::connect(socket).map_err(|source| SysError::ConsoleConnect {
+        socket: socket.to_path_buf(),
+        source,
+    })?;
     let mut data = name.as_bytes().to_vec();
     if data.is_empty() {
         data.push(b'/');
@@ -175,8 +230,10 @@ pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
     };
+    #[allow(clippy::cast_possible_truncation)] // 4 bytes
+    let fd_len = std::mem::size_of::<RawFd>() as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(fd_len) } as usize;
     let mut cbuf = vec![0u8; space];
     // SAFETY: an all-zero msghdr is valid; we fill the fields below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -185,14 +242,22 @@ pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = space;
     // SAFETY: msg_control points at `space` bytes, enough for one header
-    // with one descriptor; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-    }
+    // with one descriptor: the first header is inside it.
+    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: CMSG_LEN is a pure size computation.
+    let cmsg_len = unsafe { libc::CMSG_LEN(fd_len) } as usize;
+    let header = libc::cmsghdr {
+        cmsg_len,
+        cmsg_level: libc::SOL_SOCKET,
+        cmsg_type: libc::SCM_RIGHTS,
+    };
+    // SAFETY: `c` points at room for the header inside cbuf (a byte
+    // buffer, so written unaligned).
+    unsafe { std::ptr::write_unaligned(c, header) };
+    // SAFETY: the header's data follows it inside cbuf, room for one fd.
+    let data = unsafe { libc::CMSG_DATA(c) };
+    // SAFETY: `data` has room for one descriptor (CMSG_SPACE above).
+    unsafe { std::ptr::write_unaligned(data.cast::<RawFd>(), fd) };
     loop {
         // SAFETY: msg and everything it points to are alive for the call.
         let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
@@ -201,7 +266,10 @@ pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
-            return Err(format!("--console-socket {}: send: {e}", socket.display()));
+            return Err(SysError::ConsoleSend {
+                socket: socket.to_path_buf(),
+                source: e,
+            });
         }
     }
 }
@@ -259,21 +327,20 @@ pub fn relay_sigset() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data initialised by sigfillset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is a valid sigset_t.
-    unsafe {
-        libc::sigfillset(&mut set);
-        for s in [
-            libc::SIGSEGV,
-            libc::SIGBUS,
-            libc::SIGILL,
-            libc::SIGFPE,
-            libc::SIGABRT,
-            libc::SIGTRAP,
-            libc::SIGSYS,
-            libc::SIGKILL,
-            libc::SIGSTOP,
-        ] {
-            libc::sigdelset(&mut set, s);
-        }
+    unsafe { libc::sigfillset(&mut set) };
+    for s in [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGABRT,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+        libc::SIGKILL,
+        libc::SIGSTOP,
+    ] {
+        // SAFETY: set is a valid sigset_t, s a valid signal.
+        unsafe { libc::sigdelset(&mut set, s) };
     }
     set
 }
@@ -299,12 +366,13 @@ pub fn wait_signal(set: &libc::sigset_t) -> i32 {
 /// signals from the daemon's or the monitor's terminal) and death with
 /// its parent, so nothing outlives the monitor.
 pub fn child_setup() -> io::Result<()> {
-    // SAFETY: async-signal-safe calls between fork and exec.
-    unsafe {
-        libc::setsid();
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    // SAFETY: setsid(2) is async-signal-safe (between fork and exec).
+    unsafe { libc::setsid() };
+    #[allow(clippy::cast_sign_loss)] // SIGKILL is 9
+    let sig = libc::SIGKILL as libc::c_ulong;
+    // SAFETY: prctl(2) is async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -331,6 +399,7 @@ mod tests {
         assert_eq!(&got[..n], name.as_bytes());
         assert!(send_console(&dir.join("missing"), m.as_raw_fd(), &name)
             .unwrap_err()
+            .to_string()
             .starts_with("--console-socket "));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -12,11 +12,35 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use husk_protocol::client::Client;
+use husk_protocol::client::{Client, ClientError};
 use husk_protocol::{ExitInfo, StdioConfig, StdioStream, AGENT_PORT};
 
-use crate::sys;
-use crate::util::Result;
+use crate::sys::{self, SysError};
+
+/// What a session with the agent failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Connecting to the agent, or a request to it.
+    #[error(transparent)]
+    Agent(#[from] ClientError),
+    #[error("attach {stream:?}: {source}")]
+    Attach {
+        stream: StdioStream,
+        source: ClientError,
+    },
+    #[error("start {name} thread: {source}")]
+    Thread {
+        name: String,
+        source: std::io::Error,
+    },
+    /// A second handle on a relayed stream.
+    #[error("{0}")]
+    Clone(std::io::Error),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+}
+
+type Result<T, E = SessionError> = std::result::Result<T, E>;
 
 /// How long a single control request to the agent may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,7 +64,7 @@ impl Target {
 
     /// [`Target::connect`] with its own bound (also the call timeout).
     pub fn connect_within(&self, limit: Duration) -> Result<Client> {
-        Client::connect_uds_within(&self.vsock, AGENT_PORT, limit).map_err(|e| e.to_string())
+        Client::connect_uds_within(&self.vsock, AGENT_PORT, limit).map_err(SessionError::Agent)
     }
 }
 
@@ -103,7 +127,10 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map_err(|e| format!("start {name} thread: {e}"))
+        .map_err(|source| SessionError::Thread {
+            name: name.into(),
+            source,
+        })
 }
 
 /// Attaches the process's streams and starts relaying them.
@@ -111,7 +138,7 @@ pub fn attach(t: &Target, term: &Terminal) -> Result<Attached> {
     let open = |s: StdioStream| -> Result<UnixStream> {
         t.connect()?
             .attach_stdio(&t.guest_id, t.exec_id.as_deref(), s)
-            .map_err(|e| format!("attach {s:?}: {e}"))
+            .map_err(|source| SessionError::Attach { stream: s, source })
     };
     let mut a = Attached {
         outputs: vec![],
@@ -144,7 +171,7 @@ pub fn attach(t: &Target, term: &Terminal) -> Result<Attached> {
             sys::set_ctty(slave.as_raw_fd());
             let (sfd, pty2) = (
                 slave.as_raw_fd(),
-                pty.try_clone().map_err(|e| e.to_string())?,
+                pty.try_clone().map_err(SessionError::Clone)?,
             );
             a.outputs
                 .push(spawn("pty-out", move || pump(pty, &*fd_file(sfd)))?);
@@ -158,7 +185,7 @@ pub fn attach(t: &Target, term: &Terminal) -> Result<Attached> {
                 a.raw = sys::make_raw(0).map(|t| (0, t));
                 a.tty = Some(0);
             }
-            let pty2 = pty.try_clone().map_err(|e| e.to_string())?;
+            let pty2 = pty.try_clone().map_err(SessionError::Clone)?;
             a.outputs
                 .push(spawn("pty-out", move || pump(pty, &*fd_file(1)))?);
             spawn("pty-in", move || {
@@ -207,9 +234,8 @@ impl Attached {
 /// years); `Err` when the agent connection breaks.
 pub fn wait(t: &Target) -> Result<ExitInfo> {
     let mut c = t.connect()?;
-    c.clear_timeout().map_err(|e| e.to_string())?;
-    c.wait(&t.guest_id, t.exec_id.as_deref())
-        .map_err(|e| e.to_string())
+    c.clear_timeout()?;
+    Ok(c.wait(&t.guest_id, t.exec_id.as_deref())?)
 }
 
 /// Relays the signals this process gets to the guest process, in a thread:

@@ -16,7 +16,26 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::util::{Context, Result};
+/// A host part that is missing or misconfigured.
+#[derive(Debug, thiserror::Error)]
+pub enum HostConfigError {
+    #[error("{CONFIG_FILE}: {0}")]
+    Read(std::io::Error),
+    #[error("{CONFIG_FILE}: {0}")]
+    Parse(serde_json::Error),
+    /// An environment variable with a value it cannot have.
+    #[error("{name}={value:?}: want {want}")]
+    Env {
+        name: &'static str,
+        value: String,
+        want: &'static str,
+    },
+    /// A part that is not there: `husk-vmm (HUSK_VMM): PATH not found`.
+    #[error("{part}: {} not found", path.display())]
+    Missing { part: &'static str, path: PathBuf },
+}
+
+type Result<T, E = HostConfigError> = std::result::Result<T, E>;
 
 pub const CONFIG_FILE: &str = "/etc/husk/config.json";
 
@@ -59,20 +78,24 @@ fn env_path(k: &str) -> Option<PathBuf> {
 }
 
 /// A boolean environment variable: 1/true or 0/false.
-fn env_bool(name: &str, v: &str) -> Result<bool> {
+fn env_bool(name: &'static str, v: &str) -> Result<bool> {
     match v {
         "1" | "true" => Ok(true),
         "0" | "false" => Ok(false),
-        _ => Err(format!("{name}={v:?}: want 1 or 0")),
+        _ => Err(HostConfigError::Env {
+            name,
+            value: v.to_string(),
+            want: "1 or 0",
+        }),
     }
 }
 
 impl HostConfig {
     pub fn load() -> Result<HostConfig> {
         let file: File = match std::fs::read(CONFIG_FILE) {
-            Ok(d) => serde_json::from_slice(&d).ctx(CONFIG_FILE)?,
+            Ok(d) => serde_json::from_slice(&d).map_err(HostConfigError::Parse)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
-            Err(e) => return Err(format!("{CONFIG_FILE}: {e}")),
+            Err(e) => return Err(HostConfigError::Read(e)),
         };
         let vmm = env_path("HUSK_VMM")
             .or(file.vmm)
@@ -96,16 +119,21 @@ impl HostConfig {
             .unwrap_or_else(|| PathBuf::from("/usr/lib/qemu/virtiofsd"));
         let kernel = env_path("HUSK_KERNEL")
             .or(file.kernel)
-            .unwrap_or_else(|| "/usr/share/husk/vmlinux".into());
+            .unwrap_or_else(|| husk_vm_config::DEFAULT_KERNEL.into());
         let initramfs = env_path("HUSK_INITRAMFS")
             .or(file.initramfs)
-            .unwrap_or_else(|| "/usr/share/husk/initramfs.img".into());
+            .unwrap_or_else(|| husk_vm_config::DEFAULT_INITRD.into());
         let secs = match std::env::var("HUSK_BOOT_TIMEOUT") {
-            Ok(s) if !s.is_empty() => s
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("HUSK_BOOT_TIMEOUT={s:?}: want seconds > 0"))?,
+            Ok(s) if !s.is_empty() => {
+                s.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| HostConfigError::Env {
+                        name: "HUSK_BOOT_TIMEOUT",
+                        value: s.clone(),
+                        want: "seconds > 0",
+                    })?
+            }
             _ => file.boot_timeout_secs.unwrap_or(120),
         };
         let agent_debug = match std::env::var("HUSK_AGENT_DEBUG") {
@@ -132,7 +160,10 @@ impl HostConfig {
             ("guest initramfs (HUSK_INITRAMFS)", &self.initramfs),
         ] {
             if !Path::new(p).is_file() {
-                return Err(format!("{what}: {} not found", p.display()));
+                return Err(HostConfigError::Missing {
+                    part: what,
+                    path: p.clone(),
+                });
             }
         }
         Ok(())
@@ -150,7 +181,7 @@ mod tests {
         assert!(!env_bool("X", "0").unwrap());
         assert!(!env_bool("X", "false").unwrap());
         assert_eq!(
-            env_bool("HUSK_AGENT_DEBUG", "yes").unwrap_err(),
+            env_bool("HUSK_AGENT_DEBUG", "yes").unwrap_err().to_string(),
             "HUSK_AGENT_DEBUG=\"yes\": want 1 or 0"
         );
     }

@@ -5,13 +5,40 @@
 //! Every error is one line naming the field (`mounts[3].source: ...`) or
 //! the path.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use husk_protocol::oci;
 use serde_json::Value;
 
 use crate::state::resolve;
-use crate::util::{Context, Result};
+/// A bundle that cannot run, naming its config.json and the field, or the
+/// path, at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle {}: {source}", dir.display())]
+    Dir { dir: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// The spec does not decode: `msg` names the field
+    /// (`process.args: invalid type ...`).
+    #[error("{}: {msg}", path.display())]
+    Spec { path: PathBuf, msg: String },
+    /// A field husk cannot honour.
+    #[error("{}: {field}: {msg}", path.display())]
+    Field {
+        path: PathBuf,
+        field: String,
+        msg: String,
+    },
+}
+
+type Result<T, E = BundleError> = std::result::Result<T, E>;
 
 /// The virtio-fs tag of a container's share, and the share's layout.
 pub const SHARE_TAG: &str = "husk";
@@ -22,7 +49,7 @@ pub const DEFAULT_MEMORY_MIB: u64 = 256;
 pub const MIN_MEMORY_MIB: u64 = 128;
 /// Added to a spec's memory limit: the guest kernel and agent.
 pub const VM_OVERHEAD_MIB: u64 = 64;
-pub const MAX_VCPUS: u32 = 32;
+pub use husk_vm_config::MAX_VCPUS;
 
 /// One host path served to the guest through the share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,54 +81,104 @@ pub struct Bundle {
 
 /// Reads and checks `<dir>/config.json`.
 pub fn load(dir: &Path) -> Result<Bundle> {
-    let dir = std::fs::canonicalize(dir).ctx(format!("bundle {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).map_err(|source| BundleError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let path = dir.join("config.json");
-    let data = std::fs::read(&path).ctx(path.display())?;
-    let v: Value =
-        serde_json::from_slice(&data).ctx(format!("{}: invalid JSON", path.display()))?;
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(source) => return Err(BundleError::Read { path, source }),
+    };
+    let v: Value = match serde_json::from_slice(&data) {
+        Ok(v) => v,
+        Err(source) => return Err(BundleError::Json { path, source }),
+    };
     from_value(&dir, v)
 }
 
-fn err_at(path: &Path, e: String) -> String {
-    format!("{}: {e}", path.display())
+fn spec_err(path: &Path, msg: String) -> BundleError {
+    BundleError::Spec {
+        path: path.to_path_buf(),
+        msg,
+    }
 }
 
+/// Errors about a bundle's config.json, naming the field.
+struct At<'a>(&'a Path);
+
+impl At<'_> {
+    fn bad(&self, field: &str, msg: String) -> BundleError {
+        BundleError::Field {
+            path: self.0.to_path_buf(),
+            field: field.to_string(),
+            msg,
+        }
+    }
+}
+
+/// Checks the spec in `v` (the bundle `dir`'s config.json) and derives
+/// what the microVM needs from it.
 pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
     let cfg = dir.join("config.json");
+    let at = At(&cfg);
     let spec: oci::Spec =
-        husk_protocol::decode_tracked(v.clone(), "").map_err(|e| err_at(&cfg, e))?;
-    let bad = |field: &str, msg: String| err_at(&cfg, format!("{field}: {msg}"));
+        husk_protocol::decode_tracked(v.clone(), "").map_err(|e| spec_err(&cfg, e))?;
+    let (terminal, rootfs) = process_and_root(&at, dir, &spec)?;
+    let netns = netns_of(&at, &spec)?;
+    let (vcpus, memory_mib) = vm_size(&at, &spec)?;
+    let shares = share_mounts(&at, dir, &mut v, &rootfs)?;
+    scrub_for_guest(&mut v);
+    let guest_spec: oci::Spec =
+        husk_protocol::decode_tracked(v, "").map_err(|e| spec_err(&cfg, e))?;
+    Ok(Bundle {
+        dir: dir.to_path_buf(),
+        spec,
+        guest_spec,
+        rootfs,
+        shares,
+        vcpus,
+        memory_mib,
+        terminal,
+        netns,
+    })
+}
 
+/// The spec's version, `process.terminal` and root directory.
+fn process_and_root(at: &At, dir: &Path, spec: &oci::Spec) -> Result<(bool, PathBuf)> {
     let ver = spec.version();
     if !ver.starts_with("1.") {
-        return Err(bad(
+        return Err(at.bad(
             "ociVersion",
             format!("{ver:?} is not supported (husk reads 1.x specs)"),
         ));
     }
     let Some(process) = spec.process() else {
-        return Err(bad("process", "missing".into()));
+        return Err(at.bad("process", "missing".into()));
     };
     let terminal = process.terminal().unwrap_or(false);
     let root = spec
         .root()
         .as_ref()
-        .ok_or_else(|| bad("root", "missing".into()))?;
+        .ok_or_else(|| at.bad("root", "missing".into()))?;
     let rootfs = resolve(dir, root.path());
     match std::fs::metadata(&rootfs) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
-            return Err(bad(
+            return Err(at.bad(
                 "root.path",
                 format!("{} is not a directory", rootfs.display()),
             ))
         }
-        Err(e) => return Err(bad("root.path", format!("{}: {e}", rootfs.display()))),
+        Err(e) => return Err(at.bad("root.path", format!("{}: {e}", rootfs.display()))),
     }
+    Ok((terminal, rootfs))
+}
 
-    // Namespaces: a VM has its own kernel, so a container cannot join a
-    // namespace of the host — except the network one, which the host side
-    // (the monitor) joins so that the daemon's network hooks see it.
+/// Namespaces: a VM has its own kernel, so a container cannot join a
+/// namespace of the host — except the network one, which the host side
+/// (the monitor) joins so that the daemon's network hooks see it.
+fn netns_of(at: &At, spec: &oci::Spec) -> Result<Option<Option<PathBuf>>> {
     let mut netns = None;
     if let Some(nss) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
         for (i, ns) in nss.iter().enumerate() {
@@ -109,7 +186,7 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             if t == oci::LinuxNamespaceType::Network {
                 netns = Some(ns.path().clone());
             } else if let Some(p) = ns.path() {
-                return Err(bad(
+                return Err(at.bad(
                     &format!("linux.namespaces[{i}].path"),
                     format!(
                         "joining the host's {t} namespace ({}) is not possible from a microVM",
@@ -119,22 +196,28 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             }
         }
     }
+    Ok(netns)
+}
 
-    // Sizing from linux.resources, overridable by annotations.
+/// vCPUs and memory (MiB) from linux.resources, overridable by the
+/// `io.husk.vcpus` and `io.husk.memory_mib` annotations.
+fn vm_size(at: &At, spec: &oci::Spec) -> Result<(u32, u64)> {
     let res = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     let host_cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
+        .map(|n| u32::try_from(n.get()).unwrap_or(MAX_VCPUS))
         .unwrap_or(1)
         .clamp(1, MAX_VCPUS);
     let mut vcpus = 1u32;
     if let Some(cpu) = res.and_then(|r| r.cpu().as_ref()) {
         match (cpu.quota(), cpu.period()) {
             (Some(q), Some(p)) if q > 0 && p > 0 => {
-                vcpus = (q as u64).div_ceil(p).clamp(1, u64::from(host_cpus)) as u32;
+                let n = u64::try_from(q).unwrap_or(1).div_ceil(p);
+                vcpus = u32::try_from(n.clamp(1, u64::from(host_cpus))).unwrap_or(host_cpus);
             }
             _ => {
                 if let Some(set) = cpu.cpus() {
-                    let n = cpuset_count(set).map_err(|e| bad("linux.resources.cpu.cpus", e))?;
+                    let n = cpuset_count(set)
+                        .map_err(|e| at.bad("linux.resources.cpu.cpus", e.to_string()))?;
                     vcpus = n.clamp(1, host_cpus);
                 }
             }
@@ -144,9 +227,10 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
     if let Some(limit) = res
         .and_then(|r| r.memory().as_ref())
         .and_then(|m| m.limit())
+        .and_then(|l| u64::try_from(l).ok())
         .filter(|l| *l > 0)
     {
-        memory_mib = (limit as u64).div_ceil(1 << 20) + VM_OVERHEAD_MIB;
+        memory_mib = limit.div_ceil(1 << 20) + VM_OVERHEAD_MIB;
     }
     let ann = spec.annotations().clone().unwrap_or_default();
     if let Some(s) = ann.get("io.husk.vcpus") {
@@ -155,7 +239,7 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             .ok()
             .filter(|n| (1..=MAX_VCPUS).contains(n))
             .ok_or_else(|| {
-                bad(
+                at.bad(
                     "annotations.io.husk.vcpus",
                     format!("{s:?}: want 1..={MAX_VCPUS}"),
                 )
@@ -167,80 +251,94 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             .ok()
             .filter(|n| *n >= MIN_MEMORY_MIB && *n <= 1 << 20)
             .ok_or_else(|| {
-                bad(
+                at.bad(
                     "annotations.io.husk.memory_mib",
                     format!("{s:?}: want {MIN_MEMORY_MIB}..=1048576"),
                 )
             })?;
     }
-    memory_mib = memory_mib.max(MIN_MEMORY_MIB);
+    Ok((vcpus, memory_mib.max(MIN_MEMORY_MIB)))
+}
 
-    // Mounts: bind sources go into the share; /dev/shm becomes guest tmpfs.
+/// Mounts: bind sources go into the share (the spec in `v` then names them
+/// by their guest path); /dev/shm becomes guest tmpfs. Returns what the
+/// share holds, the rootfs first.
+fn share_mounts(at: &At, dir: &Path, v: &mut Value, rootfs: &Path) -> Result<Vec<Shared>> {
     let mut shares = vec![Shared {
-        source: rootfs.clone(),
+        source: rootfs.to_path_buf(),
         name: ROOTFS_DIR.into(),
         is_dir: true,
     }];
     let share_root = husk_protocol::container::share_path(SHARE_TAG);
-    if let Some(Value::Array(mounts)) = v.get_mut("mounts") {
-        for (i, m) in mounts.iter_mut().enumerate() {
-            let typ = m.get("type").and_then(Value::as_str).unwrap_or("");
-            let opts: Vec<String> = m
-                .get("options")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|o| o.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let is_bind = typ == "bind" || opts.iter().any(|o| o == "bind" || o == "rbind");
-            if !is_bind {
-                continue;
-            }
-            let dest = m.get("destination").and_then(Value::as_str).unwrap_or("");
-            if dest == "/dev/shm" {
-                // The host's shm tmpfs cannot be shared usefully; the guest
-                // gets its own, as Kata does.
-                let keep: Vec<Value> = opts
-                    .iter()
-                    .filter(|o| ["nosuid", "noexec", "nodev", "ro"].contains(&o.as_str()))
-                    .map(|o| Value::from(o.as_str()))
-                    .chain(["mode=1777", "size=65536k"].map(Value::from))
-                    .collect();
-                m["type"] = "tmpfs".into();
-                m["source"] = "shm".into();
-                m["options"] = Value::Array(keep);
-                continue;
-            }
-            let field = format!("mounts[{i}].source");
-            let src = m
-                .get("source")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(&field, "missing for a bind mount".into()))?;
-            let src = resolve(dir, Path::new(src));
-            let md = std::fs::metadata(&src)
-                .map_err(|e| bad(&field, format!("{}: {e}", src.display())))?;
-            if !md.is_dir() && !md.is_file() {
-                return Err(bad(
-                    &field,
-                    format!(
-                        "{}: only files and directories can be shared into a microVM",
-                        src.display()
-                    ),
-                ));
-            }
-            let name = format!("m{i}");
-            m["source"] = Value::from(format!("{share_root}/{name}"));
-            m["type"] = "bind".into();
-            shares.push(Shared {
-                source: src,
-                name,
-                is_dir: md.is_dir(),
-            });
+    let Some(Value::Array(mounts)) = v.get_mut("mounts") else {
+        return Ok(shares);
+    };
+    for (i, m) in mounts.iter_mut().enumerate() {
+        let typ = m.get("type").and_then(Value::as_str).unwrap_or("");
+        let opts: Vec<String> = m
+            .get("options")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_bind = typ == "bind" || opts.iter().any(|o| o == "bind" || o == "rbind");
+        if !is_bind {
+            continue;
         }
+        let dest = m.get("destination").and_then(Value::as_str).unwrap_or("");
+        if dest == "/dev/shm" {
+            guest_shm(m, &opts);
+            continue;
+        }
+        let field = format!("mounts[{i}].source");
+        let src = m
+            .get("source")
+            .and_then(Value::as_str)
+            .ok_or_else(|| at.bad(&field, "missing for a bind mount".into()))?;
+        let src = resolve(dir, Path::new(src));
+        let md = std::fs::metadata(&src)
+            .map_err(|e| at.bad(&field, format!("{}: {e}", src.display())))?;
+        if !md.is_dir() && !md.is_file() {
+            return Err(at.bad(
+                &field,
+                format!(
+                    "{}: only files and directories can be shared into a microVM",
+                    src.display()
+                ),
+            ));
+        }
+        let name = format!("m{i}");
+        m["source"] = Value::from(format!("{share_root}/{name}"));
+        m["type"] = "bind".into();
+        shares.push(Shared {
+            source: src,
+            name,
+            is_dir: md.is_dir(),
+        });
     }
-    // The guest never sees host namespace paths or hooks.
+    Ok(shares)
+}
+
+/// The host's shm tmpfs cannot be shared usefully; the guest gets its own,
+/// as Kata does, with the bind's restrictions.
+fn guest_shm(m: &mut Value, opts: &[String]) {
+    let keep: Vec<Value> = opts
+        .iter()
+        .filter(|o| ["nosuid", "noexec", "nodev", "ro"].contains(&o.as_str()))
+        .map(|o| Value::from(o.as_str()))
+        .chain(["mode=1777", "size=65536k"].map(Value::from))
+        .collect();
+    m["type"] = "tmpfs".into();
+    m["source"] = "shm".into();
+    m["options"] = Value::Array(keep);
+}
+
+/// The guest never sees host namespace paths or hooks, and gets plain
+/// cgroup paths.
+fn scrub_for_guest(v: &mut Value) {
     if let Some(Value::Array(nss)) = v.pointer_mut("/linux/namespaces") {
         for ns in nss.iter_mut() {
             if let Some(o) = ns.as_object_mut() {
@@ -256,19 +354,6 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
             *cg = Value::from(guest_cgroup_path(s));
         }
     }
-    let guest_spec: oci::Spec =
-        husk_protocol::decode_tracked(v, "").map_err(|e| err_at(&cfg, e))?;
-    Ok(Bundle {
-        dir: dir.to_path_buf(),
-        spec,
-        guest_spec,
-        rootfs,
-        shares,
-        vcpus,
-        memory_mib,
-        terminal,
-        netns,
-    })
 }
 
 /// systemd-style `slice:prefix:name` cgroup paths become plain paths in
@@ -287,50 +372,34 @@ pub fn guest_cgroup_path(s: &str) -> String {
     }
 }
 
+/// A cpuset list (`linux.resources.cpu.cpus`) that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpusetError {
+    #[error("{0:?}: bad CPU list")]
+    List(String),
+    #[error("{0:?}: bad CPU range")]
+    Range(String),
+}
+
 /// Number of CPUs in a cpuset list (`0-3,8`).
-pub fn cpuset_count(s: &str) -> std::result::Result<u32, String> {
+pub fn cpuset_count(s: &str) -> Result<u32, CpusetError> {
     let mut n = 0u32;
+    let cpu = |c: &str| {
+        c.trim()
+            .parse::<u32>()
+            .map_err(|_| CpusetError::List(s.to_string()))
+    };
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a, b),
-            None => (part, part),
+            Some((a, b)) => (cpu(a)?, cpu(b)?),
+            None => (cpu(part)?, cpu(part)?),
         };
-        let a: u32 = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: bad CPU list"))?;
-        let b: u32 = b
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: bad CPU list"))?;
         if b < a || b > 4095 {
-            return Err(format!("{s:?}: bad CPU range"));
+            return Err(CpusetError::Range(s.to_string()));
         }
         n += b - a + 1;
     }
     Ok(n)
-}
-
-/// The id the agent knows the container by: the host id when it fits the
-/// agent's rule (64 bytes of `[A-Za-z0-9][A-Za-z0-9_.-]*`), else a
-/// shortened, cleaned form (one container per VM, so it only needs to be
-/// readable).
-pub fn guest_id(id: &str) -> String {
-    let mut g: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
-    if !g.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        g.replace_range(..1, "c");
-    }
-    g
 }
 
 #[cfg(test)]
@@ -379,7 +448,7 @@ mod tests {
         assert_eq!(b.rootfs, t.0.join("rootfs"));
         assert_eq!(
             b.vcpus,
-            2.min(std::thread::available_parallelism().unwrap().get() as u32)
+            2.min(u32::try_from(std::thread::available_parallelism().unwrap().get()).unwrap())
         );
         assert_eq!(b.memory_mib, 512 + VM_OVERHEAD_MIB);
         assert_eq!(b.netns, Some(Some(PathBuf::from("/run/netns/x"))));
@@ -459,7 +528,7 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            let e = from_value(&t.0, v).unwrap_err();
+            let e = from_value(&t.0, v).unwrap_err().to_string();
             assert!(e.contains(want), "{e:?} lacks {want:?}");
             assert!(e.contains("config.json"), "{e:?}");
             assert!(!e.contains('\n'));
@@ -475,21 +544,18 @@ mod tests {
         assert_eq!((b.vcpus, b.memory_mib), (1, DEFAULT_MEMORY_MIB));
         assert_eq!(cpuset_count("0-3,8"), Ok(5));
         assert!(cpuset_count("3-1").is_err());
-        assert_eq!(guest_id("abc"), "abc");
-        assert_eq!(guest_id("+x"), "cx");
-        assert_eq!(guest_id(&"a".repeat(100)).len(), 64);
         assert_eq!(guest_cgroup_path("/docker/abc"), "/docker/abc");
     }
 
     #[test]
     fn missing_and_invalid_config() {
         let t = bundle_dir("cfg");
-        let e = load(&t.0).unwrap_err();
+        let e = load(&t.0).unwrap_err().to_string();
         assert!(e.contains("config.json: No such file"), "{e}");
         std::fs::write(t.0.join("config.json"), "{nope").unwrap();
-        let e = load(&t.0).unwrap_err();
+        let e = load(&t.0).unwrap_err().to_string();
         assert!(e.contains("config.json: invalid JSON"), "{e}");
-        let e = load(Path::new("/no/bundle")).unwrap_err();
+        let e = load(Path::new("/no/bundle")).unwrap_err().to_string();
         assert!(e.starts_with("bundle /no/bundle: "), "{e}");
     }
 }

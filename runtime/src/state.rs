@@ -9,16 +9,55 @@
 //!                           (bind mounts made in the monitor's own mount
 //!                           namespace: they vanish with it)
 //! <root>/<id>/console.log   the guest console; vmm.log, virtiofsd.log
+//! <root>/<id>/vm.json       the microVM's configuration (husk-vmm --config)
 //! ```
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::util::{self, Context, Result};
+use crate::error::IoError;
+use crate::sys::SysError;
+use crate::util;
+
+/// What the state store failed at, naming the container or the path.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("--root {}: {source}", root.display())]
+    Root { root: PathBuf, source: io::Error },
+    #[error("container with id {id} already exists")]
+    Exists { id: String },
+    #[error("mkdir {}: {source}", path.display())]
+    Mkdir { path: PathBuf, source: io::Error },
+    #[error("container {id} does not exist")]
+    NotFound { id: String },
+    /// The lock file could not be opened: the directory went away.
+    #[error("container {id} does not exist ({source})")]
+    LockFile { id: String, source: io::Error },
+    #[error("lock {}: {source}", path.display())]
+    Lock { path: PathBuf, source: io::Error },
+    #[error("read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: corrupt state: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("encode state: {0}")]
+    Encode(serde_json::Error),
+    #[error(transparent)]
+    Write(#[from] IoError),
+    #[error(transparent)]
+    Unmount(#[from] SysError),
+    #[error("remove {}: {source}", path.display())]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+type Result<T, E = StateError> = std::result::Result<T, E>;
 
 /// What the host knows about a container between commands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,9 +81,9 @@ pub struct State {
     pub exit_status: Option<i32>,
     /// OCI poststart / poststop hooks of the spec, run by start / delete.
     #[serde(default)]
-    pub poststart: Vec<oci_spec::runtime::Hook>,
+    pub poststart: Vec<husk_protocol::oci::Hook>,
     #[serde(default)]
-    pub poststop: Vec<oci_spec::runtime::Hook>,
+    pub poststop: Vec<husk_protocol::oci::Hook>,
     /// uid that created the container (OCI state `owner` is its name; we
     /// report "" for root as runc does).
     #[serde(default)]
@@ -59,6 +98,12 @@ pub enum Status {
     Running,
     Paused,
     Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Status {
@@ -91,14 +136,17 @@ impl Store {
 
     /// Makes the container's directory; fails if the id is taken.
     pub fn create_dir(&self, id: &str) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.root).ctx(format!("--root {}", self.root.display()))?;
+        std::fs::create_dir_all(&self.root).map_err(|source| StateError::Root {
+            root: self.root.clone(),
+            source,
+        })?;
         let d = self.dir(id);
         match std::fs::create_dir(&d) {
             Ok(()) => Ok(d),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(format!("container with id {id} already exists"))
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(StateError::Exists { id: id.to_string() })
             }
-            Err(e) => Err(format!("mkdir {}: {e}", d.display())),
+            Err(source) => Err(StateError::Mkdir { path: d, source }),
         }
     }
 
@@ -106,22 +154,25 @@ impl Store {
     pub fn lock(&self, id: &str) -> Result<Lock> {
         let d = self.dir(id);
         if !d.is_dir() {
-            return Err(format!("container {id} does not exist"));
+            return Err(StateError::NotFound { id: id.to_string() });
         }
         let f = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(false)
             .open(d.join("lock"))
-            .map_err(|e| format!("container {id} does not exist ({e})"))?;
+            .map_err(|source| StateError::LockFile {
+                id: id.to_string(),
+                source,
+            })?;
         loop {
             // SAFETY: flock on a descriptor we own.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
                 return Ok(Lock(f));
             }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(format!("lock {}: {e}", d.display()));
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(StateError::Lock { path: d, source: e });
             }
         }
     }
@@ -130,17 +181,20 @@ impl Store {
         let p = self.dir(id).join("state.json");
         let data = match std::fs::read(&p) {
             Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!("container {id} does not exist"))
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StateError::NotFound { id: id.to_string() })
             }
-            Err(e) => return Err(format!("read {}: {e}", p.display())),
+            Err(source) => return Err(StateError::Read { path: p, source }),
         };
-        serde_json::from_slice(&data).ctx(format!("{}: corrupt state", p.display()))
+        serde_json::from_slice(&data).map_err(|source| StateError::Corrupt { path: p, source })
     }
 
     pub fn save(&self, st: &State) -> Result<()> {
-        let data = serde_json::to_vec(st).ctx("encode state")?;
-        util::write_atomic(&self.dir(&st.id).join("state.json"), &data)
+        let data = serde_json::to_vec(st).map_err(StateError::Encode)?;
+        Ok(util::write_atomic(
+            &self.dir(&st.id).join("state.json"),
+            &data,
+        )?)
     }
 
     /// Updates the saved status (and exit status) of a container.
@@ -176,8 +230,8 @@ impl Store {
         crate::sys::unmount_under(&d)?;
         match std::fs::remove_dir_all(&d) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("remove {}: {e}", d.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Remove { path: d, source }),
         }
     }
 }
@@ -229,10 +283,13 @@ mod tests {
         let s = Store::new(root.clone());
         s.create_dir("c1").unwrap();
         assert_eq!(
-            s.create_dir("c1").unwrap_err(),
+            s.create_dir("c1").unwrap_err().to_string(),
             "container with id c1 already exists"
         );
-        assert_eq!(s.load("c1").unwrap_err(), "container c1 does not exist");
+        assert_eq!(
+            s.load("c1").unwrap_err().to_string(),
+            "container c1 does not exist"
+        );
         s.save(&sample("c1")).unwrap();
         s.set_status("c1", Status::Stopped, Some(137)).unwrap();
         let st = s.load("c1").unwrap();

@@ -1,0 +1,362 @@
+//! The monitor: the host process that stands for a container. The daemon
+//! waits on its pid (written to `--pid-file`), so it lives exactly as long
+//! as the container, exits with the container's status, relays the stdio
+//! the daemon gave to `create` and forwards the signals it receives.
+//!
+//! It owns the sandbox: in a private mount namespace it bind-mounts the
+//! bundle's rootfs and the spec's bind sources into the share directory,
+//! starts virtiofsd on it and husk-vmm (both die with it: PDEATHSIG), waits
+//! for the agent, runs the create hooks and asks the agent to create the
+//! container. When the container exits (or the VM or virtiofsd dies) it
+//! records the exit status, stops the helpers and exits.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use husk_protocol::client::Client;
+use husk_protocol::{ExitInfo, RootfsSource};
+
+use crate::bundle::{self, Bundle};
+use crate::error::{Error, Result};
+use crate::host_config::HostConfig;
+use crate::log;
+use crate::session::{self, SessionError, Target, Terminal};
+use crate::spawn::report;
+use crate::state::{State, Status, Store};
+use crate::util;
+use crate::{hooks, sys};
+
+mod sandbox;
+
+use sandbox::Sandbox;
+
+/// Status a container gets when its VM dies under it.
+pub const CRASH_STATUS: i32 = 255;
+
+/// Helper processes the monitor started, for `delete` to find if the
+/// monitor itself was killed (they die with it, but delete double-checks).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Helpers {
+    pub pids: Vec<(i32, u64)>,
+}
+
+pub struct Opts {
+    pub term: Terminal,
+    /// Write end of the pipe `create` waits on: "ok\n" or "error: ...\n".
+    pub ready: Option<OwnedFd>,
+    /// Start the container right after creating it (`husk run`).
+    pub start: bool,
+}
+
+enum Ev {
+    Exited(Result<ExitInfo, SessionError>),
+    HelperDied(&'static str, ExitStatus),
+}
+
+/// Short socket directory for a container: Unix socket paths are limited
+/// to 107 bytes and daemons use long roots and 64-character ids.
+pub fn sock_dir(root: &Path, id: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    root.hash(&mut h);
+    id.hash(&mut h);
+    PathBuf::from(format!("/run/husk-sock/{:016x}", h.finish()))
+}
+
+fn exit_path(dir: &Path) -> PathBuf {
+    dir.join("exit")
+}
+
+/// Records the container's exit status for `state` (the monitor does this
+/// itself, unless something had to stop it).
+pub fn record_exit(dir: &Path, status: i32) -> Result<()> {
+    Ok(util::write_atomic(&exit_path(dir), format!("{status}\n").as_bytes())?)
+}
+
+/// The exit status the monitor recorded, if it did.
+pub fn recorded_exit(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(exit_path(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn state_json(st: &State, status: Status, pid: i32) -> String {
+    serde_json::json!({
+        "ociVersion": crate::OCI_VERSION,
+        "id": st.id,
+        "status": status.as_str(),
+        "pid": pid,
+        "bundle": st.bundle,
+        "annotations": st.annotations,
+    })
+    .to_string()
+}
+
+/// Runs the monitor to the end; returns the container's exit status, or
+/// the error that kept it from being created (or started, with `start`),
+/// already reported on the ready pipe.
+pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
+    // Every thread started from here on inherits the blocked set, so the
+    // signal thread alone receives them.
+    sys::block_signals(&sys::relay_sigset());
+    let (tx, rx) = mpsc::channel();
+    let dir = store.dir(id);
+    let mut sb = Sandbox {
+        dir: dir.clone(),
+        vsock: PathBuf::new(),
+        helpers: vec![],
+        tx,
+    };
+    let t0 = Instant::now();
+    let setup = setup(store, id, &mut sb, &opts, t0);
+    let (st, target, attached, agent) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            log::log("error", &e.to_string());
+            sb.stop();
+            let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
+            report(&mut opts.ready, &format!("error: {e}\n"));
+            return Err(e);
+        }
+    };
+    let _ = store.set_status(id, Status::Created, None);
+    if opts.start {
+        // `run`: the connection that created the container starts it (one
+        // vsock connection fewer on the way to the first byte).
+        let mut agent = agent;
+        let r = agent.start_container(&target.guest_id);
+        if let Err(e) = r {
+            let e = Error::Agent {
+                op: "start",
+                id: id.to_string(),
+                source: e.into(),
+            };
+            log::log("error", &e.to_string());
+            sb.stop();
+            let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
+            report(&mut opts.ready, &format!("error: {e}\n"));
+            return Err(e);
+        }
+        let _ = store.set_status(id, Status::Running, None);
+        crate::debug!("container {id} started at {} ms", t0.elapsed().as_millis());
+        let json = state_json(&st, Status::Running, util::pid(std::process::id()));
+        if let Err(e) = hooks::run("poststart", &st.poststart, &json) {
+            crate::warn!("{e}");
+        }
+    } else {
+        drop(agent); // `husk start` comes later, on a connection of its own
+    }
+    report(&mut opts.ready, "ok\n");
+    let _ = session::forward_signals(target.clone(), attached.tty());
+
+    let t2 = target.clone();
+    let tx = sb.tx.clone();
+    let _ = std::thread::Builder::new()
+        .name("wait".into())
+        .spawn(move || {
+            let _ = tx.send(Ev::Exited(session::wait(&t2)));
+        });
+
+    let status = match rx.recv() {
+        Ok(Ev::Exited(Ok(info))) => {
+            crate::debug!("container {id} exited: {info:?}");
+            attached.finish(Duration::from_secs(10));
+            session::status_of(&info)
+        }
+        Ok(Ev::Exited(Err(e))) => {
+            // The agent connection broke: the VM is going down. Give the
+            // helper's exit a moment to explain it.
+            let why = match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ev::HelperDied(n, s)) => format!("{n} exited ({s})"),
+                _ => e.to_string(),
+            };
+            crash(&dir, id, &why)
+        }
+        Ok(Ev::HelperDied(n, s)) => crash(&dir, id, &format!("{n} exited ({s})")),
+        Err(_) => crash(&dir, id, "monitor lost its event channel"),
+    };
+    let _ = record_exit(&dir, status);
+    let _ = store.set_status(id, Status::Stopped, Some(status));
+    sb.stop();
+    // The helpers' waiter threads reap them; don't wait long for that.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sb
+        .helpers
+        .iter()
+        .any(|(_, p)| util::proc_start_time(*p).is_some())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
+    Ok(status)
+}
+
+fn crash(dir: &Path, id: &str, why: &str) -> i32 {
+    let tail = session::tail(&dir.join("console.log"), 5);
+    log::log(
+        "error",
+        &format!("container {id}: the microVM stopped unexpectedly: {why}; console: {tail}"),
+    );
+    CRASH_STATUS
+}
+
+fn setup(
+    store: &Store,
+    id: &str,
+    sb: &mut Sandbox,
+    opts: &Opts,
+    t0: Instant,
+) -> Result<(State, Target, session::Attached, Client)> {
+    // Monitor-side phases (`--debug`), in ms since the monitor began, to
+    // put beside husk-vmm's own (HUSK_VMM_TIMING=1 in its vmm.log).
+    let phase =
+        |what: &str| crate::debug!("container {id}: {what} at {} ms", t0.elapsed().as_millis());
+    let mut st = store.load(id)?;
+    st.monitor_pid = util::pid(std::process::id());
+    st.monitor_start = util::proc_start_time(st.monitor_pid).unwrap_or(0);
+    store.save(&st)?;
+    let b: Bundle = bundle::load(&st.bundle)?;
+    let cfg = HostConfig::load()?;
+    cfg.check()?;
+
+    sys::unshare_mounts()?;
+    if let Some(ns) = &b.netns {
+        sys::enter_netns(ns.as_deref())?;
+    }
+    let share = sandbox::mount_shares(&sb.dir, &b)?;
+    let ready = sb.start_helpers(&cfg, &b, &share, &sock_dir(&store.root, id), phase)?;
+    let mut agent = sandbox::boot_wait(sb, &cfg, &b, &ready)?;
+    drop(ready);
+
+    // createRuntime and prestart hooks see the monitor as the container's
+    // process: its network namespace is the container's on the host.
+    let hk = b.spec.hooks().clone().unwrap_or_default();
+    let json = state_json(&st, Status::Creating, st.monitor_pid);
+    hooks::run(
+        "prestart",
+        hk.prestart().as_deref().unwrap_or_default(),
+        &json,
+    )?;
+    hooks::run(
+        "createRuntime",
+        hk.create_runtime().as_deref().unwrap_or_default(),
+        &json,
+    )?;
+    warn_no_network(id, &b, &opts.term);
+
+    let target = Target {
+        vsock: sb.vsock.clone(),
+        guest_id: st.guest_id.clone(),
+        exec_id: None,
+    };
+    let (_, warnings) = agent
+        .create_container(
+            &st.guest_id,
+            b.guest_spec.clone(),
+            RootfsSource::VirtioFs {
+                tag: bundle::SHARE_TAG.into(),
+                subdir: Some(bundle::ROOTFS_DIR.into()),
+            },
+            opts.term.stdio(),
+        )
+        .map_err(|source| Error::CreateInVm {
+            id: id.to_string(),
+            source,
+        })?;
+    phase("container created in the microVM");
+    for w in warnings {
+        crate::warn!("container {id}: {w}");
+    }
+    let attached = session::attach(&target, &opts.term)?;
+    attached.resize(&target);
+    st.poststart = hk.poststart().clone().unwrap_or_default();
+    st.poststop = hk.poststop().clone().unwrap_or_default();
+    st.status = Status::Created;
+    store.save(&st)?;
+    Ok((st, target, attached, agent))
+}
+
+/// Says, in the log and on the container's stderr, that the host
+/// interfaces of the container's network namespace do not reach the VM.
+fn warn_no_network(id: &str, b: &Bundle, term: &Terminal) {
+    let ifs: Vec<String> = sys::net_interfaces()
+        .into_iter()
+        .filter(|i| i != "lo")
+        .collect();
+    if b.netns.is_some() && !ifs.is_empty() {
+        let msg = format!(
+            "networking is not supported by husk yet: the container has loopback only \
+             ({} in its network namespace on the host {} not connected to the microVM; \
+             use --network none to say so)",
+            ifs.join(", "),
+            if ifs.len() == 1 { "is" } else { "are" }
+        );
+        crate::warn!("container {id}: {msg}");
+        // The user sees it too: one line on the container's stderr, before
+        // any of its own output (a terminal's output goes over the pty).
+        if matches!(term, Terminal::No) {
+            let _ = std::io::stderr().write_all(format!("husk: warning: {msg}\n").as_bytes());
+        }
+    }
+}
+
+/// An exec'd process: attach, forward signals, wait; returns its status.
+/// With `ready`, reports "ok" once the process runs (for `exec --detach`).
+pub fn exec_session(
+    target: Target,
+    process: husk_protocol::oci::Process,
+    term: Terminal,
+    mut ready: Option<OwnedFd>,
+    pid_file: Option<&Path>,
+) -> i32 {
+    sys::block_signals(&sys::relay_sigset());
+    let eid = target.exec_id.clone().unwrap_or_default();
+    let r = target.connect().map_err(Error::from).and_then(|mut c| {
+        c.exec(&target.guest_id, &eid, process, term.stdio())
+            .map_err(|e| Error::Agent {
+                op: "exec in",
+                id: target.guest_id.clone(),
+                source: e.into(),
+            })
+    });
+    let attached = match r.and_then(|_| Ok(session::attach(&target, &term)?)) {
+        Ok(a) => a,
+        Err(e) => {
+            report(&mut ready, &format!("error: {e}\n"));
+            if ready.is_none() {
+                eprintln!("husk: {e}");
+            }
+            log::log("error", &e.to_string());
+            return 1;
+        }
+    };
+    attached.resize(&target);
+    if let Some(p) = pid_file {
+        if let Err(e) = write_pid_file(p, util::pid(std::process::id())) {
+            eprintln!("husk: {e}");
+        }
+    }
+    report(&mut ready, "ok\n");
+    let _ = session::forward_signals(target.clone(), attached.tty());
+    match session::wait(&target) {
+        Ok(info) => {
+            attached.finish(Duration::from_secs(10));
+            session::status_of(&info)
+        }
+        Err(e) => {
+            log::log("error", &format!("exec {eid}: {e}"));
+            CRASH_STATUS
+        }
+    }
+}
+
+pub fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
+    util::write_atomic(p, pid.to_string().as_bytes()).map_err(Error::PidFile)
+}

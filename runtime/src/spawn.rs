@@ -1,0 +1,201 @@
+//! Starting a helper process that reports back: the monitor of a new
+//! container, or of a detached exec. The helper gets the write end of a
+//! pipe as fd 3 and writes one line on it, `ok` once it stands, or
+//! `error: MESSAGE`; the caller waits for that line (bounded).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A helper that did not come up: it could not be started, or said why
+/// (its own message), or said nothing in time.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("pipe: {0}")]
+    Pipe(std::io::Error),
+    #[error("start the {what}: {source}")]
+    Start {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("no answer from the monitor within {} s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("poll: {0}")]
+    Poll(std::io::Error),
+    #[error("read the monitor's answer: {0}")]
+    Read(std::io::Error),
+    /// The helper's own `error: ...` line.
+    #[error("{0}")]
+    Reported(String),
+    #[error("the monitor exited without an answer (see its log)")]
+    NoAnswer,
+}
+
+type Result<T, E = SpawnError> = std::result::Result<T, E>;
+
+/// The descriptor a helper finds its ready pipe on.
+pub const READY_FD: RawFd = 3;
+
+/// Makes a pipe; both ends close on exec.
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills the two-element array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SpawnError::Pipe(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are ours alone.
+    let r = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as for the read end.
+    let w = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((r, w))
+}
+
+/// Starts `cmd` (the front end's monitor or exec monitor) as a detached
+/// child (own session) with the write end of a ready pipe as its fd 3, and
+/// waits for its "ok" or "error: ..." line (see [`report`]). Returns the
+/// child's pid once it says ok.
+///
+/// With `console` the child gets /dev/null as stdio: its process's terminal
+/// goes over the console socket, and a caller that reads our stdout and
+/// stderr to EOF (go-runc does for a terminal create) must not wait for the
+/// container's lifetime.
+pub fn spawn_ready(mut cmd: Command, what: &str, limit: Duration, console: bool) -> Result<i32> {
+    let (r, w) = pipe()?;
+    let wfd = w.as_raw_fd();
+    if console {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+    // Between fork and exec: an own session, and the pipe's write end as
+    // READY_FD, open across exec.
+    let child_setup = move || {
+        // SAFETY: setsid(2) is async-signal-safe.
+        unsafe { libc::setsid() };
+        if wfd == READY_FD {
+            // SAFETY: fcntl(2) on the inherited descriptor; async-signal-safe.
+            let fl = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) };
+            // SAFETY: as above.
+            if fl < 0 || unsafe { libc::fcntl(READY_FD, libc::F_SETFD, fl & !libc::FD_CLOEXEC) } < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        // SAFETY: dup2(2) is async-signal-safe; a dup is open across exec.
+        } else if unsafe { libc::dup2(wfd, READY_FD) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: child_setup makes only async-signal-safe calls.
+    unsafe { cmd.pre_exec(child_setup) };
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Start {
+        what: what.to_string(),
+        source,
+    })?;
+    drop(w);
+    let pid = crate::util::pid(child.id());
+    match read_ready(r, limit) {
+        Ok(()) => Ok(pid),
+        Err(e) => {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+/// Reads the ready pipe: Ok on "ok", Err with the message otherwise.
+fn read_ready(r: OwnedFd, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut f = std::fs::File::from(r);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(SpawnError::Timeout(limit));
+        }
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(SpawnError::Poll(e));
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut chunk = [0u8; 4096];
+        let k = match f.read(&mut chunk) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SpawnError::Read(e)),
+        };
+        buf.extend_from_slice(&chunk[..k]);
+        if k == 0 || buf.contains(&b'\n') || buf.len() > 64 * 1024 {
+            break;
+        }
+    }
+    let s = String::from_utf8_lossy(&buf);
+    let line = s.lines().next().unwrap_or("").trim();
+    if line == "ok" {
+        Ok(())
+    } else if let Some(e) = line.strip_prefix("error: ") {
+        Err(SpawnError::Reported(e.to_string()))
+    } else {
+        Err(SpawnError::NoAnswer)
+    }
+}
+
+/// Writes `msg` on the ready pipe, once: `"ok\n"` or `"error: ...\n"`.
+pub fn report(ready: &mut Option<OwnedFd>, msg: &str) {
+    if let Some(fd) = ready.take() {
+        let mut f = std::fs::File::from(fd);
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_lines() {
+        let (r, w) = pipe().unwrap();
+        std::fs::File::from(w).write_all(b"ok\n").unwrap();
+        assert!(read_ready(r, Duration::from_secs(5)).is_ok());
+        let (r, w) = pipe().unwrap();
+        std::fs::File::from(w)
+            .write_all(b"error: bad thing\n")
+            .unwrap();
+        assert_eq!(
+            read_ready(r, Duration::from_secs(5))
+                .unwrap_err()
+                .to_string(),
+            "bad thing"
+        );
+        let (r, w) = pipe().unwrap();
+        drop(w);
+        assert!(read_ready(r, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string()
+            .contains("without an answer"));
+        let (r, _w) = pipe().unwrap();
+        let t = Instant::now();
+        assert!(read_ready(r, Duration::from_millis(200))
+            .unwrap_err()
+            .to_string()
+            .contains("no answer"));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,496 @@
+//! Tests of the configuration: flag syntax, JSON, validation messages.
+
+use std::path::PathBuf;
+
+use crate::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("husk-config-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn cfg(input: ConfigInput) -> Result<VmConfig, String> {
+    VmConfig::from_input(input, no_env).map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults() {
+    let c = cfg(ConfigInput::default()).unwrap();
+    assert_eq!(c.kernel, PathBuf::from(DEFAULT_KERNEL));
+    assert_eq!(c.initrd, PathBuf::from(DEFAULT_INITRD));
+    assert_eq!((c.vcpus, c.memory_mib), (1, 128));
+    assert_eq!(c.cmdline, DEFAULT_CMDLINE);
+    assert_eq!(c.serial, SerialConfig::Stdout);
+    assert!(c.vsock.is_none() && c.disks.is_empty());
+}
+
+#[test]
+fn env_overrides_default_paths_but_not_explicit_ones() {
+    let env = |k: &str| match k {
+        "HUSK_KERNEL" => Some("/k".to_string()),
+        "HUSK_INITRAMFS" => Some("/i".to_string()),
+        _ => None,
+    };
+    let c = VmConfig::from_input(ConfigInput::default(), env).unwrap();
+    assert_eq!(
+        (c.kernel.to_str(), c.initrd.to_str()),
+        (Some("/k"), Some("/i"))
+    );
+    let c = VmConfig::from_input(
+        ConfigInput {
+            kernel: Some("/x".into()),
+            ..Default::default()
+        },
+        env,
+    )
+    .unwrap();
+    assert_eq!(c.kernel.to_str(), Some("/x"));
+}
+
+#[test]
+fn range_errors_name_the_field() {
+    let e = cfg(ConfigInput {
+        memory: Some(32),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e, "memory: 32 MiB is below the minimum of 64 MiB");
+    let e = cfg(ConfigInput {
+        memory: Some(1 << 40),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.starts_with("memory: "), "{e}");
+    assert!(cfg(ConfigInput {
+        memory: Some(64),
+        ..Default::default()
+    })
+    .is_ok());
+    let e = cfg(ConfigInput {
+        vcpus: Some(0),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e, "vcpus: 0 is out of range 1..=32");
+    let e = cfg(ConfigInput {
+        vcpus: Some(33),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e, "vcpus: 33 is out of range 1..=32");
+    assert_eq!(
+        cfg(ConfigInput {
+            vcpus: Some(32),
+            ..Default::default()
+        })
+        .unwrap()
+        .vcpus,
+        32
+    );
+}
+
+#[test]
+fn serial_specs() {
+    assert_eq!("stdout".parse(), Ok(SerialConfig::Stdout));
+    assert_eq!("none".parse(), Ok(SerialConfig::None));
+    assert_eq!(
+        "file:/tmp/x".parse(),
+        Ok(SerialConfig::File("/tmp/x".into()))
+    );
+    for bad in ["file:", "tty", ""] {
+        let e = bad.parse::<SerialConfig>().unwrap_err().to_string();
+        assert!(
+            e.starts_with("serial: expected stdout, none or file:PATH"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn disk_specs() {
+    let d: DiskConfig = "/a/b.img,ro".parse().unwrap();
+    assert_eq!((d.path.to_str(), d.read_only), (Some("/a/b.img"), true));
+    let d: DiskConfig = "/a/b.img".parse().unwrap();
+    assert!(!d.read_only);
+    let d: DiskConfig = "/a/b.img,rw".parse().unwrap();
+    assert!(!d.read_only);
+    let e = "/a,b".parse::<DiskConfig>().unwrap_err().to_string();
+    assert_eq!(e, "disk: unknown option 'b' in '/a,b' (expected PATH[,ro])");
+    assert!(",ro".parse::<DiskConfig>().is_err());
+}
+
+#[test]
+fn disk_paths_are_checked() {
+    let d = tmpdir("disk");
+    let img = d.join("disk.img");
+    std::fs::write(&img, [0u8; 512]).unwrap();
+    let ok = cfg(ConfigInput {
+        disks: Some(vec![DiskConfig {
+            path: img.clone(),
+            read_only: true,
+        }]),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(ok.disks.len(), 1);
+    let missing = d.join("nope.img");
+    let e = cfg(ConfigInput {
+        disks: Some(vec![DiskConfig {
+            path: missing.clone(),
+            read_only: false,
+        }]),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e, format!("disk: {}: not found", missing.display()));
+    let e = cfg(ConfigInput {
+        disks: Some(vec![DiskConfig {
+            path: d.clone(),
+            read_only: false,
+        }]),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.ends_with("not a regular file or block device"), "{e}");
+    let e = cfg(ConfigInput {
+        disks: Some(vec![
+            DiskConfig {
+                path: img,
+                read_only: false
+            };
+            20
+        ]),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e, "disk: 20 virtio devices requested, at most 19 fit");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn vsock_checks() {
+    let d = tmpdir("vsock");
+    let uds = d.join("v.sock");
+    let c = cfg(ConfigInput {
+        vsock_uds: Some(uds.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        c.vsock,
+        Some(VsockConfig {
+            uds: uds.clone(),
+            cid: 3
+        })
+    );
+
+    let e = cfg(ConfigInput {
+        vsock_uds: Some(uds.clone()),
+        vsock_cid: Some(2),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.starts_with("vsock-cid: 2 is reserved"), "{e}");
+    let e = cfg(ConfigInput {
+        vsock_cid: Some(5),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e, "vsock-cid: given without --vsock-uds");
+
+    std::fs::write(&uds, b"").unwrap();
+    let e = cfg(ConfigInput {
+        vsock_uds: Some(uds.clone()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e, format!("vsock-uds: {}: already exists", uds.display()));
+
+    let e = cfg(ConfigInput {
+        vsock_uds: Some(d.join("no/such/dir/v.sock")),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        e.starts_with("vsock-uds: ") && e.contains("does not exist"),
+        "{e}"
+    );
+    let long = d.join("x".repeat(120));
+    let e = cfg(ConfigInput {
+        vsock_uds: Some(long),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.contains("too long for a Unix socket path"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn fs_specs() {
+    let f: FsConfig = "tag=rootfs,socket=/run/v.sock".parse().unwrap();
+    assert_eq!(
+        f,
+        FsConfig {
+            tag: "rootfs".into(),
+            socket: "/run/v.sock".into(),
+            queue_size: DEFAULT_FS_QUEUE_SIZE
+        }
+    );
+    let f: FsConfig = "socket=/s,queue_size=128,tag=x".parse().unwrap();
+    assert_eq!((f.tag.as_str(), f.queue_size), ("x", 128));
+    let bad = |s: &str| s.parse::<FsConfig>().unwrap_err().to_string();
+    assert_eq!(
+        bad("tag=a"),
+        "fs: no socket= in 'tag=a' (expected tag=TAG,socket=PATH[,queue_size=N])"
+    );
+    assert_eq!(
+        bad("socket=/s"),
+        "fs: no tag= in 'socket=/s' (expected tag=TAG,socket=PATH[,queue_size=N])"
+    );
+    assert_eq!(
+        bad("tag=a,socket=/s,cache=none"),
+        "fs: unknown key 'cache' in 'tag=a,socket=/s,cache=none' \
+         (expected tag=TAG,socket=PATH[,queue_size=N])"
+    );
+    assert_eq!(
+        bad("tag=a,tag=b,socket=/s"),
+        "fs: 'tag' given twice in 'tag=a,tag=b,socket=/s'"
+    );
+    assert!(bad("tag=a,/s").starts_with("fs: '/s' in 'tag=a,/s' is not KEY=VALUE"));
+    assert!(bad("").starts_with("fs: '' in '' is not KEY=VALUE"));
+    assert_eq!(
+        bad("tag=a,socket=/s,queue_size=-1"),
+        "fs: queue_size '-1' in 'tag=a,socket=/s,queue_size=-1' is not a number in 1..=1024"
+    );
+}
+
+#[test]
+fn fs_values_are_checked() {
+    let fs = |tag: &str, socket: &str, queue_size: u16| {
+        cfg(ConfigInput {
+            fs: Some(vec![FsConfig {
+                tag: tag.into(),
+                socket: socket.into(),
+                queue_size,
+            }]),
+            ..Default::default()
+        })
+    };
+    // The socket need not exist yet: virtiofsd may still be starting.
+    let c = fs("rootfs", "/nonexistent/v.sock", 1024).unwrap();
+    assert_eq!(c.fs.len(), 1);
+    assert!(c.shared_memory());
+    assert_eq!(c.virtio_devices(), 1);
+    assert!(!cfg(ConfigInput::default()).unwrap().shared_memory());
+    assert!(fs(&"t".repeat(36), "/s", 1).is_ok());
+    assert_eq!(
+        fs(&"t".repeat(37), "/s", 128).unwrap_err(),
+        format!("fs: tag '{}' must be 1 to 36 bytes long", "t".repeat(37))
+    );
+    assert_eq!(
+        fs("", "/s", 128).unwrap_err(),
+        "fs: tag '' must be 1 to 36 bytes long"
+    );
+    assert_eq!(
+        fs("a b", "/s", 128).unwrap_err(),
+        "fs: tag 'a b': invalid character ' ' (printable ASCII, no spaces, commas or '/')"
+    );
+    assert!(fs("caf\u{e9}", "/s", 128).is_err());
+    for q in [0, 3, 2048] {
+        assert_eq!(
+            fs("a", "/s", q).unwrap_err(),
+            format!("fs: queue_size {q} for tag 'a' is not a power of two in 1..=1024")
+        );
+    }
+    assert_eq!(
+        fs("a", "", 128).unwrap_err(),
+        "fs: empty socket path for tag 'a'"
+    );
+    let long = format!("/{}", "x".repeat(120));
+    assert!(fs("a", &long, 128)
+        .unwrap_err()
+        .contains("too long for a Unix socket path"));
+    let two = cfg(ConfigInput {
+        fs: Some(vec![
+            "tag=a,socket=/s1".parse().unwrap(),
+            "tag=a,socket=/s2".parse().unwrap(),
+        ]),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(two, "fs: tag 'a' is used twice");
+    let many = cfg(ConfigInput {
+        fs: Some(
+            (0..20)
+                .map(|i| format!("tag=t{i},socket=/s{i}").parse().unwrap())
+                .collect(),
+        ),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(many, "fs: 20 virtio devices requested, at most 19 fit");
+}
+
+#[test]
+fn fs_in_json() {
+    let d = tmpdir("fsjson");
+    let p = d.join("vm.json");
+    std::fs::write(
+        &p,
+        r#"{"fs": [{"tag": "rootfs", "socket": "/run/a.sock"},
+                   {"tag": "data", "socket": "/run/b.sock", "queue_size": 256}]}"#,
+    )
+    .unwrap();
+    let f = ConfigInput::from_json_file(&p).unwrap();
+    let fs = f.fs.clone().unwrap();
+    assert_eq!(fs.len(), 2);
+    assert_eq!(
+        (fs[0].queue_size, fs[1].queue_size),
+        (DEFAULT_FS_QUEUE_SIZE, 256)
+    );
+    assert_eq!(cfg(f).unwrap().fs, fs);
+    std::fs::write(
+        &p,
+        r#"{"fs": [{"tag": "a", "socket": "/s", "cache": "none"}]}"#,
+    )
+    .unwrap();
+    let e = ConfigInput::from_json_file(&p).unwrap_err().to_string();
+    assert!(e.contains("unknown field `cache`"), "{e}");
+    std::fs::write(
+        &p,
+        r#"{"fs": [{"tag": "a", "socket": "/s", "queue_size": 99999}]}"#,
+    )
+    .unwrap();
+    let e = ConfigInput::from_json_file(&p).unwrap_err().to_string();
+    assert!(e.starts_with("config: ") && e.contains("99999"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn cmdline_must_be_printable() {
+    let e = cfg(ConfigInput {
+        append: Some("a\nb".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e, "append: invalid character '\\n' (printable ASCII only)");
+}
+
+#[test]
+fn json_file_and_merge() {
+    let d = tmpdir("json");
+    let p = d.join("vm.json");
+    std::fs::write(
+        &p,
+        r#"{"kernel": "/k", "vcpus": 2, "memory": 256,
+            "disks": [{"path": "/d1", "read_only": true}, {"path": "/d2"}],
+            "serial": "none", "append": "foo=1"}"#,
+    )
+    .unwrap();
+    let f = ConfigInput::from_json_file(&p).unwrap();
+    assert_eq!(f.vcpus, Some(2));
+    assert_eq!(
+        f.disks.as_deref(),
+        Some(
+            &[
+                DiskConfig {
+                    path: "/d1".into(),
+                    read_only: true
+                },
+                DiskConfig {
+                    path: "/d2".into(),
+                    read_only: false
+                }
+            ][..]
+        )
+    );
+    let m = f.merge(ConfigInput {
+        vcpus: Some(4),
+        ..Default::default()
+    });
+    assert_eq!(
+        (m.vcpus, m.memory, m.serial.as_deref()),
+        (Some(4), Some(256), Some("none"))
+    );
+
+    std::fs::write(&p, r#"{"memroy": 256}"#).unwrap();
+    let e = ConfigInput::from_json_file(&p).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("config: {}: unknown field `memroy`", p.display())),
+        "{e}"
+    );
+    std::fs::write(&p, r#"{"vcpus": "two"}"#).unwrap();
+    let e = ConfigInput::from_json_file(&p).unwrap_err().to_string();
+    assert!(e.contains("invalid type"), "{e}");
+    let e = ConfigInput::from_json_file(&d.join("missing.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.ends_with("missing.json: not found"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_built_config_round_trips_through_json() {
+    let built = ConfigInput {
+        kernel: Some("/k".into()),
+        initrd: Some("/i".into()),
+        append: Some("husk.share=husk husk.debug".into()),
+        vcpus: Some(2),
+        memory: Some(320),
+        fs: Some(vec![FsConfig::new("husk", "/run/husk-sock/x/fs.sock")]),
+        vsock_uds: Some("/run/husk-sock/x/vsock".into()),
+        serial: Some(SerialConfig::File("/root/c1/console.log".into()).to_string()),
+        ..Default::default()
+    };
+    let json = built.to_json().unwrap();
+    // Unset fields are left out, and the serial console is one string.
+    assert!(
+        !json.contains("cmdline") && !json.contains("disks"),
+        "{json}"
+    );
+    assert!(
+        json.contains(r#""serial":"file:/root/c1/console.log""#),
+        "{json}"
+    );
+    let back: ConfigInput = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, built);
+
+    let d = tmpdir("roundtrip");
+    let p = d.join("vm.json");
+    built.write_json_file(&p).unwrap();
+    assert_eq!(ConfigInput::from_json_file(&p).unwrap(), built);
+    let e = cfg(ConfigInput {
+        serial: Some("tty".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e, "serial: expected stdout, none or file:PATH, got 'tty'");
+    for s in [
+        SerialConfig::Stdout,
+        SerialConfig::None,
+        SerialConfig::File("/x".into()),
+    ] {
+        assert_eq!(s.to_string().parse(), Ok(s));
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn share_tags_follow_the_protocols_rule() {
+    let fs = |tag: &str| {
+        cfg(ConfigInput {
+            fs: Some(vec![FsConfig::new(tag, "/s")]),
+            ..Default::default()
+        })
+    };
+    for bad in ["a/b", "..", "a,b"] {
+        assert!(fs(bad).unwrap_err().starts_with("fs: tag '"), "{bad}");
+    }
+    assert!(fs("husk").is_ok());
+}
