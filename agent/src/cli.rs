@@ -1,0 +1,260 @@
+//! The husk-agent command line: which role this process plays (PID 1,
+//! a local server, `container run`, or container-init) and its start-up.
+//!
+//! As PID 1 it mounts the early filesystems, reaps children, listens on
+//! AF_VSOCK port `husk_protocol::AGENT_PORT` (or `husk.agent_port=N` from the
+//! kernel command line) and serves the husk protocol. It never exits: fatal
+//! errors are logged and the VM is reset.
+//!
+//! Not as PID 1 (tests, debugging) it touches no mounts and serves the same
+//! protocol on `--listen-unix PATH` or `--vsock-port N`; `Shutdown` then just
+//! ends the process with status 0.
+
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use husk_protocol::vsock;
+use husk_protocol::{AGENT_PORT, READY_PORT};
+
+use crate::log::{debug, info};
+use crate::server::{Listener, OnShutdown};
+use crate::{container, init, local, reaper, runtime, server};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const USAGE: &str = "\
+usage: husk-agent [--debug] (--listen-unix PATH | --vsock-port PORT)
+       husk-agent container run --bundle DIR --id ID
+       husk-agent --help | --version
+
+As PID 1 (the guest's /init) husk-agent ignores its arguments, mounts
+/proc /sys /dev /dev/pts /dev/shm /run /tmp /sys/fs/cgroup, and serves the
+husk protocol on vsock port 1024 (kernel command line: husk.agent_port=N,
+husk.debug). Otherwise it mounts nothing and serves on the given socket;
+a Shutdown request then makes it exit with status 0.
+
+  --listen-unix PATH  serve on a Unix socket at PATH (for host-side tests)
+  --vsock-port PORT   serve on AF_VSOCK port PORT
+  --debug             log every request
+";
+
+/// The agent's `main`: dispatches on the process's role and arguments.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // container-init (the agent re-executed by itself) may be PID 1 of a
+    // new pid namespace: dispatch it first.
+    if args.first().map(String::as_str) == Some(container::nsinit::ARG) {
+        container::nsinit::main()
+    }
+    if std::process::id() == 1 {
+        pid1_main()
+    }
+    if args.first().map(String::as_str) == Some("container") {
+        return local::main(&args[1..]);
+    }
+    match parse_args(args) {
+        Ok(Cmd::Help) => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Cmd::Version) => {
+            println!("husk-agent {VERSION}");
+            ExitCode::SUCCESS
+        }
+        Ok(Cmd::Serve { target, debug }) => {
+            crate::log::set_debug(debug);
+            match serve_local(target) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    info!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("husk-agent: {e} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Unix(PathBuf),
+    Vsock(u32),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Cmd {
+    Help,
+    Version,
+    Serve { target: Target, debug: bool },
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
+    let mut args = args.into_iter();
+    let mut target = None;
+    let mut debug = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(Cmd::Help),
+            "-V" | "--version" => return Ok(Cmd::Version),
+            "--debug" => debug = true,
+            "--listen-unix" | "--vsock-port" => {
+                if target.is_some() {
+                    return Err("give only one of --listen-unix and --vsock-port".into());
+                }
+                let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
+                target = Some(if a == "--listen-unix" {
+                    Target::Unix(PathBuf::from(v))
+                } else {
+                    Target::Vsock(
+                        v.parse()
+                            .map_err(|_| format!("--vsock-port: {v:?} is not a port number"))?,
+                    )
+                });
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    match target {
+        Some(target) => Ok(Cmd::Serve { target, debug }),
+        None => Err("not PID 1: pass --listen-unix PATH or --vsock-port PORT".into()),
+    }
+}
+
+fn serve_local(target: Target) -> Result<(), String> {
+    // Before any thread: containers need their exits delivered.
+    init::block_sigchld();
+    reaper::start().map_err(|e| format!("start the reaper: {e}"))?;
+    match target {
+        Target::Unix(path) => {
+            // Replace a stale socket from an earlier run, never any other file.
+            if let Ok(m) = std::fs::symlink_metadata(&path) {
+                if m.file_type().is_socket() {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            let l = UnixListener::bind(&path)
+                .map_err(|e| format!("listen on unix socket {}: {e}", path.display()))?;
+            info!(
+                "husk-agent {VERSION} listening on unix socket {}",
+                path.display()
+            );
+            let res = server::run(Listener::Unix(l), OnShutdown::Stop);
+            let _ = std::fs::remove_file(&path);
+            res.map_err(|e| format!("serving {}: {e}", path.display()))
+        }
+        Target::Vsock(port) => {
+            let l = vsock::VsockListener::bind(port)
+                .map_err(|e| format!("listen on vsock port {port}: {e}"))?;
+            info!("husk-agent {VERSION} listening on vsock port {port}");
+            server::run(Listener::Vsock(l), OnShutdown::Stop)
+                .map_err(|e| format!("serving vsock port {port}: {e}"))
+        }
+    }
+}
+
+/// PID 1: never returns; any failure ends in a logged reset of the VM.
+fn pid1_main() -> ! {
+    std::panic::set_hook(Box::new(|p| info!("panic: {p}")));
+    let res = std::panic::catch_unwind(pid1_run);
+    match res {
+        Ok(Err(e)) => info!("fatal: {e}"),
+        Ok(Ok(())) => info!("fatal: server stopped"),
+        Err(_) => info!("fatal: panic in main thread"),
+    }
+    init::poweroff()
+}
+
+fn pid1_run() -> Result<(), String> {
+    // Before any thread exists: every thread inherits the blocked SIGCHLD.
+    init::block_sigchld();
+    let cmdline = init::early_setup();
+    reaper::start().map_err(|e| format!("start reaper thread: {e}"))?;
+    let port = cmdline.agent_port.unwrap_or(AGENT_PORT);
+    let listener = bind_vsock_retry(port)?;
+    announce_ready();
+    if let Some(tag) = cmdline.share {
+        runtime::get().premount_share(tag);
+    }
+    container::launch::prepare_spare();
+    info!("husk-agent {VERSION} listening on vsock port {port}");
+    server::run(Listener::Vsock(listener), OnShutdown::Reboot)
+        .map_err(|e| format!("serving vsock port {port}: {e}"))
+}
+
+/// Tells a host that waits on [`READY_PORT`] that the agent listens: one
+/// connection, closed at once. A host that does not wait that way refuses
+/// it; either way nothing waits for it here (its own short-lived thread).
+fn announce_ready() {
+    let spawned = std::thread::Builder::new()
+        .name("ready".into())
+        .stack_size(64 << 10)
+        .spawn(|| {
+            if let Err(e) = vsock::VsockStream::connect(libc::VMADDR_CID_HOST, READY_PORT) {
+                debug!("ready signal to host port {READY_PORT}: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        info!("ready signal: cannot start a thread: {e}");
+    }
+}
+
+/// The virtio-vsock transport is normally registered before init runs; give
+/// it up to ~1 s in case the device probes late.
+fn bind_vsock_retry(port: u32) -> Result<vsock::VsockListener, String> {
+    let mut last = None;
+    for _ in 0..100 {
+        match vsock::VsockListener::bind(port) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!(
+        "listen on vsock port {port}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Cmd, String> {
+        parse_args(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(args(&["--help"]), Ok(Cmd::Help));
+        assert_eq!(args(&["--version"]), Ok(Cmd::Version));
+        assert_eq!(
+            args(&["--debug", "--listen-unix", "/x"]),
+            Ok(Cmd::Serve {
+                target: Target::Unix("/x".into()),
+                debug: true
+            })
+        );
+        assert_eq!(
+            args(&["--vsock-port", "5"]),
+            Ok(Cmd::Serve {
+                target: Target::Vsock(5),
+                debug: false
+            })
+        );
+        assert!(args(&[]).unwrap_err().contains("not PID 1"));
+        assert!(args(&["--vsock-port"])
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(args(&["--vsock-port", "x"])
+            .unwrap_err()
+            .contains("--vsock-port"));
+        assert!(args(&["--listen-unix", "/a", "--vsock-port", "1"]).is_err());
+        assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
+    }
+}
