@@ -14,14 +14,16 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use husk_protocol::vsock;
 use husk_protocol::{AGENT_PORT, READY_PORT};
 
 use crate::log::{debug, info};
+use crate::runtime::Runtime;
 use crate::server::{Listener, OnShutdown};
-use crate::{container, init, local, reaper, runtime, server};
+use crate::{container, init, local, reaper, server};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -144,7 +146,7 @@ fn serve_local(target: Target) -> Result<(), String> {
                 "husk-agent {VERSION} listening on unix socket {}",
                 path.display()
             );
-            let res = server::run(Listener::Unix(l), OnShutdown::Stop);
+            let res = server::run(Listener::Unix(l), OnShutdown::Stop, Arc::default());
             let _ = std::fs::remove_file(&path);
             res.map_err(|e| format!("serving {}: {e}", path.display()))
         }
@@ -152,7 +154,7 @@ fn serve_local(target: Target) -> Result<(), String> {
             let l = vsock::VsockListener::bind(port)
                 .map_err(|e| format!("listen on vsock port {port}: {e}"))?;
             info!("husk-agent {VERSION} listening on vsock port {port}");
-            server::run(Listener::Vsock(l), OnShutdown::Stop)
+            server::run(Listener::Vsock(l), OnShutdown::Stop, Arc::default())
                 .map_err(|e| format!("serving vsock port {port}: {e}"))
         }
     }
@@ -178,12 +180,13 @@ fn pid1_run() -> Result<(), String> {
     let port = cmdline.agent_port.unwrap_or(AGENT_PORT);
     let listener = bind_vsock_retry(port)?;
     announce_ready();
+    let rt = Arc::new(Runtime::default());
     if let Some(tag) = cmdline.share {
-        runtime::get().premount_share(tag);
+        rt.premount_share(tag);
     }
-    container::launch::prepare_spare();
+    rt.prepare_spare();
     info!("husk-agent {VERSION} listening on vsock port {port}");
-    server::run(Listener::Vsock(listener), OnShutdown::Reboot)
+    server::run(Listener::Vsock(listener), OnShutdown::Reboot, rt)
         .map_err(|e| format!("serving vsock port {port}: {e}"))
 }
 

@@ -73,7 +73,7 @@ pub const MOUNTS: &[MountSpec] = &[
         flags: NOSUID | NODEV,
         data: "mode=1777",
     },
-    // Issue 4 (containers) needs the unified hierarchy.
+    // Containers need the unified hierarchy.
     MountSpec {
         source: "cgroup2",
         target: "/sys/fs/cgroup",

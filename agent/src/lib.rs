@@ -8,7 +8,8 @@
 //!   relays, events, OOM watch, stats);
 //! * [`container`]: one OCI container (spec validation, cgroup, container-init);
 //! * [`local`]: `husk-agent container run`, a container without a VM;
-//! * [`log`], [`sysinfo`]: console logging, facts about the guest.
+//! * [`log`], [`sysinfo`]: console logging, facts about the guest;
+//! * [`sys`]: descriptor helpers (pipes, SCM_RIGHTS, terminal sizes).
 
 pub mod cli;
 pub mod container;
@@ -18,4 +19,5 @@ pub mod log;
 pub mod reaper;
 pub mod runtime;
 pub mod server;
+pub mod sys;
 pub mod sysinfo;

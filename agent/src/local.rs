@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::container::launch::StdioFds;
-use crate::container::{spec, Container};
+use crate::container::{spec, Container, Launch};
 
 pub const USAGE: &str = "\
 usage: husk-agent container run --bundle DIR --id ID [--debug]
@@ -123,7 +123,13 @@ fn run(a: &RunArgs) -> Result<i32, String> {
         .map_err(|e| format!("{}: {e}", a.bundle.display()))?;
     let env = spec::Env::from_system(Some(bundle));
     let phases = crate::log::Phases::start(format!("container {}: create", a.id));
-    let c = Container::create(&a.id, &spec, rootfs, &env, StdioFds::Inherit, None, &phases)?;
+    let how = Launch {
+        stdio: StdioFds::Inherit,
+        hook: None,
+        phases: &phases,
+        spare: None,
+    };
+    let c = Container::create(&a.id, &spec, rootfs, &env, how)?;
     for w in &c.warnings {
         eprintln!("husk-agent: warning: {w}");
     }

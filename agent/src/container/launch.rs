@@ -5,15 +5,16 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use husk_protocol::{read_frame, write_frame, FrameError};
 
 use super::cgroup::Cgroup;
 use super::config::{map_text, IdMap, InitConfig};
-use super::nsinit::{self, recv_fd, send_fd, Sync};
+use super::nsinit::{self, Sync};
 use crate::reaper;
+use crate::sys::{recv_fd, send_fd};
 
 /// How long container-init may take to set up (TCG-emulated guests are slow).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -57,9 +58,6 @@ struct Started {
     b: UnixStream,
 }
 
-/// One container-init started ahead of need (see [`prepare_spare`]).
-static SPARE: Mutex<Option<Started>> = Mutex::new(None);
-
 /// Starts `husk-agent __container-init`: its stdio is /dev/null until it
 /// gets the container's over socket A.
 fn start_init() -> Result<Started, String> {
@@ -98,22 +96,45 @@ fn start_init() -> Result<Started, String> {
     })
 }
 
-/// Starts a container-init now, from a thread of its own, for the next
-/// [`spawn`] to take: the agent calls this once it listens, so the fork and
-/// exec of its own 3.7 MB binary happen while the host is still on its way
-/// to the first create. At most one is kept.
-pub fn prepare_spare() {
-    let spawned =
-        std::thread::Builder::new()
+/// One container-init started ahead of need, for the next [`spawn`] to
+/// take (see [`SpareInit::prepare`]). At most one is kept.
+#[derive(Default)]
+pub struct SpareInit(Mutex<Option<Started>>);
+
+impl SpareInit {
+    /// Starts a container-init now, from a thread of its own: the agent
+    /// calls this once it listens, so the fork and exec of its own 3.7 MB
+    /// binary happen while the host is still on its way to the first create.
+    pub fn prepare(self: &Arc<Self>) {
+        let spare = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
             .name("spare-init".into())
-            .spawn(|| match start_init() {
+            .spawn(move || match start_init() {
                 // A spare replaced here ends when its sockets close.
-                Ok(st) => drop(SPARE.lock().unwrap_or_else(|p| p.into_inner()).replace(st)),
+                Ok(st) => drop(lock(&spare.0).replace(st)),
                 Err(e) => crate::log::info!("spare container-init: {e}"),
             });
-    if let Err(e) = spawned {
-        crate::log::info!("spare container-init: cannot start a thread: {e}");
+        if let Err(e) = spawned {
+            crate::log::info!("spare container-init: cannot start a thread: {e}");
+        }
     }
+
+    /// The spare, if there is one and it takes its stdio.
+    fn take(&self, stdio: &StdioFds) -> Option<Started> {
+        // (None, or it died since: dropping its sockets ends it if not.)
+        let mut sp = lock(&self.0).take()?;
+        match send_stdio(&mut sp, stdio) {
+            Ok(()) => Some(sp),
+            Err(e) => {
+                crate::log::debug!("spare container-init unusable ({e}); starting another");
+                None
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Hands the process its stdin, stdout and stderr: a [`Sync::Stdio`]
@@ -141,18 +162,10 @@ pub fn spawn(
     maps: Option<(&[IdMap], &[IdMap])>,
     on_exit: reaper::ExitFn,
     phases: &crate::log::Phases,
+    spare: Option<&SpareInit>,
 ) -> Result<Pending, String> {
-    // The spare if there is one and it takes its stdio; else (none, or it
-    // died since: dropping its sockets ends it if not) a fresh one.
-    let spare = SPARE.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let spare = spare.and_then(|mut sp| match send_stdio(&mut sp, &stdio) {
-        Ok(()) => Some(sp),
-        Err(e) => {
-            crate::log::debug!("spare container-init unusable ({e}); starting another");
-            None
-        }
-    });
-    let st = match spare {
+    // The spare if there is one that takes its stdio; else a fresh one.
+    let st = match spare.and_then(|s| s.take(&stdio)) {
         Some(sp) => sp,
         None => {
             let mut st = start_init()?;

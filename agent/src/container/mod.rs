@@ -108,6 +108,16 @@ impl ExitCell {
 /// Called (on the reaper thread) when a container process exits.
 pub type ExitHook = Box<dyn FnOnce(Exit) + Send>;
 
+/// How to start a container process: its stdio, who hears of its exit,
+/// where its set-up times are logged, and a container-init started ahead
+/// of need to use (if any).
+pub struct Launch<'a> {
+    pub stdio: StdioFds,
+    pub hook: Option<ExitHook>,
+    pub phases: &'a crate::log::Phases,
+    pub spare: Option<&'a launch::SpareInit>,
+}
+
 /// A started or waiting container process.
 pub struct Process {
     pub pid: i32,
@@ -120,17 +130,16 @@ impl Process {
     /// Spawns `cfg` in `cgroup`, ready to start.
     pub fn spawn(
         cfg: &InitConfig,
-        stdio: StdioFds,
         cgroup: &Cgroup,
         maps: Option<(&[config::IdMap], &[config::IdMap])>,
-        hook: Option<ExitHook>,
-        phases: &crate::log::Phases,
+        how: Launch<'_>,
     ) -> Result<Process, String> {
         let exit = Arc::new(ExitCell::default());
         let cell = Arc::clone(&exit);
+        let hook = how.hook;
         let mut pending = launch::spawn(
             cfg,
-            stdio,
+            how.stdio,
             cgroup,
             maps,
             Box::new(move |status| {
@@ -140,7 +149,8 @@ impl Process {
                     h(e);
                 }
             }),
-            phases,
+            how.phases,
+            how.spare,
         )?;
         let pty = pending.pty_master.take();
         Ok(Process {
@@ -210,17 +220,15 @@ impl Container {
         spec: &Spec,
         rootfs: PathBuf,
         env: &spec::Env,
-        stdio: StdioFds,
-        hook: Option<ExitHook>,
-        phases: &crate::log::Phases,
+        how: Launch<'_>,
     ) -> Result<Container, String> {
         let plan = spec::plan_create(id, spec, &rootfs, env)?;
         let cg = Cgroup::create(&plan.cgroup_rel)?;
         let res = cg.apply(&plan.cgroup_writes).and_then(|()| {
-            phases.mark("cgroup set up");
+            how.phases.mark("cgroup set up");
             let maps =
                 (!plan.uid_maps.is_empty()).then_some((&plan.uid_maps[..], &plan.gid_maps[..]));
-            Process::spawn(&plan.init, stdio, &cg, maps, hook, phases)
+            Process::spawn(&plan.init, &cg, maps, how)
         });
         match res {
             Ok(init) => Ok(Container {

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{InitConfig, NsKind};
 use super::{caps, rootfs, seccomp};
+use crate::sys;
 
 /// argv[1] of container-init.
 pub const ARG: &str = "__container-init";
@@ -116,7 +117,7 @@ fn take_stdio(a: &mut UnixStream) -> Result<(), String> {
         other => return Err(format!("expected the stdio, got {other:?}")),
     }
     for target in 0..3 {
-        let fd = recv_fd(a).map_err(|e| format!("receive stdio descriptor {target}: {e}"))?;
+        let fd = sys::recv_fd(a).map_err(|e| format!("receive stdio descriptor {target}: {e}"))?;
         // SAFETY: dup2 onto a standard descriptor; `fd` stays owned by us
         // and is closed when it drops.
         cvt(
@@ -326,7 +327,7 @@ fn console(cfg: &InitConfig, b: &mut UnixStream) -> Result<OwnedFd, String> {
         "process.terminal: pty number",
     )?;
     if let Some((rows, cols)) = cfg.process.console_size {
-        set_winsize(m, rows, cols)?;
+        sys::set_winsize(m, rows, cols).map_err(|e| format!("set the terminal size: {e}"))?;
     }
     if cfg.rootfs.is_some() {
         let console = Path::new("/dev/console");
@@ -343,22 +344,8 @@ fn console(cfg: &InitConfig, b: &mut UnixStream) -> Result<OwnedFd, String> {
         .map_err(|e| format!("bind /dev/console: {e}"))?;
     }
     write_frame(b, &Sync::PtyMaster).map_err(|e| e.to_string())?;
-    send_fd(b, master.as_raw_fd()).map_err(|e| format!("send the pty master: {e}"))?;
+    sys::send_fd(b, master.as_raw_fd()).map_err(|e| format!("send the pty master: {e}"))?;
     Ok(slave)
-}
-
-pub fn set_winsize(fd: RawFd, rows: u16, cols: u16) -> Result<(), String> {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
-    cvt(
-        unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) },
-        "set the terminal size",
-    )
 }
 
 /// Finds `prog` on `PATH` of the process environment, as execvp would.
@@ -500,68 +487,4 @@ fn exec_inner(cfg: &InitConfig, pty: Option<OwnedFd>) -> Result<Never, (String, 
         format!("process.args[0]: exec {}: {e}", exe.display()),
         code,
     ))
-}
-
-/// Sends `fd` with one data byte over a Unix socket (SCM_RIGHTS).
-pub fn send_fd(s: &UnixStream, fd: RawFd) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // u64 array: aligned for cmsghdr.
-    let mut cbuf = [0u64; 8];
-    // SAFETY: msghdr is plain data; every pointer set below refers to a live
-    // local buffer of the given length; CMSG_* stay inside `cbuf`.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
-        let cm = libc::CMSG_FIRSTHDR(&msg);
-        (*cm).cmsg_level = libc::SOL_SOCKET;
-        (*cm).cmsg_type = libc::SCM_RIGHTS;
-        (*cm).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<RawFd>(), fd);
-        if libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) != 1 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Receives one byte and the descriptor sent with it by [`send_fd`].
-pub fn recv_fd(s: &UnixStream) -> io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: as in send_fd; the received descriptor is checked to be an
-    // SCM_RIGHTS message of one fd before it is taken over.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-        let n = libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let cm = libc::CMSG_FIRSTHDR(&msg);
-        if n != 1
-            || cm.is_null()
-            || (*cm).cmsg_level != libc::SOL_SOCKET
-            || (*cm).cmsg_type != libc::SCM_RIGHTS
-            || (*cm).cmsg_len as usize
-                != libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize
-        {
-            return Err(io::Error::other("no descriptor received"));
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cm).cast::<RawFd>());
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
 }
