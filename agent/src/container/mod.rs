@@ -9,6 +9,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod config;
+pub mod error;
 pub mod launch;
 pub mod nsinit;
 pub mod rootfs;
@@ -223,13 +224,16 @@ impl Container {
         how: Launch<'_>,
     ) -> Result<Container, String> {
         let plan = spec::plan_create(id, spec, &rootfs, env)?;
-        let cg = Cgroup::create(&plan.cgroup_rel)?;
-        let res = cg.apply(&plan.cgroup_writes).and_then(|()| {
-            how.phases.mark("cgroup set up");
-            let maps =
-                (!plan.uid_maps.is_empty()).then_some((&plan.uid_maps[..], &plan.gid_maps[..]));
-            Process::spawn(&plan.init, &cg, maps, how)
-        });
+        let cg = Cgroup::create(&plan.cgroup_rel).map_err(|e| e.to_string())?;
+        let res = cg
+            .apply(&plan.cgroup_writes)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                how.phases.mark("cgroup set up");
+                let maps =
+                    (!plan.uid_maps.is_empty()).then_some((&plan.uid_maps[..], &plan.gid_maps[..]));
+                Process::spawn(&plan.init, &cg, maps, how)
+            });
         match res {
             Ok(init) => Ok(Container {
                 id: id.to_string(),
@@ -265,7 +269,7 @@ impl Container {
                 self.id
             ));
         }
-        self.cgroup.destroy()?;
+        self.cgroup.destroy().map_err(|e| e.to_string())?;
         if let Some(m) = &self.rootfs_mount {
             crate::container::rootfs_unmount(m)?;
         }

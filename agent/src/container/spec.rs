@@ -619,9 +619,10 @@ pub fn plan_create(id: &str, spec: &Spec, rootfs: &Path, env: &Env) -> Result<Cr
     }
 
     // cgroup.
-    let cgroup_rel = cgroup::rel_path(linux.cgroups_path().as_deref(), id)?;
+    let cgroup_rel =
+        cgroup::rel_path(linux.cgroups_path().as_deref(), id).map_err(|e| e.to_string())?;
     let cgroup_writes = match linux.resources() {
-        Some(r) => cgroup::resource_writes(r, &mut warnings)?,
+        Some(r) => cgroup::resource_writes(r, &mut warnings).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
 

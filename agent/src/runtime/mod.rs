@@ -380,7 +380,7 @@ impl Runtime {
         }
         e.c.cgroup
             .freeze(on)
-            .map_err(|m| err(ErrorCode::Internal, m))?;
+            .map_err(|m| err(ErrorCode::Internal, m.to_string()))?;
         e.paused.store(on, Ordering::SeqCst);
         Ok(())
     }
@@ -388,8 +388,8 @@ impl Runtime {
     pub fn update(&self, id: &str, r: &oci::LinuxResources) -> Res<()> {
         let e = self.containers.get(id)?;
         let mut w = Vec::new();
-        let writes = cgroup::resource_writes(r, &mut w).map_err(bad)?;
-        e.c.cgroup.apply(&writes).map_err(bad)
+        let writes = cgroup::resource_writes(r, &mut w).map_err(|e| bad(e.to_string()))?;
+        e.c.cgroup.apply(&writes).map_err(|e| bad(e.to_string()))
     }
 
     pub fn remove(&self, id: &str, force: bool) -> Res<()> {
@@ -434,7 +434,7 @@ fn planned_cgroup(spec: &oci::Spec, id: &str) -> Res<Cgroup> {
             .and_then(|l| l.cgroups_path().as_deref()),
         id,
     )
-    .map_err(bad)?;
+    .map_err(|e| bad(e.to_string()))?;
     Ok(Cgroup {
         dir: Path::new(cgroup::ROOT).join(&rel),
         rel,
