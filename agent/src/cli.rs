@@ -10,6 +10,7 @@
 //! protocol on `--listen-unix PATH` or `--vsock-port N`; `Shutdown` then just
 //! ends the process with status 0.
 
+use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use husk_protocol::vsock;
 use husk_protocol::{AGENT_PORT, READY_PORT};
+use thiserror::Error;
 
 use crate::log::{debug, info};
 use crate::runtime::Runtime;
@@ -96,7 +98,37 @@ enum Cmd {
     Serve { target: Target, debug: bool },
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
+/// A command line that is not one of the usages.
+#[derive(Debug, PartialEq, Eq, Error)]
+enum ArgsError {
+    #[error("give only one of --listen-unix and --vsock-port")]
+    TwoTargets,
+    #[error("{0} needs a value")]
+    NeedsValue(String),
+    #[error("--vsock-port: {0:?} is not a port number")]
+    BadPort(String),
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+    #[error("not PID 1: pass --listen-unix PATH or --vsock-port PORT")]
+    NoTarget,
+}
+
+/// Why the agent could not start serving (or stopped).
+#[derive(Debug, Error)]
+enum StartError {
+    #[error("start the reaper: {0}")]
+    Reaper(io::Error),
+    /// PID 1's reaper thread (its own wording on the console).
+    #[error("start reaper thread: {0}")]
+    ReaperThread(io::Error),
+    /// Listening on `on` (a vsock port or a socket path) failed.
+    #[error("listen on {on}: {source}")]
+    Listen { on: String, source: io::Error },
+    #[error("serving {on}: {source}")]
+    Serve { on: String, source: io::Error },
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, ArgsError> {
     let mut args = args.into_iter();
     let mut target = None;
     let mut debug = false;
@@ -107,31 +139,30 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
             "--debug" => debug = true,
             "--listen-unix" | "--vsock-port" => {
                 if target.is_some() {
-                    return Err("give only one of --listen-unix and --vsock-port".into());
+                    return Err(ArgsError::TwoTargets);
                 }
-                let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
+                let v = args
+                    .next()
+                    .ok_or_else(|| ArgsError::NeedsValue(a.clone()))?;
                 target = Some(if a == "--listen-unix" {
                     Target::Unix(PathBuf::from(v))
                 } else {
-                    Target::Vsock(
-                        v.parse()
-                            .map_err(|_| format!("--vsock-port: {v:?} is not a port number"))?,
-                    )
+                    Target::Vsock(v.parse().map_err(|_| ArgsError::BadPort(v))?)
                 });
             }
-            other => return Err(format!("unknown argument {other:?}")),
+            other => return Err(ArgsError::Unknown(other.into())),
         }
     }
     match target {
         Some(target) => Ok(Cmd::Serve { target, debug }),
-        None => Err("not PID 1: pass --listen-unix PATH or --vsock-port PORT".into()),
+        None => Err(ArgsError::NoTarget),
     }
 }
 
-fn serve_local(target: Target) -> Result<(), String> {
+fn serve_local(target: Target) -> Result<(), StartError> {
     // Before any thread: containers need their exits delivered.
     init::block_sigchld();
-    reaper::start().map_err(|e| format!("start the reaper: {e}"))?;
+    reaper::start().map_err(StartError::Reaper)?;
     match target {
         Target::Unix(path) => {
             // Replace a stale socket from an earlier run, never any other file.
@@ -140,22 +171,33 @@ fn serve_local(target: Target) -> Result<(), String> {
                     let _ = std::fs::remove_file(&path);
                 }
             }
-            let l = UnixListener::bind(&path)
-                .map_err(|e| format!("listen on unix socket {}: {e}", path.display()))?;
+            let l = UnixListener::bind(&path).map_err(|source| StartError::Listen {
+                on: format!("unix socket {}", path.display()),
+                source,
+            })?;
             info!(
                 "husk-agent {VERSION} listening on unix socket {}",
                 path.display()
             );
             let res = server::run(Listener::Unix(l), OnShutdown::Stop, Arc::default());
             let _ = std::fs::remove_file(&path);
-            res.map_err(|e| format!("serving {}: {e}", path.display()))
+            res.map_err(|source| StartError::Serve {
+                on: path.display().to_string(),
+                source,
+            })
         }
         Target::Vsock(port) => {
-            let l = vsock::VsockListener::bind(port)
-                .map_err(|e| format!("listen on vsock port {port}: {e}"))?;
+            let l = vsock::VsockListener::bind(port).map_err(|source| StartError::Listen {
+                on: format!("vsock port {port}"),
+                source,
+            })?;
             info!("husk-agent {VERSION} listening on vsock port {port}");
-            server::run(Listener::Vsock(l), OnShutdown::Stop, Arc::default())
-                .map_err(|e| format!("serving vsock port {port}: {e}"))
+            server::run(Listener::Vsock(l), OnShutdown::Stop, Arc::default()).map_err(|source| {
+                StartError::Serve {
+                    on: format!("vsock port {port}"),
+                    source,
+                }
+            })
         }
     }
 }
@@ -172,11 +214,11 @@ fn pid1_main() -> ! {
     init::poweroff()
 }
 
-fn pid1_run() -> Result<(), String> {
+fn pid1_run() -> Result<(), StartError> {
     // Before any thread exists: every thread inherits the blocked SIGCHLD.
     init::block_sigchld();
     let cmdline = init::early_setup();
-    reaper::start().map_err(|e| format!("start reaper thread: {e}"))?;
+    reaper::start().map_err(StartError::ReaperThread)?;
     let port = cmdline.agent_port.unwrap_or(AGENT_PORT);
     let listener = bind_vsock_retry(port)?;
     announce_ready();
@@ -186,8 +228,12 @@ fn pid1_run() -> Result<(), String> {
     }
     rt.prepare_spare();
     info!("husk-agent {VERSION} listening on vsock port {port}");
-    server::run(Listener::Vsock(listener), OnShutdown::Reboot, rt)
-        .map_err(|e| format!("serving vsock port {port}: {e}"))
+    server::run(Listener::Vsock(listener), OnShutdown::Reboot, rt).map_err(|source| {
+        StartError::Serve {
+            on: format!("vsock port {port}"),
+            source,
+        }
+    })
 }
 
 /// Tells a host that waits on [`READY_PORT`] that the agent listens: one
@@ -209,26 +255,26 @@ fn announce_ready() {
 
 /// The virtio-vsock transport is normally registered before init runs; give
 /// it up to ~1 s in case the device probes late.
-fn bind_vsock_retry(port: u32) -> Result<vsock::VsockListener, String> {
-    let mut last = None;
+fn bind_vsock_retry(port: u32) -> Result<vsock::VsockListener, StartError> {
+    let mut last = io::Error::other("not tried");
     for _ in 0..100 {
         match vsock::VsockListener::bind(port) {
             Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
+            Err(e) => last = e,
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err(format!(
-        "listen on vsock port {port}: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    ))
+    Err(StartError::Listen {
+        on: format!("vsock port {port}"),
+        source: last,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Result<Cmd, String> {
+    fn args(a: &[&str]) -> Result<Cmd, ArgsError> {
         parse_args(a.iter().map(|s| s.to_string()))
     }
 
@@ -250,14 +296,17 @@ mod tests {
                 debug: false
             })
         );
-        assert!(args(&[]).unwrap_err().contains("not PID 1"));
-        assert!(args(&["--vsock-port"])
-            .unwrap_err()
-            .contains("needs a value"));
-        assert!(args(&["--vsock-port", "x"])
-            .unwrap_err()
-            .contains("--vsock-port"));
-        assert!(args(&["--listen-unix", "/a", "--vsock-port", "1"]).is_err());
-        assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
+        let msg = |a: &[&str]| args(a).unwrap_err().to_string();
+        assert!(msg(&[]).contains("not PID 1"));
+        assert_eq!(msg(&["--vsock-port"]), "--vsock-port needs a value");
+        assert_eq!(
+            msg(&["--vsock-port", "x"]),
+            "--vsock-port: \"x\" is not a port number"
+        );
+        assert_eq!(
+            args(&["--listen-unix", "/a", "--vsock-port", "1"]),
+            Err(ArgsError::TwoTargets)
+        );
+        assert_eq!(msg(&["--bogus"]), "unknown argument \"--bogus\"");
     }
 }

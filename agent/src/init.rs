@@ -3,9 +3,10 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use thiserror::Error;
 
 use crate::log::{debug, info};
 
@@ -14,6 +15,7 @@ const NODEV: libc::c_ulong = libc::MS_NODEV;
 const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
 
 /// One early mount.
+#[derive(Debug)]
 pub struct MountSpec {
     pub source: &'static str,
     pub target: &'static str,
@@ -95,12 +97,30 @@ pub fn is_mountpoint(path: &Path) -> io::Result<bool> {
     Ok(me.dev() != parent.dev() || me.ino() == parent.ino())
 }
 
+/// Why an early mount failed.
+#[derive(Debug, Error)]
+pub enum EarlyMountError {
+    #[error("mkdir {target}: {source}")]
+    Mkdir {
+        target: &'static str,
+        source: io::Error,
+    },
+    #[error("mount {} ({}) on {}: {source}", spec.source, spec.fstype, spec.target)]
+    Mount {
+        spec: &'static MountSpec,
+        source: io::Error,
+    },
+}
+
 /// Mounts `spec`, creating the directory if needed. Already mounted is fine.
-pub fn mount(spec: &MountSpec) -> Result<(), String> {
+pub fn mount(spec: &'static MountSpec) -> Result<(), EarlyMountError> {
     let target = Path::new(spec.target);
-    if let Err(e) = std::fs::create_dir(target) {
-        if e.kind() != io::ErrorKind::AlreadyExists {
-            return Err(format!("mkdir {}: {e}", spec.target));
+    if let Err(source) = std::fs::create_dir(target) {
+        if source.kind() != io::ErrorKind::AlreadyExists {
+            return Err(EarlyMountError::Mkdir {
+                target: spec.target,
+                source,
+            });
         }
     }
     if is_mountpoint(target).unwrap_or(false) {
@@ -108,7 +128,7 @@ pub fn mount(spec: &MountSpec) -> Result<(), String> {
         return Ok(());
     }
     let src = cstr(spec.source);
-    let tgt = CString::new(target.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let tgt = cstr(spec.target);
     let fstype = cstr(spec.fstype);
     let data = cstr(spec.data);
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
@@ -126,14 +146,11 @@ pub fn mount(spec: &MountSpec) -> Result<(), String> {
         )
     };
     if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EBUSY) {
+        let source = io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::EBUSY) {
             return Ok(());
         }
-        return Err(format!(
-            "mount {} ({}) on {}: {e}",
-            spec.source, spec.fstype, spec.target
-        ));
+        return Err(EarlyMountError::Mount { spec, source });
     }
     Ok(())
 }
@@ -265,7 +282,7 @@ pub fn early_setup() -> Cmdline {
     let mut errors = Vec::new();
     for spec in MOUNTS {
         if let Err(e) = mount(spec) {
-            errors.push(e);
+            errors.push(e.to_string());
         }
     }
     setup_console();

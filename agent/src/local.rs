@@ -4,14 +4,16 @@
 //! status is the container's (128 + N for a death by signal N); errors of
 //! the runtime itself print one line on stderr and exit 125.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use thiserror::Error;
+
 use crate::container::launch::StdioFds;
-use crate::container::{spec, Container, Launch};
+use crate::container::{spec, Container, ContainerError, Launch, SpecError};
 
 pub const USAGE: &str = "\
 usage: husk-agent container run --bundle DIR --id ID [--debug]
@@ -40,27 +42,65 @@ struct RunArgs {
     debug: bool,
 }
 
-fn parse(args: &[String]) -> Result<Option<RunArgs>, String> {
+/// A command line that is not the usage.
+#[derive(Debug, PartialEq, Eq, Error)]
+enum ArgsError {
+    #[error("unknown container command {0:?}")]
+    UnknownCommand(String),
+    #[error("container: missing command (run)")]
+    MissingCommand,
+    #[error("{0} needs a value")]
+    NeedsValue(&'static str),
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+    #[error("{0} is required")]
+    Required(&'static str),
+}
+
+/// Why the runtime (not the container) failed.
+#[derive(Debug, Error)]
+enum RunError {
+    #[error("start the reaper: {0}")]
+    Reaper(io::Error),
+    /// A file or directory of the bundle could not be read.
+    #[error("{}: {source}", path.display())]
+    Bundle { path: PathBuf, source: io::Error },
+    #[error("root.path: {}: {source}", path.display())]
+    Rootfs { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error("start the signal thread: {0}")]
+    SignalThread(io::Error),
+    #[error("lost the container's exit")]
+    LostExit,
+}
+
+fn parse(args: &[String]) -> Result<Option<RunArgs>, ArgsError> {
     let mut it = args.iter();
     match it.next().map(String::as_str) {
         Some("run") => {}
         Some("-h" | "--help") => return Ok(None),
-        Some(other) => return Err(format!("unknown container command {other:?}")),
-        None => return Err("container: missing command (run)".into()),
+        Some(other) => return Err(ArgsError::UnknownCommand(other.into())),
+        None => return Err(ArgsError::MissingCommand),
     }
     let (mut bundle, mut id, mut debug) = (None, None, false);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--bundle" => bundle = Some(PathBuf::from(it.next().ok_or("--bundle needs a value")?)),
-            "--id" => id = Some(it.next().ok_or("--id needs a value")?.clone()),
+            "--bundle" => {
+                let v = it.next().ok_or(ArgsError::NeedsValue("--bundle"))?;
+                bundle = Some(PathBuf::from(v));
+            }
+            "--id" => id = Some(it.next().ok_or(ArgsError::NeedsValue("--id"))?.clone()),
             "--debug" => debug = true,
             "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
+            other => return Err(ArgsError::Unknown(other.into())),
         }
     }
     Ok(Some(RunArgs {
-        bundle: bundle.ok_or("--bundle is required")?,
-        id: id.ok_or("--id is required")?,
+        bundle: bundle.ok_or(ArgsError::Required("--bundle"))?,
+        id: id.ok_or(ArgsError::Required("--id"))?,
         debug,
     }))
 }
@@ -79,7 +119,7 @@ pub fn main(args: &[String]) -> ExitCode {
     };
     crate::log::set_debug(a.debug);
     match run(&a) {
-        Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
+        Ok(status) => ExitCode::from(u8::try_from(status.clamp(0, 255)).unwrap_or(u8::MAX)),
         Err(e) => {
             eprintln!("husk-agent: {e}");
             ExitCode::from(125)
@@ -100,27 +140,37 @@ fn block_signals() {
     }
 }
 
-fn run(a: &RunArgs) -> Result<i32, String> {
-    block_signals();
-    crate::reaper::start().map_err(|e| format!("start the reaper: {e}"))?;
-    let cfg_path = a.bundle.join("config.json");
+/// Reads the bundle's config.json (at most [`crate::container::MAX_SPEC`]
+/// bytes and one more, for the size check).
+fn read_config(bundle: &Path) -> Result<Vec<u8>, RunError> {
+    let path = bundle.join("config.json");
+    let limit = u64::try_from(crate::container::MAX_SPEC).unwrap_or(u64::MAX);
     let mut bytes = Vec::new();
-    std::fs::File::open(&cfg_path)
-        .and_then(|f| {
-            f.take(crate::container::MAX_SPEC as u64 + 1)
-                .read_to_end(&mut bytes)
-        })
-        .map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    let spec = crate::container::parse_spec(&bytes)?;
-    let root = spec.root().as_ref().ok_or("root: missing")?.path().clone();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(|source| RunError::Bundle { path, source })?;
+    Ok(bytes)
+}
+
+fn run(a: &RunArgs) -> Result<i32, RunError> {
+    block_signals();
+    crate::reaper::start().map_err(RunError::Reaper)?;
+    let spec = crate::container::parse_spec(&read_config(&a.bundle)?)?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| SpecError::missing("root"))?
+        .path()
+        .clone();
     let rootfs = a.bundle.join(root);
-    let rootfs = rootfs
-        .canonicalize()
-        .map_err(|e| format!("root.path: {}: {e}", rootfs.display()))?;
-    let bundle = a
-        .bundle
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", a.bundle.display()))?;
+    let rootfs = rootfs.canonicalize().map_err(|source| RunError::Rootfs {
+        path: rootfs.clone(),
+        source,
+    })?;
+    let bundle = a.bundle.canonicalize().map_err(|source| RunError::Bundle {
+        path: a.bundle.clone(),
+        source,
+    })?;
     let env = spec::Env::from_system(Some(bundle));
     let phases = crate::log::Phases::start(format!("container {}: create", a.id));
     let how = Launch {
@@ -159,12 +209,12 @@ fn run(a: &RunArgs) -> Result<i32, String> {
             }
             let _ = fwd.init.signal(sig);
         })
-        .map_err(|e| format!("start the signal thread: {e}"))?;
+        .map_err(RunError::SignalThread)?;
     if let Err(e) = c.init.start() {
         let _ = c.destroy();
-        return Err(e);
+        return Err(e.into());
     }
-    let exit = c.init.exit.wait(None).ok_or("lost the container's exit")?;
+    let exit = c.init.exit.wait(None).ok_or(RunError::LostExit)?;
     let ooms = c.oom_kills();
     if ooms > 0 {
         eprintln!(
@@ -201,7 +251,7 @@ fn relay_pty(master: OwnedFd) {
 mod tests {
     use super::*;
 
-    fn p(a: &[&str]) -> Result<Option<RunArgs>, String> {
+    fn p(a: &[&str]) -> Result<Option<RunArgs>, ArgsError> {
         parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
@@ -216,7 +266,14 @@ mod tests {
             })
         );
         assert_eq!(p(&["--help"]).unwrap(), None);
-        assert!(p(&["run", "--id", "x"]).unwrap_err().contains("--bundle"));
+        assert_eq!(
+            p(&["run", "--id", "x"]).unwrap_err().to_string(),
+            "--bundle is required"
+        );
+        assert_eq!(
+            p(&["run", "--id"]).unwrap_err().to_string(),
+            "--id needs a value"
+        );
         assert!(p(&["stop"]).is_err());
         assert!(p(&[]).is_err());
     }

@@ -5,6 +5,8 @@ use std::io;
 use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 use serde::{Deserialize, Serialize};
 
+use super::error::SpecError;
+
 /// Capability names by number (linux/capability.h, up to Linux 6.12).
 pub const NAMES: &[&str] = &[
     "CAP_CHOWN",
@@ -65,7 +67,7 @@ pub struct CapSets {
     pub ambient: u64,
 }
 
-fn mask(set: &Option<Capabilities>, field: &str) -> Result<u64, String> {
+fn mask(set: &Option<Capabilities>, field: &str) -> Result<u64, SpecError> {
     let mut m = 0u64;
     let Some(set) = set else { return Ok(0) };
     for cap in set {
@@ -76,7 +78,12 @@ fn mask(set: &Option<Capabilities>, field: &str) -> Result<u64, String> {
             .unwrap_or_default();
         match number(&name) {
             Some(n) => m |= 1 << n,
-            None => return Err(format!("{field}: unknown capability {name:?}")),
+            None => {
+                return Err(SpecError::invalid(
+                    field,
+                    format!("unknown capability {name:?}"),
+                ))
+            }
         }
     }
     Ok(m)
@@ -85,7 +92,7 @@ fn mask(set: &Option<Capabilities>, field: &str) -> Result<u64, String> {
 impl CapSets {
     /// The sets of `process.capabilities`; absent sets are empty (OCI: a
     /// capability not listed is not granted).
-    pub fn from_spec(c: Option<&LinuxCapabilities>) -> Result<CapSets, String> {
+    pub fn from_spec(c: Option<&LinuxCapabilities>) -> Result<CapSets, SpecError> {
         let Some(c) = c else {
             return Ok(CapSets::default());
         };

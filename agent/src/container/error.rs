@@ -1,8 +1,42 @@
-//! [`SpecError`]: why an OCI spec (or an exec's process, or resources of an
-//! update) is not acceptable. Every message is one line that starts with
-//! the spec field (`mounts[2].type: ...`), which the host shows as it is.
+//! The container layer's errors. [`SpecError`]: why an OCI spec (or an
+//! exec's process, or resources of an update) is not acceptable; every
+//! message is one line that starts with the spec field (`mounts[2].type:
+//! ...`), which the host shows as it is. [`ContainerError`]: why creating,
+//! starting, signalling or destroying a container failed.
+
+use std::io;
+use std::path::PathBuf;
 
 use thiserror::Error;
+
+use super::cgroup::CgroupError;
+use super::launch::LaunchError;
+use super::rootfs::MountError;
+
+/// Why an operation on a container or one of its processes failed.
+#[derive(Debug, Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// `start` of a process that was started before.
+    #[error("already started")]
+    AlreadyStarted,
+    /// A signal for a process that was reaped (its pid may be reused).
+    #[error("process {pid} has exited")]
+    Exited { pid: i32 },
+    #[error("kill {pid}: {source}")]
+    Kill { pid: i32, source: io::Error },
+    #[error("container {id}: init did not die within 10 s")]
+    InitStuck { id: String },
+    #[error("unmount {}: {source}", path.display())]
+    Unmount { path: PathBuf, source: io::Error },
+}
 
 /// A spec field that is not acceptable, named by its path in the spec.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

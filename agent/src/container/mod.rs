@@ -25,6 +25,7 @@ use oci_spec::runtime::Spec;
 
 use self::cgroup::Cgroup;
 use self::config::InitConfig;
+pub use self::error::{ContainerError, SpecError};
 use self::launch::{Pending, StdioFds};
 
 /// Largest config.json / spec accepted.
@@ -32,14 +33,15 @@ pub const MAX_SPEC: usize = husk_protocol::MAX_FRAME;
 
 /// Parses an OCI runtime spec; errors name the JSON path of the bad field
 /// (`linux.namespaces[0].type: unknown variant ...`).
-pub fn parse_spec(bytes: &[u8]) -> Result<Spec, String> {
+pub fn parse_spec(bytes: &[u8]) -> Result<Spec, SpecError> {
     if bytes.len() > MAX_SPEC {
-        return Err(format!("spec larger than {MAX_SPEC} bytes"));
+        return Err(SpecError::TooLarge { max: MAX_SPEC });
     }
     // The same path-tracking decoder as the protocol's (one copy of the
     // oci-spec decoding code in the binary).
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("spec: {e}"))?;
-    husk_protocol::decode_tracked(v, "")
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| SpecError::Json(e.to_string()))?;
+    husk_protocol::decode_tracked(v, "").map_err(SpecError::Decode)
 }
 
 /// How a process ended.
@@ -134,7 +136,7 @@ impl Process {
         cgroup: &Cgroup,
         maps: Option<(&[config::IdMap], &[config::IdMap])>,
         how: Launch<'_>,
-    ) -> Result<Process, String> {
+    ) -> Result<Process, ContainerError> {
         let exit = Arc::new(ExitCell::default());
         let cell = Arc::clone(&exit);
         let hook = how.hook;
@@ -163,14 +165,14 @@ impl Process {
     }
 
     /// Lets the process exec. Fails if it was started already.
-    pub fn start(&self) -> Result<(), String> {
+    pub fn start(&self) -> Result<(), ContainerError> {
         let p = self
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-            .ok_or("already started")?;
-        p.start()
+            .ok_or(ContainerError::AlreadyStarted)?;
+        Ok(p.start()?)
     }
 
     pub fn is_started(&self) -> bool {
@@ -181,19 +183,18 @@ impl Process {
     }
 
     /// Sends `sig` unless the process has been reaped (its pid may be reused).
-    pub fn signal(&self, sig: i32) -> Result<(), String> {
+    pub fn signal(&self, sig: i32) -> Result<(), ContainerError> {
         let g = self.exit.exit.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_some() {
-            return Err(format!("process {} has exited", self.pid));
+            return Err(ContainerError::Exited { pid: self.pid });
         }
         // SAFETY: kill(2) with integer arguments; the lock keeps the reaper
         // from recording the exit (and so the pid from being reused unseen).
         if unsafe { libc::kill(self.pid, sig) } != 0 {
-            return Err(format!(
-                "kill {}: {}",
-                self.pid,
-                std::io::Error::last_os_error()
-            ));
+            return Err(ContainerError::Kill {
+                pid: self.pid,
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(())
     }
@@ -222,12 +223,12 @@ impl Container {
         rootfs: PathBuf,
         env: &spec::Env,
         how: Launch<'_>,
-    ) -> Result<Container, String> {
+    ) -> Result<Container, ContainerError> {
         let plan = spec::plan_create(id, spec, &rootfs, env)?;
-        let cg = Cgroup::create(&plan.cgroup_rel).map_err(|e| e.to_string())?;
+        let cg = Cgroup::create(&plan.cgroup_rel)?;
         let res = cg
             .apply(&plan.cgroup_writes)
-            .map_err(|e| e.to_string())
+            .map_err(ContainerError::from)
             .and_then(|()| {
                 how.phases.mark("cgroup set up");
                 let maps =
@@ -259,17 +260,16 @@ impl Container {
 
     /// Kills every process, removes the cgroup and unmounts what the agent
     /// mounted for the container.
-    pub fn destroy(&self) -> Result<(), String> {
+    pub fn destroy(&self) -> Result<(), ContainerError> {
         self.cgroup.kill_all();
         let _ = self.init.signal(libc::SIGKILL);
         // The reaper records the exit; bounded so a stuck process cannot hang us.
         if self.init.exit.wait(Some(Duration::from_secs(10))).is_none() {
-            return Err(format!(
-                "container {}: init did not die within 10 s",
-                self.id
-            ));
+            return Err(ContainerError::InitStuck {
+                id: self.id.clone(),
+            });
         }
-        self.cgroup.destroy().map_err(|e| e.to_string())?;
+        self.cgroup.destroy()?;
         if let Some(m) = &self.rootfs_mount {
             crate::container::rootfs_unmount(m)?;
         }
@@ -278,13 +278,20 @@ impl Container {
 }
 
 /// Unmounts a root file system the agent mounted and removes its directory.
-pub fn rootfs_unmount(p: &std::path::Path) -> Result<(), String> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+pub fn rootfs_unmount(p: &std::path::Path) -> Result<(), ContainerError> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
+        ContainerError::Mount(rootfs::MountError::Nul {
+            path: p.to_path_buf(),
+        })
+    })?;
     // SAFETY: valid NUL-terminated path.
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!("unmount {}: {e}", p.display()));
+            return Err(ContainerError::Unmount {
+                path: p.to_path_buf(),
+                source: e,
+            });
         }
     }
     let _ = std::fs::remove_dir(p);

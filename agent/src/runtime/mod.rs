@@ -11,8 +11,10 @@
 //! * [`events`]: the event fan-out to subscribers;
 //! * [`oom`]: OOM-kill watching;
 //! * [`stats`]: cgroup counters;
-//! * [`stream`]: what a connection becomes after `AttachStdio` or `Events`.
+//! * [`stream`]: what a connection becomes after `AttachStdio` or `Events`;
+//! * [`error`]: why a request failed, with its protocol error code.
 
+pub mod error;
 pub mod events;
 pub mod oom;
 pub mod process;
@@ -30,8 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use husk_protocol::container::{ContainerState, ContainerStats, ContainerStatus, ExecState};
-use husk_protocol::{oci, ErrorCode, ErrorInfo, ExitInfo, RootfsSource, StdioConfig, StdioStream};
+use husk_protocol::{oci, ExitInfo, RootfsSource, StdioConfig, StdioStream};
 
+pub use self::error::RuntimeError;
 use self::events::Events;
 use self::oom::OomSeen;
 use self::process::{ExitReport, Proc};
@@ -41,18 +44,11 @@ use self::stdio::Stdio;
 pub use self::stream::StreamJob;
 use crate::container::cgroup::{self, Cgroup};
 use crate::container::launch::SpareInit;
-use crate::container::{spec, Container, Launch, Process};
+use crate::container::{spec, Container, ContainerError, Launch, Process};
 use crate::log::{info, Phases};
 use crate::sys;
 
-type Res<T> = Result<T, ErrorInfo>;
-
-fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorInfo {
-    ErrorInfo::new(code, msg)
-}
-fn bad(msg: impl Into<String>) -> ErrorInfo {
-    err(ErrorCode::BadRequest, msg)
-}
+type Res<T> = Result<T, RuntimeError>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -104,7 +100,7 @@ impl Runtime {
         src: &RootfsSource,
         stdio: StdioConfig,
     ) -> Res<(i32, Vec<String>)> {
-        spec::check_id(id, "id").map_err(bad)?;
+        spec::check_id(id, "id")?;
         let reservation = self.containers.reserve(id)?;
         let entry = self.create_entry(id, spec, src, stdio)?;
         let pid = entry.c.init.pid;
@@ -135,7 +131,7 @@ impl Runtime {
             .unwrap_or(false);
         let phases = Phases::start(format!("container {id}: create"));
         // Validate first: a bad spec must not even mount the rootfs.
-        spec::plan_create(id, spec, Path::new("/"), self.env()).map_err(bad)?;
+        spec::plan_create(id, spec, Path::new("/"), self.env())?;
         let root = rootfs::mount(&self.shares, self.env(), id, src)?;
         phases.mark("rootfs mounted");
         let cleanup = || {
@@ -147,7 +143,7 @@ impl Runtime {
         };
         let (fds, st) = Stdio::pipes(stdio, terminal).map_err(|e| {
             cleanup();
-            err(ErrorCode::Internal, format!("stdio pipes: {e}"))
+            RuntimeError::Pipes(e)
         })?;
         let proc_ = Arc::new(Proc::new(None, st));
         let shared = ExitShared::default();
@@ -164,7 +160,7 @@ impl Runtime {
             Container::create(id, spec, root.path.clone(), self.env(), how).map_err(|e| {
                 proc_.abandoned.store(true, Ordering::SeqCst);
                 cleanup();
-                bad(e)
+                RuntimeError::Create(e)
             })?;
         c.rootfs_mount = root.mounted;
         proc_.pid.store(c.init.pid, Ordering::SeqCst);
@@ -189,15 +185,9 @@ impl Runtime {
         let phases = Phases::start(format!("container {id}: start"));
         let r = e.c.init.start();
         phases.mark("init exec'd the process");
-        r.map_err(|m| {
-            if m == "already started" {
-                err(
-                    ErrorCode::InvalidState,
-                    format!("container {id:?} was started already"),
-                )
-            } else {
-                err(ErrorCode::Internal, m)
-            }
+        r.map_err(|e| match e {
+            ContainerError::AlreadyStarted => RuntimeError::StartedAlready { id: id.into() },
+            e => RuntimeError::Start(e),
         })
     }
 
@@ -208,27 +198,20 @@ impl Runtime {
         p: &oci::Process,
         stdio: StdioConfig,
     ) -> Res<(i32, Vec<String>)> {
-        spec::check_id(exec_id, "exec_id").map_err(bad)?;
+        spec::check_id(exec_id, "exec_id")?;
         let e = self.containers.get(id)?;
         if !e.running() {
-            return Err(err(
-                ErrorCode::InvalidState,
-                format!("container {id:?} is not running"),
-            ));
+            return Err(RuntimeError::NotRunning { id: id.into() });
         }
         if e.paused() {
-            return Err(err(
-                ErrorCode::InvalidState,
-                format!("container {id:?} is paused"),
-            ));
+            return Err(RuntimeError::Paused { id: id.into() });
         }
         {
             let mut x = lock(&e.execs);
             if x.contains_key(exec_id) {
-                return Err(err(
-                    ErrorCode::AlreadyExists,
-                    format!("exec {exec_id:?} exists"),
-                ));
+                return Err(RuntimeError::ExecExists {
+                    exec_id: exec_id.into(),
+                });
             }
             // Reserve the id.
             let placeholder = Proc::new(Some(exec_id.into()), Stdio::default());
@@ -257,13 +240,12 @@ impl Runtime {
         stdio: StdioConfig,
     ) -> Res<(Arc<Proc>, Vec<String>)> {
         let mut warnings = Vec::new();
-        let mut pc = spec::plan_process(p, "process", &mut warnings).map_err(bad)?;
+        let mut pc = spec::plan_process(p, "process", &mut warnings)?;
         if pc.terminal && pc.console_size.is_none() {
             pc.console_size = Some((24, 80));
         }
         let cfg = spec::plan_exec(&e.c.init_cfg, e.c.init.pid, pc);
-        let (fds, st) = Stdio::pipes(stdio, cfg.process.terminal)
-            .map_err(|er| err(ErrorCode::Internal, format!("stdio pipes: {er}")))?;
+        let (fds, st) = Stdio::pipes(stdio, cfg.process.terminal).map_err(RuntimeError::Pipes)?;
         let proc_ = Arc::new(Proc::new(Some(exec_id.into()), st));
         let shared = ExitShared {
             oom_seen: Arc::clone(&e.oom_seen),
@@ -281,20 +263,20 @@ impl Runtime {
         };
         let pr = Process::spawn(&cfg, &e.c.cgroup, None, how).map_err(|m| {
             proc_.abandoned.store(true, Ordering::SeqCst);
-            err(ErrorCode::Internal, m)
+            RuntimeError::Start(m)
         })?;
         proc_.pid.store(pr.pid, Ordering::SeqCst);
         if let Some(m) = lock(&pr.pty_master).take() {
             proc_.stdio.set_pty(File::from(m));
         }
-        pr.start().map_err(|m| err(ErrorCode::Internal, m))?;
+        pr.start().map_err(RuntimeError::Start)?;
         *lock(&proc_.exec) = Some(Arc::new(pr));
         Ok((proc_, warnings))
     }
 
     pub fn signal(&self, id: &str, exec_id: Option<&str>, sig: i32, all: bool) -> Res<()> {
         if !(1..=64).contains(&sig) {
-            return Err(bad(format!("signal: {sig} is not a signal number")));
+            return Err(RuntimeError::BadSignal(sig));
         }
         let e = self.containers.get(id)?;
         if all {
@@ -309,10 +291,10 @@ impl Runtime {
             None => e.c.init.signal(sig),
             Some(_) => match lock(&p.exec).as_ref() {
                 Some(pr) => pr.signal(sig),
-                None => Err("exec is not running".into()),
+                None => return Err(RuntimeError::ExecNotRunning),
             },
         };
-        res.map_err(|m| err(ErrorCode::InvalidState, m))
+        res.map_err(RuntimeError::Signal)
     }
 
     pub fn wait(&self, id: &str, exec_id: Option<&str>) -> Res<ExitInfo> {
@@ -323,10 +305,9 @@ impl Runtime {
     pub fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Res<()> {
         let p = self.containers.get(id)?.proc_of(exec_id)?;
         let Some(f) = p.stdio.pty.fd.get() else {
-            return Err(err(ErrorCode::InvalidState, "the process has no terminal"));
+            return Err(RuntimeError::NoTerminal);
         };
-        sys::set_winsize(f.as_raw_fd(), rows, cols)
-            .map_err(|e| err(ErrorCode::Internal, format!("set the terminal size: {e}")))
+        sys::set_winsize(f.as_raw_fd(), rows, cols).map_err(RuntimeError::Winsize)
     }
 
     pub fn close_stdin(&self, id: &str, exec_id: Option<&str>) -> Res<()> {
@@ -373,14 +354,9 @@ impl Runtime {
     pub fn pause(&self, id: &str, on: bool) -> Res<()> {
         let e = self.containers.get(id)?;
         if e.stopped() {
-            return Err(err(
-                ErrorCode::InvalidState,
-                format!("container {id:?} is stopped"),
-            ));
+            return Err(RuntimeError::Stopped { id: id.into() });
         }
-        e.c.cgroup
-            .freeze(on)
-            .map_err(|m| err(ErrorCode::Internal, m.to_string()))?;
+        e.c.cgroup.freeze(on).map_err(RuntimeError::Freeze)?;
         e.paused.store(on, Ordering::SeqCst);
         Ok(())
     }
@@ -388,19 +364,16 @@ impl Runtime {
     pub fn update(&self, id: &str, r: &oci::LinuxResources) -> Res<()> {
         let e = self.containers.get(id)?;
         let mut w = Vec::new();
-        let writes = cgroup::resource_writes(r, &mut w).map_err(|e| bad(e.to_string()))?;
-        e.c.cgroup.apply(&writes).map_err(|e| bad(e.to_string()))
+        let writes = cgroup::resource_writes(r, &mut w)?;
+        e.c.cgroup.apply(&writes).map_err(RuntimeError::Update)
     }
 
     pub fn remove(&self, id: &str, force: bool) -> Res<()> {
         let e = self.containers.get(id)?;
         if e.running() && !force {
-            return Err(err(
-                ErrorCode::InvalidState,
-                format!("container {id:?} is running (remove with force)"),
-            ));
+            return Err(RuntimeError::Running { id: id.into() });
         }
-        e.c.destroy().map_err(|m| err(ErrorCode::Internal, m))?;
+        e.c.destroy().map_err(RuntimeError::Destroy)?;
         e.removed.store(true, Ordering::SeqCst);
         self.containers.remove(id);
         Ok(())
@@ -433,8 +406,7 @@ fn planned_cgroup(spec: &oci::Spec, id: &str) -> Res<Cgroup> {
             .as_ref()
             .and_then(|l| l.cgroups_path().as_deref()),
         id,
-    )
-    .map_err(|e| bad(e.to_string()))?;
+    )?;
     Ok(Cgroup {
         dir: Path::new(cgroup::ROOT).join(&rel),
         rel,
@@ -444,12 +416,17 @@ fn planned_cgroup(spec: &oci::Spec, id: &str) -> Res<Cgroup> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use husk_protocol::{ErrorCode, ErrorInfo};
+
+    fn info<T>(r: Res<T>) -> ErrorInfo {
+        ErrorInfo::from(r.err().expect("an error"))
+    }
 
     #[test]
     fn requests_for_unknown_containers() {
         let rt = Runtime::default();
         let nf = |r: Res<()>| {
-            let e = r.unwrap_err();
+            let e = info(r);
             assert_eq!(e.code, ErrorCode::NotFound);
             e.message
         };
@@ -470,12 +447,10 @@ mod tests {
         let rt = Runtime::default();
         let spec: oci::Spec = serde_json::from_str(r#"{"ociVersion":"1.0.2"}"#).unwrap();
         let src = RootfsSource::Path { path: "/".into() };
-        let e = rt
-            .create("../x", &spec, &src, StdioConfig::default())
-            .unwrap_err();
+        let e = info(rt.create("../x", &spec, &src, StdioConfig::default()));
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(e.message.starts_with("id: "), "{}", e.message);
-        let e = rt.signal("x", None, 0, false).unwrap_err();
+        let e = info(rt.signal("x", None, 0, false));
         assert_eq!(
             (e.code, e.message.as_str()),
             (ErrorCode::BadRequest, "signal: 0 is not a signal number")
@@ -498,9 +473,7 @@ mod tests {
         let src = RootfsSource::Path {
             path: "/no/such/dir".into(),
         };
-        let e = rt
-            .create("c", &spec, &src, StdioConfig::default())
-            .unwrap_err();
+        let e = info(rt.create("c", &spec, &src, StdioConfig::default()));
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(e.message.starts_with("process.args:"), "{}", e.message);
         assert!(rt.containers.is_empty());

@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use husk_protocol::ErrorCode;
-
+use super::error::RuntimeError;
 use super::oom::OomSeen;
 use super::process::Proc;
-use super::{err, lock, Res};
+use super::{lock, Res};
 use crate::container::Container;
 
 /// One container the runtime holds.
@@ -31,12 +30,13 @@ impl Entry {
     pub fn proc_of(&self, exec_id: Option<&str>) -> Res<Arc<Proc>> {
         match exec_id {
             None => Ok(Arc::clone(&self.init)),
-            Some(x) => lock(&self.execs).get(x).cloned().ok_or_else(|| {
-                err(
-                    ErrorCode::NotFound,
-                    format!("container {:?} has no exec {x:?}", self.c.id),
-                )
-            }),
+            Some(x) => lock(&self.execs)
+                .get(x)
+                .cloned()
+                .ok_or_else(|| RuntimeError::NoExec {
+                    id: self.c.id.clone(),
+                    exec_id: x.into(),
+                }),
         }
     }
 
@@ -97,10 +97,7 @@ impl<T> Registry<T> {
         let items = lock(&self.items);
         let mut creating = lock(&self.creating);
         if items.contains_key(id) || !creating.insert(id.to_string()) {
-            return Err(err(
-                ErrorCode::AlreadyExists,
-                format!("container {id:?} exists"),
-            ));
+            return Err(RuntimeError::Exists { id: id.into() });
         }
         Ok(Reservation {
             reg: self,
@@ -113,7 +110,7 @@ impl<T> Registry<T> {
         lock(&self.items)
             .get(id)
             .cloned()
-            .ok_or_else(|| err(ErrorCode::NotFound, format!("no container {id:?}")))
+            .ok_or_else(|| RuntimeError::NoContainer { id: id.into() })
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<T>> {
@@ -132,21 +129,26 @@ impl<T> Registry<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use husk_protocol::{ErrorCode, ErrorInfo};
+
+    fn info<T>(r: Res<T>) -> ErrorInfo {
+        ErrorInfo::from(r.err().expect("an error"))
+    }
 
     #[test]
     fn reserve_insert_get_remove() {
         let r: Registry<u32> = Registry::default();
-        assert_eq!(r.get("a").unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(r.get("a").unwrap_err().message, "no container \"a\"");
+        assert_eq!(info(r.get("a")).code, ErrorCode::NotFound);
+        assert_eq!(info(r.get("a")).message, "no container \"a\"");
         let res = r.reserve("a").unwrap();
         // Reserved but not made yet: not found, and not reservable again.
-        assert_eq!(r.get("a").unwrap_err().code, ErrorCode::NotFound);
-        let e = r.reserve("a").err().unwrap();
+        assert_eq!(info(r.get("a")).code, ErrorCode::NotFound);
+        let e = info(r.reserve("a"));
         assert_eq!(e.code, ErrorCode::AlreadyExists);
         assert_eq!(e.message, "container \"a\" exists");
         res.insert(Arc::new(7));
         assert_eq!(*r.get("a").unwrap(), 7);
-        assert_eq!(r.reserve("a").err().unwrap().code, ErrorCode::AlreadyExists);
+        assert_eq!(info(r.reserve("a")).code, ErrorCode::AlreadyExists);
         assert_eq!(r.len(), 1);
         assert_eq!(r.remove("a").as_deref(), Some(&7));
         assert!(r.is_empty());

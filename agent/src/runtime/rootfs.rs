@@ -2,16 +2,69 @@
 //! directory as it is, a block device, or a virtio-fs share (mounted once
 //! and shared by the containers that use it).
 
+use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use husk_protocol::container::{share_path, valid_share_tag};
 use husk_protocol::{ErrorCode, RootfsSource};
+use thiserror::Error;
 
-use super::{bad, err, lock, Res};
-use crate::container::{rootfs, rootfs_unmount, spec};
+use super::lock;
+use crate::container::{rootfs, rootfs_unmount, spec, SpecError};
 use crate::log::{debug, info};
+
+/// Why a container's root file system could not be made.
+#[derive(Debug, Error)]
+pub enum RootfsError {
+    /// A `rootfs` field of the request that is not acceptable.
+    #[error(transparent)]
+    Field(#[from] SpecError),
+    /// The path `path` of request field `field` is not usable.
+    #[error("{field}: {path}: {source}")]
+    Path {
+        field: &'static str,
+        path: String,
+        source: io::Error,
+    },
+    /// Mounting `what` failed.
+    #[error("rootfs: mount {what}: {source}")]
+    Mount { what: String, source: io::Error },
+    #[error("mkdir {}: {source}", path.display())]
+    Mkdir { path: PathBuf, source: io::Error },
+}
+
+impl RootfsError {
+    /// The protocol's code: the agent's own failures are internal, the
+    /// rest the request's.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RootfsError::Mkdir { .. } => ErrorCode::Internal,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+
+    fn path(field: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RootfsError {
+        let path = path.display().to_string();
+        move |source| RootfsError::Path {
+            field,
+            path,
+            source,
+        }
+    }
+
+    fn mkdir(path: &Path) -> impl FnOnce(io::Error) -> RootfsError {
+        let path = path.to_path_buf();
+        move |source| RootfsError::Mkdir { path, source }
+    }
+}
+
+type Res<T> = Result<T, RootfsError>;
+
+fn invalid(field: &str, problem: impl Into<String>) -> RootfsError {
+    RootfsError::Field(SpecError::invalid(field, problem))
+}
 
 /// Where the agent mounts block-device and virtio-fs root file systems.
 pub const RUN_DIR: &str = "/run/husk/containers";
@@ -39,10 +92,13 @@ impl Shares {
         if is_mount(at) {
             return Ok(());
         }
-        std::fs::create_dir_all(at)
-            .map_err(|e| err(ErrorCode::Internal, format!("mkdir {}: {e}", at.display())))?;
-        rootfs::mount(Some(tag), at, Some("virtiofs"), 0, Some(""))
-            .map_err(|e| bad(format!("rootfs: mount virtio-fs share {tag:?}: {e}")))
+        std::fs::create_dir_all(at).map_err(RootfsError::mkdir(at))?;
+        rootfs::mount(Some(tag), at, Some("virtiofs"), 0, Some("")).map_err(|source| {
+            RootfsError::Mount {
+                what: format!("virtio-fs share {tag:?}"),
+                source,
+            }
+        })
     }
 
     /// Mounts the virtio-fs share `tag` from a thread of its own, so that
@@ -60,7 +116,7 @@ impl Shares {
                         "virtio-fs share {tag} mounted at boot in {} ms",
                         t0.elapsed().as_millis()
                     ),
-                    Err(e) => info!("virtio-fs share {tag}: {}", e.message),
+                    Err(e) => info!("virtio-fs share {tag}: {e}"),
                 }
             });
         if let Err(e) = spawned {
@@ -93,7 +149,10 @@ pub fn mount(shares: &Shares, env: &spec::Env, id: &str, src: &RootfsSource) -> 
         }
         RootfsSource::VirtioFs { tag, subdir } => {
             if !valid_share_tag(tag) {
-                return Err(bad("rootfs.tag: must be 1-36 printable bytes without '/'"));
+                return Err(invalid(
+                    "rootfs.tag",
+                    "must be 1-36 printable bytes without '/'",
+                ));
             }
             let share = PathBuf::from(share_path(tag));
             shares.mount(tag, &share)?;
@@ -106,11 +165,11 @@ pub fn mount(shares: &Shares, env: &spec::Env, id: &str, src: &RootfsSource) -> 
                     path: root,
                     mounted: None,
                 }),
-                Ok(_) => Err(bad(format!(
-                    "rootfs.subdir: {} is not a directory",
-                    root.display()
-                ))),
-                Err(e) => Err(bad(format!("rootfs.subdir: {}: {e}", root.display()))),
+                Ok(_) => Err(invalid(
+                    "rootfs.subdir",
+                    format!("{} is not a directory", root.display()),
+                )),
+                Err(e) => Err(RootfsError::path("rootfs.subdir", &root)(e)),
             }
         }
     }
@@ -119,41 +178,47 @@ pub fn mount(shares: &Shares, env: &spec::Env, id: &str, src: &RootfsSource) -> 
 /// `rootfs.path`: a directory of the guest, used as it is.
 fn guest_dir(path: &str) -> Res<Rootfs> {
     if !path.starts_with('/') {
-        return Err(bad(format!(
-            "rootfs.path: {path:?} must be an absolute path"
-        )));
+        return Err(RootfsError::Field(SpecError::NotAbsolute {
+            field: "rootfs.path".into(),
+            value: path.into(),
+        }));
     }
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(Rootfs {
             path: PathBuf::from(path),
             mounted: None,
         }),
-        Ok(_) => Err(bad(format!("rootfs.path: {path} is not a directory"))),
-        Err(e) => Err(bad(format!("rootfs.path: {path}: {e}"))),
+        Ok(_) => Err(invalid("rootfs.path", format!("{path} is not a directory"))),
+        Err(e) => Err(RootfsError::path("rootfs.path", Path::new(path))(e)),
     }
 }
 
 /// Checks a block-device root file system before anything is mounted.
 fn check_block(device: &str, fstype: &str, options: &str, env: &spec::Env) -> Res<()> {
     if !device.starts_with("/dev/") || device.contains("..") {
-        return Err(bad(format!("rootfs.device: {device:?} is not a /dev path")));
+        return Err(invalid(
+            "rootfs.device",
+            format!("{device:?} is not a /dev path"),
+        ));
     }
     match std::fs::metadata(device) {
         Ok(m) if m.file_type().is_block_device() => {}
         Ok(_) => {
-            return Err(bad(format!(
-                "rootfs.device: {device} is not a block device"
-            )))
+            return Err(invalid(
+                "rootfs.device",
+                format!("{device} is not a block device"),
+            ))
         }
-        Err(e) => return Err(bad(format!("rootfs.device: {device}: {e}"))),
+        Err(e) => return Err(RootfsError::path("rootfs.device", Path::new(device))(e)),
     }
     if !env.filesystems.iter().any(|f| f == fstype) {
-        return Err(bad(format!(
-            "rootfs.fstype: unknown file system type {fstype:?}"
-        )));
+        return Err(invalid(
+            "rootfs.fstype",
+            format!("unknown file system type {fstype:?}"),
+        ));
     }
     if options.contains('\0') {
-        return Err(bad("rootfs.options: contains a NUL byte"));
+        return Err(RootfsError::Field(SpecError::nul("rootfs.options")));
     }
     Ok(())
 }
@@ -161,11 +226,13 @@ fn check_block(device: &str, fstype: &str, options: &str, env: &spec::Env) -> Re
 /// Mounts `source` at the container's directory under [`RUN_DIR`].
 fn mount_at_run_dir(id: &str, source: &str, fstype: &str, flags: u64, data: &str) -> Res<Rootfs> {
     let t = Path::new(RUN_DIR).join(id).join("rootfs");
-    std::fs::create_dir_all(&t)
-        .map_err(|e| err(ErrorCode::Internal, format!("mkdir {}: {e}", t.display())))?;
+    std::fs::create_dir_all(&t).map_err(RootfsError::mkdir(&t))?;
     rootfs::mount(Some(source), &t, Some(fstype), flags, Some(data)).map_err(|e| {
         let _ = rootfs_unmount(&t);
-        bad(format!("rootfs: mount {source} ({fstype}): {e}"))
+        RootfsError::Mount {
+            what: format!("{source} ({fstype})"),
+            source: e,
+        }
     })?;
     Ok(Rootfs {
         path: t.clone(),
@@ -181,9 +248,10 @@ fn subdir_of(subdir: Option<&str>) -> Res<Option<&Path>> {
         Some(d) => {
             let rel = Path::new(d);
             if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-                return Err(bad(format!(
-                    "rootfs.subdir: {d:?} must be a relative path without '..'"
-                )));
+                return Err(invalid(
+                    "rootfs.subdir",
+                    format!("{d:?} must be a relative path without '..'"),
+                ));
             }
             Ok(Some(rel))
         }
@@ -203,8 +271,8 @@ mod tests {
 
     fn msg(r: Res<Rootfs>) -> String {
         let e = r.err().expect("an error");
-        assert_eq!(e.code, ErrorCode::BadRequest);
-        e.message
+        assert_eq!(e.code(), ErrorCode::BadRequest);
+        e.to_string()
     }
 
     #[test]
@@ -269,7 +337,7 @@ mod tests {
         for bad in ["/abs", "a/../b", "..", "./a"] {
             let e = subdir_of(Some(bad)).unwrap_err();
             assert_eq!(
-                e.message,
+                e.to_string(),
                 format!("rootfs.subdir: {bad:?} must be a relative path without '..'")
             );
         }

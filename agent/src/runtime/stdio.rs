@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use husk_protocol::{ErrorCode, StdioConfig, StdioStream};
+use husk_protocol::{StdioConfig, StdioStream};
 
-use super::{err, lock, Res};
+use super::error::RuntimeError;
+use super::{lock, Res};
 use crate::container::launch::StdioFds;
 use crate::server::Conn;
 use crate::sys;
@@ -50,16 +51,10 @@ impl Output {
     /// Claims the stream for one connection.
     fn claim(&self, stream: StdioStream) -> Res<()> {
         if self.fd.get().is_none() {
-            return Err(err(
-                ErrorCode::InvalidState,
-                format!("{stream:?} of the process is not piped"),
-            ));
+            return Err(RuntimeError::NotPiped { stream });
         }
         if self.attached.swap(true, Ordering::SeqCst) {
-            return Err(err(
-                ErrorCode::InvalidState,
-                format!("{stream:?} is attached already"),
-            ));
+            return Err(RuntimeError::Attached { stream });
         }
         Ok(())
     }
@@ -152,13 +147,10 @@ impl Stdio {
             StdioStream::Pty => self.pty.claim(stream),
             StdioStream::Stdin => {
                 if self.stdin_attached.swap(true, Ordering::SeqCst) {
-                    return Err(err(ErrorCode::InvalidState, "stdin is attached already"));
+                    return Err(RuntimeError::StdinAttached);
                 }
                 if lock(&self.stdin).is_none() {
-                    return Err(err(
-                        ErrorCode::InvalidState,
-                        "stdin of the process is not piped or closed",
-                    ));
+                    return Err(RuntimeError::StdinClosed);
                 }
                 Ok(())
             }
@@ -228,7 +220,12 @@ impl Stdio {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use husk_protocol::{ErrorCode, ErrorInfo};
     use std::os::unix::net::UnixStream;
+
+    fn info(r: Res<()>) -> ErrorInfo {
+        ErrorInfo::from(r.unwrap_err())
+    }
 
     fn all() -> StdioConfig {
         StdioConfig {
@@ -249,17 +246,17 @@ mod tests {
     fn claims_are_exclusive_until_released() {
         let (_fds, st) = Stdio::pipes(all(), false).unwrap();
         st.claim(StdioStream::Stdout).unwrap();
-        let e = st.claim(StdioStream::Stdout).unwrap_err();
+        let e = info(st.claim(StdioStream::Stdout));
         assert_eq!(e.code, ErrorCode::InvalidState);
         assert_eq!(e.message, "Stdout is attached already");
         st.release(StdioStream::Stdout);
         st.claim(StdioStream::Stdout).unwrap();
         st.claim(StdioStream::Stdin).unwrap();
         assert_eq!(
-            st.claim(StdioStream::Stdin).unwrap_err().message,
+            info(st.claim(StdioStream::Stdin)).message,
             "stdin is attached already"
         );
-        let e = st.claim(StdioStream::Pty).unwrap_err();
+        let e = info(st.claim(StdioStream::Pty));
         assert_eq!(e.message, "Pty of the process is not piped");
     }
 
@@ -274,7 +271,7 @@ mod tests {
         assert!(st.claim(StdioStream::Stdout).is_err());
         assert!(st.claim(StdioStream::Stderr).is_ok());
         assert_eq!(
-            st.claim(StdioStream::Stdin).unwrap_err().message,
+            info(st.claim(StdioStream::Stdin)).message,
             "stdin of the process is not piped or closed"
         );
         // A terminal pipes nothing: the pty carries it all.

@@ -9,7 +9,7 @@ use husk_protocol::{
 
 use super::{Reply, Then};
 use crate::log::debug;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeError};
 
 pub(super) fn error(id: u64, code: ErrorCode, message: impl Into<String>, then: Then) -> Reply {
     Reply {
@@ -77,6 +77,7 @@ pub fn handle_body(body: &[u8], rt: &Runtime) -> Reply {
                 } => rt.claim(&cid, exec_id.as_deref(), stream),
                 _ => Ok(rt.subscribe()),
             };
+            let job = job.map_err(ErrorInfo::from);
             match job {
                 Ok(job) => Reply {
                     id,
@@ -113,8 +114,8 @@ pub fn handle_body(body: &[u8], rt: &Runtime) -> Reply {
 
 /// Carries out a container request (blocking: `Wait` returns at the exit).
 fn container_request(req: Request, rt: &Runtime) -> Option<Result<Response, ErrorInfo>> {
-    let ok = |r: Result<(), ErrorInfo>| r.map(|()| Response::Ok);
-    Some(match req {
+    let ok = |r: Result<(), RuntimeError>| r.map(|()| Response::Ok);
+    let res = match req {
         Request::CreateContainer {
             id,
             spec,
@@ -153,7 +154,8 @@ fn container_request(req: Request, rt: &Runtime) -> Option<Result<Response, Erro
         Request::UpdateResources { id, resources } => ok(rt.update(&id, &resources)),
         Request::Remove { id, force } => ok(rt.remove(&id, force)),
         _ => return None,
-    })
+    };
+    Some(res.map_err(ErrorInfo::from))
 }
 
 /// Whether a decode error is about the request `type` itself (and not an
