@@ -233,14 +233,10 @@ pub fn parse_cmdline(s: &str) -> Cmdline {
 /// Blocks SIGCHLD in the calling thread. Call before any other thread starts,
 /// so every thread inherits the mask and the reaper's sigwait sees them all.
 pub fn block_sigchld() {
-    // SAFETY: sigset operations on a local, initialized set; pthread_sigmask
-    // only changes this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    let set = crate::sys::sigset(&[libc::SIGCHLD]);
+    // SAFETY: `set` is initialized; pthread_sigmask only changes this
+    // thread's mask (the old one is not asked for).
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
 /// Reaps every exited child without blocking; returns (pid, wait status).
@@ -365,7 +361,7 @@ mod tests {
             .args(["-c", "exit 3"])
             .spawn()
             .unwrap();
-        let pid = child.id() as libc::pid_t;
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
         std::mem::forget(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut got = None;

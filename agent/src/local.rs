@@ -5,7 +5,7 @@
 //! the runtime itself print one line on stderr and exit 125.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -75,6 +75,8 @@ enum RunError {
     SignalThread(io::Error),
     #[error("lost the container's exit")]
     LostExit,
+    #[error("relay the terminal: {0}")]
+    Pty(io::Error),
 }
 
 fn parse(args: &[String]) -> Result<Option<RunArgs>, ArgsError> {
@@ -128,16 +130,12 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn block_signals() {
-    // SAFETY: sigset operations on a local set; pthread_sigmask changes only
-    // this (still the only) thread's mask, inherited by later threads.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
-            libc::sigaddset(&mut set, *s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    let mut signals = FORWARDED.to_vec();
+    signals.push(libc::SIGCHLD);
+    let set = crate::sys::sigset(&signals);
+    // SAFETY: `set` is initialized; pthread_sigmask changes only this
+    // (still the only) thread's mask, inherited by later threads.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
 /// Reads the bundle's config.json (at most [`crate::container::MAX_SPEC`]
@@ -191,22 +189,13 @@ fn run(a: &RunArgs) -> Result<i32, RunError> {
         .unwrap_or_else(|p| p.into_inner())
         .take();
     if let Some(m) = pty {
-        relay_pty(m);
+        relay_pty(m).map_err(RunError::Pty)?;
     }
     let fwd = Arc::clone(&c);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: local, initialized set; sigwait writes `sig`.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                for s in FORWARDED {
-                    libc::sigaddset(&mut set, s);
-                }
-                libc::sigwait(&set, &mut sig);
-            }
+            let sig = crate::sys::sigwait(&FORWARDED);
             let _ = fwd.init.signal(sig);
         })
         .map_err(RunError::SignalThread)?;
@@ -227,10 +216,8 @@ fn run(a: &RunArgs) -> Result<i32, RunError> {
 }
 
 /// Copies our stdin to the pty and the pty to our stdout.
-fn relay_pty(master: OwnedFd) {
-    let fd = master.as_raw_fd();
-    // SAFETY: dup of a descriptor we own; the copy is owned by the File.
-    let mut out = unsafe { std::fs::File::from_raw_fd(libc::dup(fd)) };
+fn relay_pty(master: OwnedFd) -> io::Result<()> {
+    let mut out = crate::sys::dup_cloexec(master.as_raw_fd())?;
     let mut inp = std::fs::File::from(master);
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut out);
@@ -245,6 +232,7 @@ fn relay_pty(master: OwnedFd) {
             let _ = stdout.flush();
         }
     });
+    Ok(())
 }
 
 #[cfg(test)]

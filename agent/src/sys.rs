@@ -1,6 +1,6 @@
 //! Small descriptor helpers the agent's parts share (one copy each):
-//! pipes, duplicating and non-blocking descriptors, terminal sizes, and
-//! passing descriptors over a Unix socket (SCM_RIGHTS).
+//! pipes, duplicating and non-blocking descriptors, terminal sizes, signal
+//! sets, and passing descriptors over a Unix socket (SCM_RIGHTS).
 
 use std::fs::File;
 use std::io;
@@ -87,6 +87,28 @@ pub fn set_winsize(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A signal set of `signals`.
+pub fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; all-zero is a valid value to fill in.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: as above; an invalid signal number only fails.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// Waits for one of `signals` (blocked in every thread) and returns it.
+pub fn sigwait(signals: &[libc::c_int]) -> libc::c_int {
+    let set = sigset(signals);
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is initialized; sigwait writes `sig`.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    sig
 }
 
 /// Room for one control message that carries one descriptor, aligned for

@@ -290,8 +290,11 @@ fn do_mount(root: &Path, m: &MountConfig, cfg: &RootfsConfig) -> Result<(), Moun
     Ok(())
 }
 
+/// The device number of `major:minor` (both checked to fit by the spec
+/// planner; an out-of-range part saturates).
 fn makedev(major: u64, minor: u64) -> libc::dev_t {
-    libc::makedev(major as u32, minor as u32)
+    let part = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    libc::makedev(part(major), part(minor))
 }
 
 /// Creates a device node, or (in a user namespace, where mknod is not
@@ -316,10 +319,9 @@ fn create_device(root: &Path, d: &DeviceConfig) -> Result<(), MountError> {
         return Ok(());
     }
     // SAFETY: valid path; explicit mode (mknod's was masked by the umask).
-    unsafe {
-        libc::chmod(ct.as_ptr(), d.mode);
-        libc::chown(ct.as_ptr(), d.uid, d.gid);
-    }
+    unsafe { libc::chmod(ct.as_ptr(), d.mode) };
+    // SAFETY: valid path; plain ids.
+    unsafe { libc::chown(ct.as_ptr(), d.uid, d.gid) };
     Ok(())
 }
 

@@ -45,11 +45,20 @@ const RET_K: u16 = 0x06;
 
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
-fn off_arg_lo(i: usize) -> u32 {
-    16 + 8 * i as u32
+/// Offsets of the low and high words of argument `i` (0..=5) in
+/// `struct seccomp_data`.
+fn off_arg_lo(i: u32) -> u32 {
+    16 + 8 * i
 }
-fn off_arg_hi(i: usize) -> u32 {
-    16 + 8 * i as u32 + 4
+fn off_arg_hi(i: u32) -> u32 {
+    16 + 8 * i + 4
+}
+
+/// The high and the low 32 bits of `v`.
+fn hi_lo(v: u64) -> (u32, u32) {
+    let hi = u32::try_from(v >> 32).unwrap_or(u32::MAX);
+    let lo = u32::try_from(v & 0xffff_ffff).unwrap_or(u32::MAX);
+    (hi, lo)
 }
 
 /// One BPF instruction (`struct sock_filter`).
@@ -135,8 +144,8 @@ fn j(code: u16, k: u32, jt: To, jf: To) -> Sym {
 
 /// Code for one 64-bit argument comparison; falls through (or jumps to
 /// `Pass`) when it holds, jumps to `Fail` when not.
-fn arg_cond(idx: usize, op: LinuxSeccompOperator, v: u64, v2: u64) -> Vec<Sym> {
-    let (hi, lo) = ((v >> 32) as u32, v as u32);
+fn arg_cond(idx: u32, op: LinuxSeccompOperator, v: u64, v2: u64) -> Vec<Sym> {
+    let (hi, lo) = hi_lo(v);
     let (lh, ll) = (ld(off_arg_hi(idx)), ld(off_arg_lo(idx)));
     use To::*;
     match op {
@@ -175,7 +184,7 @@ fn arg_cond(idx: usize, op: LinuxSeccompOperator, v: u64, v2: u64) -> Vec<Sym> {
             j(JGT_K, lo, Fail, Fall),
         ],
         LinuxSeccompOperator::ScmpCmpMaskedEq => {
-            let (vh, vl) = ((v2 >> 32) as u32, v2 as u32);
+            let (vh, vl) = hi_lo(v2);
             vec![
                 lh,
                 j(AND_K, hi, Fall, Fall),
@@ -276,17 +285,17 @@ fn rule_conditions(rule: &LinuxSyscall, rf: &str) -> Result<(Vec<Sym>, Vec<usize
     let mut conds: Vec<Sym> = Vec::new();
     let mut ends: Vec<usize> = Vec::new();
     for (ai, a) in args.iter().enumerate() {
-        if a.index() > 5 {
+        let Some(index) = u32::try_from(a.index()).ok().filter(|i| *i <= 5) else {
             return Err(SpecError::invalid(
                 format!("{rf}.args[{ai}].index"),
                 format!("{} is not an argument index (0-5)", a.index()),
             ));
-        }
+        };
         // A missing valueTwo is 0, as in runc and libseccomp: Docker's
         // default profile omits it (Go's omitempty) for `(arg & value)
         // == 0` rules such as clone's namespace flags.
         conds.extend(arg_cond(
-            a.index(),
+            index,
             a.op(),
             a.value(),
             a.value_two().unwrap_or(0),
@@ -392,8 +401,10 @@ pub fn install(f: &Filter) -> io::Result<()> {
             k: i.k,
         })
         .collect();
+    let len = u16::try_from(prog.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter too long"))?;
     let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
+        len,
         filter: prog.as_mut_ptr(),
     };
     // SAFETY: `fprog` points at `prog`, a valid instruction array of `len`
@@ -450,6 +461,21 @@ pub fn run(insns: &[Insn], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constants_match_the_kernel_headers() {
+        for (ours, libc) in [
+            (SECCOMP_FILTER_FLAG_TSYNC, libc::SECCOMP_FILTER_FLAG_TSYNC),
+            (SECCOMP_FILTER_FLAG_LOG, libc::SECCOMP_FILTER_FLAG_LOG),
+            (
+                SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+                libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            ),
+        ] {
+            assert_eq!(u64::from(ours), libc);
+        }
+        assert_eq!(i32::try_from(EPERM).unwrap(), libc::EPERM);
+    }
 
     fn filter(json: &str) -> Result<Filter, String> {
         let s: LinuxSeccomp = serde_json::from_str(json).unwrap();

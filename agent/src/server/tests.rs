@@ -160,7 +160,7 @@ fn conn_serves_until_shutdown() {
 #[test]
 fn conn_closes_after_oversized_frame() {
     let (mut a, h) = serve_pair();
-    a.write_all(&((MAX_FRAME + 1) as u32).to_be_bytes())
+    a.write_all(&u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes())
         .unwrap();
     let r: ResponseFrame = read_frame(&mut a).unwrap();
     assert_eq!(r.id, 0);
