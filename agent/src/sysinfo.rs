@@ -10,7 +10,7 @@ use husk_protocol::{PingInfo, PROTOCOL_VERSION};
 /// Largest size read from a /proc or /sys file.
 const MAX_READ: u64 = 64 * 1024;
 
-/// Reads at most [`MAX_READ`] bytes of a text file.
+/// Reads at most `MAX_READ` bytes of a text file.
 pub fn read_bounded(path: &Path) -> std::io::Result<String> {
     let mut s = String::new();
     File::open(path)?.take(MAX_READ).read_to_string(&mut s)?;

@@ -1,8 +1,9 @@
 //! OCI containers inside the guest: the spec is validated into an
-//! [`config::InitConfig`] (`spec.rs`), a cgroup v2 group is made for it
-//! (`cgroup.rs`), and the agent re-executes itself as container-init
-//! (`nsinit.rs`, `launch.rs`) to build the namespaces and root file system
-//! and exec the process.
+//! [`config::InitConfig`] ([`spec`], with [`caps`] and [`seccomp`]), a
+//! cgroup v2 group is made for it ([`cgroup`], one module per controller),
+//! and the agent re-executes itself as container-init ([`nsinit`], driven
+//! by [`launch`]) to build the namespaces and root file system
+//! ([`rootfs`]) and exec the process. Errors: [`error`].
 //!
 //! Nothing here runs before the agent listens: all of it is on demand.
 
@@ -215,7 +216,7 @@ pub struct Container {
 
 impl Container {
     /// Validates `spec` and creates the container (namespaces, root file
-    /// system, cgroup) with its process waiting for [`Container::start`].
+    /// system, cgroup) with its process waiting for [`Process::start`].
     /// On error nothing is left behind.
     pub fn create(
         id: &str,

@@ -5,9 +5,9 @@
 //! namespaces given by path, creates a user namespace (the agent writes the
 //! id maps), unshares the other new namespaces and forks. Stage 2 (the child,
 //! PID 1 of a new pid namespace; socket B) sets up the root file system,
-//! hostname, sysctls and the console ([`setup`]), reports `Ready`, waits for
+//! hostname, sysctls and the console (`setup.rs`), reports `Ready`, waits for
 //! `Start`, then drops to the process's user, capabilities and seccomp
-//! filter and execs ([`exec`]). Socket B is close-on-exec: EOF tells the
+//! filter and execs (`exec.rs`). Socket B is close-on-exec: EOF tells the
 //! agent the exec happened. A failure is sent to the agent as
 //! [`Sync::Error`], the text of an [`InitError`].
 
@@ -27,7 +27,7 @@ use super::config::{InitConfig, NsKind};
 use super::rootfs::MountError;
 use crate::sys;
 
-/// argv[1] of container-init.
+/// `argv[1]` of container-init.
 pub const ARG: &str = "__container-init";
 /// Environment variable with the two socket fds ("A,B").
 pub const FDS_ENV: &str = "_HUSK_INIT_FDS";
