@@ -3,9 +3,10 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use thiserror::Error;
 
 use crate::log::{debug, info};
 
@@ -14,6 +15,7 @@ const NODEV: libc::c_ulong = libc::MS_NODEV;
 const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
 
 /// One early mount.
+#[derive(Debug)]
 pub struct MountSpec {
     pub source: &'static str,
     pub target: &'static str,
@@ -73,7 +75,7 @@ pub const MOUNTS: &[MountSpec] = &[
         flags: NOSUID | NODEV,
         data: "mode=1777",
     },
-    // Issue 4 (containers) needs the unified hierarchy.
+    // Containers need the unified hierarchy.
     MountSpec {
         source: "cgroup2",
         target: "/sys/fs/cgroup",
@@ -95,12 +97,30 @@ pub fn is_mountpoint(path: &Path) -> io::Result<bool> {
     Ok(me.dev() != parent.dev() || me.ino() == parent.ino())
 }
 
+/// Why an early mount failed.
+#[derive(Debug, Error)]
+pub enum EarlyMountError {
+    #[error("mkdir {target}: {source}")]
+    Mkdir {
+        target: &'static str,
+        source: io::Error,
+    },
+    #[error("mount {} ({}) on {}: {source}", spec.source, spec.fstype, spec.target)]
+    Mount {
+        spec: &'static MountSpec,
+        source: io::Error,
+    },
+}
+
 /// Mounts `spec`, creating the directory if needed. Already mounted is fine.
-pub fn mount(spec: &MountSpec) -> Result<(), String> {
+pub fn mount(spec: &'static MountSpec) -> Result<(), EarlyMountError> {
     let target = Path::new(spec.target);
-    if let Err(e) = std::fs::create_dir(target) {
-        if e.kind() != io::ErrorKind::AlreadyExists {
-            return Err(format!("mkdir {}: {e}", spec.target));
+    if let Err(source) = std::fs::create_dir(target) {
+        if source.kind() != io::ErrorKind::AlreadyExists {
+            return Err(EarlyMountError::Mkdir {
+                target: spec.target,
+                source,
+            });
         }
     }
     if is_mountpoint(target).unwrap_or(false) {
@@ -108,7 +128,7 @@ pub fn mount(spec: &MountSpec) -> Result<(), String> {
         return Ok(());
     }
     let src = cstr(spec.source);
-    let tgt = CString::new(target.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let tgt = cstr(spec.target);
     let fstype = cstr(spec.fstype);
     let data = cstr(spec.data);
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
@@ -126,14 +146,11 @@ pub fn mount(spec: &MountSpec) -> Result<(), String> {
         )
     };
     if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EBUSY) {
+        let source = io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::EBUSY) {
             return Ok(());
         }
-        return Err(format!(
-            "mount {} ({}) on {}: {e}",
-            spec.source, spec.fstype, spec.target
-        ));
+        return Err(EarlyMountError::Mount { spec, source });
     }
     Ok(())
 }
@@ -216,14 +233,10 @@ pub fn parse_cmdline(s: &str) -> Cmdline {
 /// Blocks SIGCHLD in the calling thread. Call before any other thread starts,
 /// so every thread inherits the mask and the reaper's sigwait sees them all.
 pub fn block_sigchld() {
-    // SAFETY: sigset operations on a local, initialized set; pthread_sigmask
-    // only changes this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    let set = crate::sys::sigset(&[libc::SIGCHLD]);
+    // SAFETY: `set` is initialized; pthread_sigmask only changes this
+    // thread's mask (the old one is not asked for).
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
 /// Reaps every exited child without blocking; returns (pid, wait status).
@@ -265,7 +278,7 @@ pub fn early_setup() -> Cmdline {
     let mut errors = Vec::new();
     for spec in MOUNTS {
         if let Err(e) = mount(spec) {
-            errors.push(e);
+            errors.push(e.to_string());
         }
     }
     setup_console();
@@ -348,7 +361,7 @@ mod tests {
             .args(["-c", "exit 3"])
             .spawn()
             .unwrap();
-        let pid = child.id() as libc::pid_t;
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
         std::mem::forget(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut got = None;

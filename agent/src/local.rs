@@ -4,14 +4,16 @@
 //! status is the container's (128 + N for a death by signal N); errors of
 //! the runtime itself print one line on stderr and exit 125.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use thiserror::Error;
+
 use crate::container::launch::StdioFds;
-use crate::container::{spec, Container};
+use crate::container::{spec, Container, ContainerError, Launch, SpecError};
 
 pub const USAGE: &str = "\
 usage: husk-agent container run --bundle DIR --id ID [--debug]
@@ -40,27 +42,67 @@ struct RunArgs {
     debug: bool,
 }
 
-fn parse(args: &[String]) -> Result<Option<RunArgs>, String> {
+/// A command line that is not the usage.
+#[derive(Debug, PartialEq, Eq, Error)]
+enum ArgsError {
+    #[error("unknown container command {0:?}")]
+    UnknownCommand(String),
+    #[error("container: missing command (run)")]
+    MissingCommand,
+    #[error("{0} needs a value")]
+    NeedsValue(&'static str),
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+    #[error("{0} is required")]
+    Required(&'static str),
+}
+
+/// Why the runtime (not the container) failed.
+#[derive(Debug, Error)]
+enum RunError {
+    #[error("start the reaper: {0}")]
+    Reaper(io::Error),
+    /// A file or directory of the bundle could not be read.
+    #[error("{}: {source}", path.display())]
+    Bundle { path: PathBuf, source: io::Error },
+    #[error("root.path: {}: {source}", path.display())]
+    Rootfs { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error("start the signal thread: {0}")]
+    SignalThread(io::Error),
+    #[error("lost the container's exit")]
+    LostExit,
+    #[error("relay the terminal: {0}")]
+    Pty(io::Error),
+}
+
+fn parse(args: &[String]) -> Result<Option<RunArgs>, ArgsError> {
     let mut it = args.iter();
     match it.next().map(String::as_str) {
         Some("run") => {}
         Some("-h" | "--help") => return Ok(None),
-        Some(other) => return Err(format!("unknown container command {other:?}")),
-        None => return Err("container: missing command (run)".into()),
+        Some(other) => return Err(ArgsError::UnknownCommand(other.into())),
+        None => return Err(ArgsError::MissingCommand),
     }
     let (mut bundle, mut id, mut debug) = (None, None, false);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--bundle" => bundle = Some(PathBuf::from(it.next().ok_or("--bundle needs a value")?)),
-            "--id" => id = Some(it.next().ok_or("--id needs a value")?.clone()),
+            "--bundle" => {
+                let v = it.next().ok_or(ArgsError::NeedsValue("--bundle"))?;
+                bundle = Some(PathBuf::from(v));
+            }
+            "--id" => id = Some(it.next().ok_or(ArgsError::NeedsValue("--id"))?.clone()),
             "--debug" => debug = true,
             "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
+            other => return Err(ArgsError::Unknown(other.into())),
         }
     }
     Ok(Some(RunArgs {
-        bundle: bundle.ok_or("--bundle is required")?,
-        id: id.ok_or("--id is required")?,
+        bundle: bundle.ok_or(ArgsError::Required("--bundle"))?,
+        id: id.ok_or(ArgsError::Required("--id"))?,
         debug,
     }))
 }
@@ -79,7 +121,7 @@ pub fn main(args: &[String]) -> ExitCode {
     };
     crate::log::set_debug(a.debug);
     match run(&a) {
-        Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
+        Ok(status) => ExitCode::from(u8::try_from(status.clamp(0, 255)).unwrap_or(u8::MAX)),
         Err(e) => {
             eprintln!("husk-agent: {e}");
             ExitCode::from(125)
@@ -88,42 +130,54 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn block_signals() {
-    // SAFETY: sigset operations on a local set; pthread_sigmask changes only
-    // this (still the only) thread's mask, inherited by later threads.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
-            libc::sigaddset(&mut set, *s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    let mut signals = FORWARDED.to_vec();
+    signals.push(libc::SIGCHLD);
+    let set = crate::sys::sigset(&signals);
+    // SAFETY: `set` is initialized; pthread_sigmask changes only this
+    // (still the only) thread's mask, inherited by later threads.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
-fn run(a: &RunArgs) -> Result<i32, String> {
-    block_signals();
-    crate::reaper::start().map_err(|e| format!("start the reaper: {e}"))?;
-    let cfg_path = a.bundle.join("config.json");
+/// Reads the bundle's config.json (at most [`crate::container::MAX_SPEC`]
+/// bytes and one more, for the size check).
+fn read_config(bundle: &Path) -> Result<Vec<u8>, RunError> {
+    let path = bundle.join("config.json");
+    let limit = u64::try_from(crate::container::MAX_SPEC).unwrap_or(u64::MAX);
     let mut bytes = Vec::new();
-    std::fs::File::open(&cfg_path)
-        .and_then(|f| {
-            f.take(crate::container::MAX_SPEC as u64 + 1)
-                .read_to_end(&mut bytes)
-        })
-        .map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    let spec = crate::container::parse_spec(&bytes)?;
-    let root = spec.root().as_ref().ok_or("root: missing")?.path().clone();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(|source| RunError::Bundle { path, source })?;
+    Ok(bytes)
+}
+
+fn run(a: &RunArgs) -> Result<i32, RunError> {
+    block_signals();
+    crate::reaper::start().map_err(RunError::Reaper)?;
+    let spec = crate::container::parse_spec(&read_config(&a.bundle)?)?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| SpecError::missing("root"))?
+        .path()
+        .clone();
     let rootfs = a.bundle.join(root);
-    let rootfs = rootfs
-        .canonicalize()
-        .map_err(|e| format!("root.path: {}: {e}", rootfs.display()))?;
-    let bundle = a
-        .bundle
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", a.bundle.display()))?;
+    let rootfs = rootfs.canonicalize().map_err(|source| RunError::Rootfs {
+        path: rootfs.clone(),
+        source,
+    })?;
+    let bundle = a.bundle.canonicalize().map_err(|source| RunError::Bundle {
+        path: a.bundle.clone(),
+        source,
+    })?;
     let env = spec::Env::from_system(Some(bundle));
     let phases = crate::log::Phases::start(format!("container {}: create", a.id));
-    let c = Container::create(&a.id, &spec, rootfs, &env, StdioFds::Inherit, None, &phases)?;
+    let how = Launch {
+        stdio: StdioFds::Inherit,
+        hook: None,
+        phases: &phases,
+        spare: None,
+    };
+    let c = Container::create(&a.id, &spec, rootfs, &env, how)?;
     for w in &c.warnings {
         eprintln!("husk-agent: warning: {w}");
     }
@@ -135,30 +189,21 @@ fn run(a: &RunArgs) -> Result<i32, String> {
         .unwrap_or_else(|p| p.into_inner())
         .take();
     if let Some(m) = pty {
-        relay_pty(m);
+        relay_pty(m).map_err(RunError::Pty)?;
     }
     let fwd = Arc::clone(&c);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: local, initialized set; sigwait writes `sig`.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                for s in FORWARDED {
-                    libc::sigaddset(&mut set, s);
-                }
-                libc::sigwait(&set, &mut sig);
-            }
+            let sig = crate::sys::sigwait(&FORWARDED);
             let _ = fwd.init.signal(sig);
         })
-        .map_err(|e| format!("start the signal thread: {e}"))?;
+        .map_err(RunError::SignalThread)?;
     if let Err(e) = c.init.start() {
         let _ = c.destroy();
-        return Err(e);
+        return Err(e.into());
     }
-    let exit = c.init.exit.wait(None).ok_or("lost the container's exit")?;
+    let exit = c.init.exit.wait(None).ok_or(RunError::LostExit)?;
     let ooms = c.oom_kills();
     if ooms > 0 {
         eprintln!(
@@ -171,10 +216,8 @@ fn run(a: &RunArgs) -> Result<i32, String> {
 }
 
 /// Copies our stdin to the pty and the pty to our stdout.
-fn relay_pty(master: OwnedFd) {
-    let fd = master.as_raw_fd();
-    // SAFETY: dup of a descriptor we own; the copy is owned by the File.
-    let mut out = unsafe { std::fs::File::from_raw_fd(libc::dup(fd)) };
+fn relay_pty(master: OwnedFd) -> io::Result<()> {
+    let mut out = crate::sys::dup_cloexec(master.as_raw_fd())?;
     let mut inp = std::fs::File::from(master);
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut out);
@@ -189,13 +232,14 @@ fn relay_pty(master: OwnedFd) {
             let _ = stdout.flush();
         }
     });
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn p(a: &[&str]) -> Result<Option<RunArgs>, String> {
+    fn p(a: &[&str]) -> Result<Option<RunArgs>, ArgsError> {
         parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
@@ -210,7 +254,14 @@ mod tests {
             })
         );
         assert_eq!(p(&["--help"]).unwrap(), None);
-        assert!(p(&["run", "--id", "x"]).unwrap_err().contains("--bundle"));
+        assert_eq!(
+            p(&["run", "--id", "x"]).unwrap_err().to_string(),
+            "--bundle is required"
+        );
+        assert_eq!(
+            p(&["run", "--id"]).unwrap_err().to_string(),
+            "--id needs a value"
+        );
         assert!(p(&["stop"]).is_err());
         assert!(p(&[]).is_err());
     }

@@ -40,14 +40,7 @@ pub fn start() -> io::Result<()> {
         .name("reaper".into())
         .stack_size(64 * 1024)
         .spawn(|| loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: local, initialized signal set; sigwait writes `sig`.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGCHLD);
-                libc::sigwait(&set, &mut sig);
-            }
+            crate::sys::sigwait(&[libc::SIGCHLD]);
             let mut ready = Vec::new();
             {
                 let mut w = waiters();
@@ -69,7 +62,10 @@ pub fn start() -> io::Result<()> {
 pub fn spawn(cmd: &mut Command, on_exit: ExitFn) -> io::Result<Child> {
     let mut w = waiters();
     let child = cmd.spawn()?;
-    w.insert(child.id() as libc::pid_t, on_exit);
+    // Linux pids are below 2^22: a child's always fits.
+    let pid =
+        libc::pid_t::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))?;
+    w.insert(pid, on_exit);
     Ok(child)
 }
 

@@ -10,7 +10,7 @@ use husk_protocol::{PingInfo, PROTOCOL_VERSION};
 /// Largest size read from a /proc or /sys file.
 const MAX_READ: u64 = 64 * 1024;
 
-/// Reads at most [`MAX_READ`] bytes of a text file.
+/// Reads at most `MAX_READ` bytes of a text file.
 pub fn read_bounded(path: &Path) -> std::io::Result<String> {
     let mut s = String::new();
     File::open(path)?.take(MAX_READ).read_to_string(&mut s)?;
@@ -38,9 +38,9 @@ pub fn uptime_ms() -> u64 {
     if rc != 0 {
         return 0;
     }
-    (ts.tv_sec.max(0) as u64)
-        .saturating_mul(1000)
-        .saturating_add(ts.tv_nsec.max(0) as u64 / 1_000_000)
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
 }
 
 /// Online CPUs: /sys/devices/system/cpu/online, else the affinity mask, else 1.
@@ -59,8 +59,8 @@ pub fn vcpus() -> u32 {
     if rc == 0 {
         // SAFETY: `set` is an initialized cpu_set_t filled in by the kernel.
         let n = unsafe { libc::CPU_COUNT(&set) };
-        if n > 0 {
-            return n as u32;
+        if let Ok(n @ 1..) = u32::try_from(n) {
+            return n;
         }
     }
     1

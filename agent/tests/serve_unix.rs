@@ -182,13 +182,13 @@ fn garbage_bytes_get_bad_request_and_close() {
     let mut x: u64 = 0x1234_5678_9abc_def1;
     for _ in 0..50 {
         let mut s = agent.connect();
-        let n = (x % 200) as usize;
+        let n = usize::try_from(x % 200).unwrap();
         let bytes: Vec<u8> = (0..n)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x as u8
+                x.to_le_bytes()[0]
             })
             .collect();
         let _ = s.write_all(&bytes);
@@ -203,7 +203,7 @@ fn garbage_bytes_get_bad_request_and_close() {
 fn oversized_frame_is_rejected_before_reading_it() {
     let agent = Agent::start("oversized");
     let mut s = agent.connect();
-    s.write_all(&((MAX_FRAME + 1) as u32).to_be_bytes())
+    s.write_all(&u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes())
         .unwrap();
     // No body sent at all: the agent must answer from the prefix alone.
     let r: ResponseFrame = read_frame(&mut s).unwrap();
@@ -225,7 +225,8 @@ fn oversized_frame_is_rejected_before_reading_it() {
     );
     let mut body = body.into_bytes();
     body.resize(MAX_FRAME, b' ');
-    s.write_all(&(MAX_FRAME as u32).to_be_bytes()).unwrap();
+    s.write_all(&u32::try_from(MAX_FRAME).unwrap().to_be_bytes())
+        .unwrap();
     s.write_all(&body).unwrap();
     let r: ResponseFrame = read_frame(&mut s).unwrap();
     assert_eq!(r.id, 77);
@@ -245,7 +246,8 @@ fn wrong_version_and_unknown_request_keep_connection() {
     assert_eq!(error_of(&r).code, ErrorCode::UnsupportedVersion);
 
     let unknown = br#"{"version":1,"id":12,"request":{"type":"teleport","id":"c1"}}"#;
-    s.write_all(&(unknown.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&u32::try_from(unknown.len()).unwrap().to_be_bytes())
+        .unwrap();
     s.write_all(unknown).unwrap();
     let r: ResponseFrame = read_frame(&mut s).unwrap();
     assert_eq!(r.id, 12);
@@ -253,7 +255,8 @@ fn wrong_version_and_unknown_request_keep_connection() {
 
     // A known request with missing fields is a bad request.
     let partial = br#"{"version":1,"id":14,"request":{"type":"create_container","id":"c1"}}"#;
-    s.write_all(&(partial.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&u32::try_from(partial.len()).unwrap().to_be_bytes())
+        .unwrap();
     s.write_all(partial).unwrap();
     let r: ResponseFrame = read_frame(&mut s).unwrap();
     assert_eq!(r.id, 14);

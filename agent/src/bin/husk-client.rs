@@ -123,7 +123,7 @@ impl Args {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX)),
         Err(e) => {
             eprintln!("husk-client: {e}");
             ExitCode::from(125)
@@ -131,7 +131,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<i32, String> {
+/// The options before the command: where the agent is and the timeout;
+/// `None` after `--help`. Returns the index of the command too.
+fn global_opts(args: &[String]) -> Result<Option<(Opts, usize)>, String> {
     let mut target = None;
     let mut port = AGENT_PORT;
     let mut timeout = Duration::from_secs(120);
@@ -140,7 +142,7 @@ fn run(args: &[String]) -> Result<i32, String> {
         match args[i].as_str() {
             "-h" | "--help" => {
                 print!("{USAGE}");
-                return Ok(0);
+                return Ok(None);
             }
             "--unix" | "--vsock-uds" | "--port" | "--timeout" => {
                 let v = args
@@ -164,73 +166,60 @@ fn run(args: &[String]) -> Result<i32, String> {
         Target::Vsock(p, _) => Target::Vsock(p, port),
         t => t,
     };
-    let o = Opts { target, timeout };
+    Ok(Some((Opts { target, timeout }, i)))
+}
+
+fn run(args: &[String]) -> Result<i32, String> {
+    let Some((o, i)) = global_opts(args)? else {
+        return Ok(0);
+    };
     let cmd = args.get(i).ok_or("missing command (see --help)")?.as_str();
     let a = Args::parse(&args[i + 1..])?;
-    let ce = |e: ClientError| e.to_string();
+    command(cmd, &o, &a)
+}
+
+fn ce(e: ClientError) -> String {
+    e.to_string()
+}
+
+/// Prints `v` as one line of JSON.
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
+    println!("{}", serde_json::to_string(v).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+fn command(cmd: &str, o: &Opts, a: &Args) -> Result<i32, String> {
     match cmd {
         "ping" => {
-            let p = o.connect()?.ping().map_err(ce)?;
-            println!("{}", serde_json::to_string(&p).map_err(|e| e.to_string())?);
+            print_json(&o.connect()?.ping().map_err(ce)?)?;
             Ok(0)
         }
-        "run" => run_container(&o, &a),
+        "run" => run_container(o, a),
         "shutdown" => o.connect()?.shutdown().map(|()| 0).map_err(ce),
-        "create" => {
-            let (spec, rootfs) = load(&a)?;
-            let (pid, warnings) = o
-                .connect()?
-                .create_container(a.need("--id")?, spec, rootfs, StdioConfig::default())
-                .map_err(ce)?;
-            for w in warnings {
-                eprintln!("husk-client: warning: {w}");
-            }
-            println!("{pid}");
-            Ok(0)
-        }
+        "create" => create(o, a),
         "start" => o
             .connect()?
             .start_container(a.need("--id")?)
             .map(|()| 0)
             .map_err(ce),
-        "exec" => exec(&o, &a),
-        "kill" => {
-            let sig = a.pos.first().ok_or("kill: missing SIGNAL")?;
-            let sig = signal_number(sig).ok_or_else(|| format!("kill: unknown signal {sig:?}"))?;
-            o.connect()?
-                .signal(a.need("--id")?, a.get("--exec-id"), sig, a.flag("--all"))
-                .map(|()| 0)
-                .map_err(ce)
-        }
+        "exec" => exec(o, a),
+        "kill" => kill(o, a),
         "wait" => {
             let mut c = o.connect()?;
             c.clear_timeout().map_err(ce)?;
             let e = c.wait(a.need("--id")?, a.get("--exec-id")).map_err(ce)?;
-            println!("{}", serde_json::to_string(&e).map_err(|e| e.to_string())?);
+            print_json(&e)?;
             Ok(e.status)
         }
         "state" => {
-            let s = o.connect()?.state(a.need("--id")?).map_err(ce)?;
-            println!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
+            print_json(&o.connect()?.state(a.need("--id")?).map_err(ce)?)?;
             Ok(0)
         }
         "stats" => {
-            let s = o.connect()?.stats(a.need("--id")?).map_err(ce)?;
-            println!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
+            print_json(&o.connect()?.stats(a.need("--id")?).map_err(ce)?)?;
             Ok(0)
         }
-        "resize-pty" => {
-            let n = |i: usize| -> Result<u16, String> {
-                a.pos
-                    .get(i)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| "resize-pty: give ROWS COLS".to_string())
-            };
-            o.connect()?
-                .resize_pty(a.need("--id")?, a.get("--exec-id"), n(0)?, n(1)?)
-                .map(|()| 0)
-                .map_err(ce)
-        }
+        "resize-pty" => resize_pty(o, a),
         "close-stdin" => o
             .connect()?
             .close_stdin(a.need("--id")?, a.get("--exec-id"))
@@ -238,57 +227,95 @@ fn run(args: &[String]) -> Result<i32, String> {
             .map_err(ce),
         "pause" => o.connect()?.pause(a.need("--id")?).map(|()| 0).map_err(ce),
         "resume" => o.connect()?.resume(a.need("--id")?).map(|()| 0).map_err(ce),
-        "update" => {
-            let f = a.need("--resources")?;
-            let bytes = std::fs::read(f).map_err(|e| format!("{f}: {e}"))?;
-            let r: oci::LinuxResources =
-                serde_json::from_slice(&bytes).map_err(|e| format!("{f}: {e}"))?;
-            o.connect()?
-                .update_resources(a.need("--id")?, r)
-                .map(|()| 0)
-                .map_err(ce)
-        }
+        "update" => update(o, a),
         "delete" => o
             .connect()?
             .remove(a.need("--id")?, a.flag("--force"))
             .map(|()| 0)
             .map_err(ce),
-        "events" => {
-            let n: usize = a.get("--count").map_or(Ok(usize::MAX), |v| {
-                v.parse().map_err(|_| "--count: not a number")
-            })?;
-            let mut ev = o.connect()?.events().map_err(ce)?;
-            for _ in 0..n {
-                let e = ev.next_event().map_err(ce)?;
-                println!("{}", serde_json::to_string(&e).map_err(|e| e.to_string())?);
-                let _ = std::io::stdout().flush();
-            }
-            Ok(0)
-        }
-        "raw" => {
-            let mut body = String::new();
-            std::io::stdin()
-                .read_to_string(&mut body)
-                .map_err(|e| e.to_string())?;
-            let req: serde_json::Value =
-                serde_json::from_str(&body).map_err(|e| format!("stdin: {e}"))?;
-            let frame = serde_json::json!({"version": husk_protocol::PROTOCOL_VERSION, "id": 1, "request": req});
-            let c = o.connect()?;
-            let mut s = c.stream().try_clone().map_err(|e| e.to_string())?;
-            husk_protocol::write_frame(&mut s, &frame).map_err(|e| e.to_string())?;
-            let r: ResponseFrame = read_frame(&mut s).map_err(|e| e.to_string())?;
-            println!(
-                "{}",
-                serde_json::to_string(&r.response).map_err(|e| e.to_string())?
-            );
-            Ok(if matches!(r.response, husk_protocol::Response::Error(_)) {
-                1
-            } else {
-                0
-            })
-        }
+        "events" => events(o, a),
+        "raw" => raw(o),
         other => Err(format!("unknown command {other:?} (see --help)")),
     }
+}
+
+fn create(o: &Opts, a: &Args) -> Result<i32, String> {
+    let (spec, rootfs) = load(a)?;
+    let (pid, warnings) = o
+        .connect()?
+        .create_container(a.need("--id")?, spec, rootfs, StdioConfig::default())
+        .map_err(ce)?;
+    for w in warnings {
+        eprintln!("husk-client: warning: {w}");
+    }
+    println!("{pid}");
+    Ok(0)
+}
+
+fn kill(o: &Opts, a: &Args) -> Result<i32, String> {
+    let sig = a.pos.first().ok_or("kill: missing SIGNAL")?;
+    let sig = signal_number(sig).ok_or_else(|| format!("kill: unknown signal {sig:?}"))?;
+    o.connect()?
+        .signal(a.need("--id")?, a.get("--exec-id"), sig, a.flag("--all"))
+        .map(|()| 0)
+        .map_err(ce)
+}
+
+fn resize_pty(o: &Opts, a: &Args) -> Result<i32, String> {
+    let n = |i: usize| -> Result<u16, String> {
+        a.pos
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| "resize-pty: give ROWS COLS".to_string())
+    };
+    o.connect()?
+        .resize_pty(a.need("--id")?, a.get("--exec-id"), n(0)?, n(1)?)
+        .map(|()| 0)
+        .map_err(ce)
+}
+
+fn update(o: &Opts, a: &Args) -> Result<i32, String> {
+    let f = a.need("--resources")?;
+    let bytes = std::fs::read(f).map_err(|e| format!("{f}: {e}"))?;
+    let r: oci::LinuxResources = serde_json::from_slice(&bytes).map_err(|e| format!("{f}: {e}"))?;
+    o.connect()?
+        .update_resources(a.need("--id")?, r)
+        .map(|()| 0)
+        .map_err(ce)
+}
+
+fn events(o: &Opts, a: &Args) -> Result<i32, String> {
+    let n: usize = a.get("--count").map_or(Ok(usize::MAX), |v| {
+        v.parse().map_err(|_| "--count: not a number")
+    })?;
+    let mut ev = o.connect()?.events().map_err(ce)?;
+    for _ in 0..n {
+        print_json(&ev.next_event().map_err(ce)?)?;
+        let _ = std::io::stdout().flush();
+    }
+    Ok(0)
+}
+
+/// Sends the request JSON read from stdin, prints the response; exit
+/// status 1 for an `Error` response.
+fn raw(o: &Opts) -> Result<i32, String> {
+    let mut body = String::new();
+    std::io::stdin()
+        .read_to_string(&mut body)
+        .map_err(|e| e.to_string())?;
+    let req: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("stdin: {e}"))?;
+    let frame =
+        serde_json::json!({"version": husk_protocol::PROTOCOL_VERSION, "id": 1, "request": req});
+    let c = o.connect()?;
+    let mut s = c.stream().try_clone().map_err(|e| e.to_string())?;
+    husk_protocol::write_frame(&mut s, &frame).map_err(|e| e.to_string())?;
+    let r: ResponseFrame = read_frame(&mut s).map_err(|e| e.to_string())?;
+    print_json(&r.response)?;
+    Ok(if matches!(r.response, husk_protocol::Response::Error(_)) {
+        1
+    } else {
+        0
+    })
 }
 
 /// Parses a spec; errors name the JSON path of the bad field.

@@ -5,6 +5,8 @@ use std::io;
 use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 use serde::{Deserialize, Serialize};
 
+use super::error::SpecError;
+
 /// Capability names by number (linux/capability.h, up to Linux 6.12).
 pub const NAMES: &[&str] = &[
     "CAP_CHOWN",
@@ -52,7 +54,10 @@ pub const NAMES: &[&str] = &[
 
 /// Number of a capability name (`CAP_X`), if known.
 pub fn number(name: &str) -> Option<u32> {
-    NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| u32::try_from(i).ok())
 }
 
 /// The five capability sets of a process, as bit masks.
@@ -65,7 +70,7 @@ pub struct CapSets {
     pub ambient: u64,
 }
 
-fn mask(set: &Option<Capabilities>, field: &str) -> Result<u64, String> {
+fn mask(set: &Option<Capabilities>, field: &str) -> Result<u64, SpecError> {
     let mut m = 0u64;
     let Some(set) = set else { return Ok(0) };
     for cap in set {
@@ -76,7 +81,12 @@ fn mask(set: &Option<Capabilities>, field: &str) -> Result<u64, String> {
             .unwrap_or_default();
         match number(&name) {
             Some(n) => m |= 1 << n,
-            None => return Err(format!("{field}: unknown capability {name:?}")),
+            None => {
+                return Err(SpecError::invalid(
+                    field,
+                    format!("unknown capability {name:?}"),
+                ))
+            }
         }
     }
     Ok(m)
@@ -85,7 +95,7 @@ fn mask(set: &Option<Capabilities>, field: &str) -> Result<u64, String> {
 impl CapSets {
     /// The sets of `process.capabilities`; absent sets are empty (OCI: a
     /// capability not listed is not granted).
-    pub fn from_spec(c: Option<&LinuxCapabilities>) -> Result<CapSets, String> {
+    pub fn from_spec(c: Option<&LinuxCapabilities>) -> Result<CapSets, SpecError> {
         let Some(c) = c else {
             return Ok(CapSets::default());
         };
@@ -142,6 +152,13 @@ struct CapData {
 
 const CAP_V3: u32 = 0x2008_0522;
 
+/// The low and the high 32 bits of `v` (capset's two data structs).
+fn halves(v: u64) -> (u32, u32) {
+    let lo = u32::try_from(v & 0xffff_ffff).unwrap_or(u32::MAX);
+    let hi = u32::try_from(v >> 32).unwrap_or(u32::MAX);
+    (lo, hi)
+}
+
 /// Sets the effective, permitted and inheritable sets, then the ambient set.
 pub fn apply_sets(c: &CapSets) -> io::Result<()> {
     let last = last_cap();
@@ -154,16 +171,21 @@ pub fn apply_sets(c: &CapSets) -> io::Result<()> {
         version: CAP_V3,
         pid: 0,
     };
+    let (e, p, i) = (
+        halves(c.effective & valid),
+        halves(c.permitted & valid),
+        halves(c.inheritable & valid),
+    );
     let data = [
         CapData {
-            effective: (c.effective & valid) as u32,
-            permitted: (c.permitted & valid) as u32,
-            inheritable: (c.inheritable & valid) as u32,
+            effective: e.0,
+            permitted: p.0,
+            inheritable: i.0,
         },
         CapData {
-            effective: ((c.effective & valid) >> 32) as u32,
-            permitted: ((c.permitted & valid) >> 32) as u32,
-            inheritable: ((c.inheritable & valid) >> 32) as u32,
+            effective: e.1,
+            permitted: p.1,
+            inheritable: i.1,
         },
     ];
     // SAFETY: capset(2) v3 reads one header and two data structs, which

@@ -1,5 +1,5 @@
 //! What the agent hands its container-init process: a validated, resolved
-//! form of the OCI spec (built by `spec.rs`, carried out by `nsinit.rs`).
+//! form of the OCI spec (built by `spec`, carried out by `nsinit`).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,14 +1,16 @@
 //! OCI containers inside the guest: the spec is validated into an
-//! [`config::InitConfig`] (`spec.rs`), a cgroup v2 group is made for it
-//! (`cgroup.rs`), and the agent re-executes itself as container-init
-//! (`nsinit.rs`, `launch.rs`) to build the namespaces and root file system
-//! and exec the process.
+//! [`config::InitConfig`] ([`spec`], with [`caps`] and [`seccomp`]), a
+//! cgroup v2 group is made for it ([`cgroup`], one module per controller),
+//! and the agent re-executes itself as container-init ([`nsinit`], driven
+//! by [`launch`]) to build the namespaces and root file system
+//! ([`rootfs`]) and exec the process. Errors: [`error`].
 //!
 //! Nothing here runs before the agent listens: all of it is on demand.
 
 pub mod caps;
 pub mod cgroup;
 pub mod config;
+pub mod error;
 pub mod launch;
 pub mod nsinit;
 pub mod rootfs;
@@ -24,6 +26,7 @@ use oci_spec::runtime::Spec;
 
 use self::cgroup::Cgroup;
 use self::config::InitConfig;
+pub use self::error::{ContainerError, SpecError};
 use self::launch::{Pending, StdioFds};
 
 /// Largest config.json / spec accepted.
@@ -31,14 +34,15 @@ pub const MAX_SPEC: usize = husk_protocol::MAX_FRAME;
 
 /// Parses an OCI runtime spec; errors name the JSON path of the bad field
 /// (`linux.namespaces[0].type: unknown variant ...`).
-pub fn parse_spec(bytes: &[u8]) -> Result<Spec, String> {
+pub fn parse_spec(bytes: &[u8]) -> Result<Spec, SpecError> {
     if bytes.len() > MAX_SPEC {
-        return Err(format!("spec larger than {MAX_SPEC} bytes"));
+        return Err(SpecError::TooLarge { max: MAX_SPEC });
     }
     // The same path-tracking decoder as the protocol's (one copy of the
     // oci-spec decoding code in the binary).
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("spec: {e}"))?;
-    husk_protocol::decode_tracked(v, "")
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| SpecError::Json(e.to_string()))?;
+    husk_protocol::decode_tracked(v, "").map_err(SpecError::Decode)
 }
 
 /// How a process ended.
@@ -108,6 +112,16 @@ impl ExitCell {
 /// Called (on the reaper thread) when a container process exits.
 pub type ExitHook = Box<dyn FnOnce(Exit) + Send>;
 
+/// How to start a container process: its stdio, who hears of its exit,
+/// where its set-up times are logged, and a container-init started ahead
+/// of need to use (if any).
+pub struct Launch<'a> {
+    pub stdio: StdioFds,
+    pub hook: Option<ExitHook>,
+    pub phases: &'a crate::log::Phases,
+    pub spare: Option<&'a launch::SpareInit>,
+}
+
 /// A started or waiting container process.
 pub struct Process {
     pub pid: i32,
@@ -120,17 +134,16 @@ impl Process {
     /// Spawns `cfg` in `cgroup`, ready to start.
     pub fn spawn(
         cfg: &InitConfig,
-        stdio: StdioFds,
         cgroup: &Cgroup,
         maps: Option<(&[config::IdMap], &[config::IdMap])>,
-        hook: Option<ExitHook>,
-        phases: &crate::log::Phases,
-    ) -> Result<Process, String> {
+        how: Launch<'_>,
+    ) -> Result<Process, ContainerError> {
         let exit = Arc::new(ExitCell::default());
         let cell = Arc::clone(&exit);
+        let hook = how.hook;
         let mut pending = launch::spawn(
             cfg,
-            stdio,
+            how.stdio,
             cgroup,
             maps,
             Box::new(move |status| {
@@ -140,7 +153,8 @@ impl Process {
                     h(e);
                 }
             }),
-            phases,
+            how.phases,
+            how.spare,
         )?;
         let pty = pending.pty_master.take();
         Ok(Process {
@@ -152,14 +166,14 @@ impl Process {
     }
 
     /// Lets the process exec. Fails if it was started already.
-    pub fn start(&self) -> Result<(), String> {
+    pub fn start(&self) -> Result<(), ContainerError> {
         let p = self
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-            .ok_or("already started")?;
-        p.start()
+            .ok_or(ContainerError::AlreadyStarted)?;
+        Ok(p.start()?)
     }
 
     pub fn is_started(&self) -> bool {
@@ -170,19 +184,18 @@ impl Process {
     }
 
     /// Sends `sig` unless the process has been reaped (its pid may be reused).
-    pub fn signal(&self, sig: i32) -> Result<(), String> {
+    pub fn signal(&self, sig: i32) -> Result<(), ContainerError> {
         let g = self.exit.exit.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_some() {
-            return Err(format!("process {} has exited", self.pid));
+            return Err(ContainerError::Exited { pid: self.pid });
         }
         // SAFETY: kill(2) with integer arguments; the lock keeps the reaper
         // from recording the exit (and so the pid from being reused unseen).
         if unsafe { libc::kill(self.pid, sig) } != 0 {
-            return Err(format!(
-                "kill {}: {}",
-                self.pid,
-                std::io::Error::last_os_error()
-            ));
+            return Err(ContainerError::Kill {
+                pid: self.pid,
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(())
     }
@@ -203,25 +216,26 @@ pub struct Container {
 
 impl Container {
     /// Validates `spec` and creates the container (namespaces, root file
-    /// system, cgroup) with its process waiting for [`Container::start`].
+    /// system, cgroup) with its process waiting for [`Process::start`].
     /// On error nothing is left behind.
     pub fn create(
         id: &str,
         spec: &Spec,
         rootfs: PathBuf,
         env: &spec::Env,
-        stdio: StdioFds,
-        hook: Option<ExitHook>,
-        phases: &crate::log::Phases,
-    ) -> Result<Container, String> {
+        how: Launch<'_>,
+    ) -> Result<Container, ContainerError> {
         let plan = spec::plan_create(id, spec, &rootfs, env)?;
         let cg = Cgroup::create(&plan.cgroup_rel)?;
-        let res = cg.apply(&plan.cgroup_writes).and_then(|()| {
-            phases.mark("cgroup set up");
-            let maps =
-                (!plan.uid_maps.is_empty()).then_some((&plan.uid_maps[..], &plan.gid_maps[..]));
-            Process::spawn(&plan.init, stdio, &cg, maps, hook, phases)
-        });
+        let res = cg
+            .apply(&plan.cgroup_writes)
+            .map_err(ContainerError::from)
+            .and_then(|()| {
+                how.phases.mark("cgroup set up");
+                let maps =
+                    (!plan.uid_maps.is_empty()).then_some((&plan.uid_maps[..], &plan.gid_maps[..]));
+                Process::spawn(&plan.init, &cg, maps, how)
+            });
         match res {
             Ok(init) => Ok(Container {
                 id: id.to_string(),
@@ -247,15 +261,14 @@ impl Container {
 
     /// Kills every process, removes the cgroup and unmounts what the agent
     /// mounted for the container.
-    pub fn destroy(&self) -> Result<(), String> {
+    pub fn destroy(&self) -> Result<(), ContainerError> {
         self.cgroup.kill_all();
         let _ = self.init.signal(libc::SIGKILL);
         // The reaper records the exit; bounded so a stuck process cannot hang us.
         if self.init.exit.wait(Some(Duration::from_secs(10))).is_none() {
-            return Err(format!(
-                "container {}: init did not die within 10 s",
-                self.id
-            ));
+            return Err(ContainerError::InitStuck {
+                id: self.id.clone(),
+            });
         }
         self.cgroup.destroy()?;
         if let Some(m) = &self.rootfs_mount {
@@ -266,13 +279,20 @@ impl Container {
 }
 
 /// Unmounts a root file system the agent mounted and removes its directory.
-pub fn rootfs_unmount(p: &std::path::Path) -> Result<(), String> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+pub fn rootfs_unmount(p: &std::path::Path) -> Result<(), ContainerError> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
+        ContainerError::Mount(rootfs::MountError::Nul {
+            path: p.to_path_buf(),
+        })
+    })?;
     // SAFETY: valid NUL-terminated path.
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!("unmount {}: {e}", p.display()));
+            return Err(ContainerError::Unmount {
+                path: p.to_path_buf(),
+                source: e,
+            });
         }
     }
     let _ = std::fs::remove_dir(p);

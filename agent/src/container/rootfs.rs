@@ -9,11 +9,66 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 
+use thiserror::Error;
+
 use super::config::{DeviceConfig, MountConfig, MountKind, RootfsConfig};
 
-fn c(p: impl AsRef<Path>) -> Result<CString, String> {
-    CString::new(p.as_ref().as_os_str().as_bytes())
-        .map_err(|_| format!("{}: contains a NUL byte", p.as_ref().display()))
+/// Why setting up a root file system failed; each names the path, and the
+/// spec field where one is to blame.
+#[derive(Debug, Error)]
+pub enum MountError {
+    #[error("{}: contains a NUL byte", path.display())]
+    Nul { path: PathBuf },
+    #[error("{path}: too many levels of symbolic links")]
+    Loop { path: String },
+    /// `op` (mkdir, create, readlink, mknod, ...) on `path` failed.
+    #[error("{op} {}: {source}", path.display())]
+    Path {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The path `path` that spec field `field` names is not usable.
+    #[error("{field}: {path}: {source}")]
+    Field {
+        field: String,
+        path: String,
+        source: io::Error,
+    },
+    /// `what` (bind mount, remount, ...) of spec field `field` on `dest`.
+    #[error("{field}: {what} on {dest}: {source}")]
+    Mount {
+        field: String,
+        what: String,
+        dest: String,
+        source: io::Error,
+    },
+    /// A step of the switch of root or of the root's own set-up.
+    #[error("{what}: {source}")]
+    Step { what: String, source: io::Error },
+    #[error("root.path: {path} is not a directory")]
+    NotDir { path: String },
+    /// The process's working directory could not be made.
+    #[error("process.cwd: {0}")]
+    Cwd(Box<MountError>),
+}
+
+impl MountError {
+    fn path(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> MountError {
+        let path = path.to_path_buf();
+        move |source| MountError::Path { op, path, source }
+    }
+
+    fn step(what: impl Into<String>) -> impl FnOnce(io::Error) -> MountError {
+        let what = what.into();
+        move |source| MountError::Step { what, source }
+    }
+}
+
+fn c(p: impl AsRef<Path>) -> Result<CString, MountError> {
+    CString::new(p.as_ref().as_os_str().as_bytes()).map_err(|_| MountError::Nul {
+        path: p.as_ref().to_path_buf(),
+    })
 }
 
 /// mount(2); `None` strings are passed as NULL.
@@ -61,7 +116,7 @@ fn umount_detach(p: &Path) -> io::Result<()> {
 /// Resolves `unsafe_path` inside `root` as if `root` were "/": `..` stops at
 /// the root and symlinks (absolute ones too) are followed inside it. Missing
 /// components are kept as they are (to be created).
-pub fn secure_join(root: &Path, unsafe_path: &str) -> Result<PathBuf, String> {
+pub fn secure_join(root: &Path, unsafe_path: &str) -> Result<PathBuf, MountError> {
     let mut pending: Vec<OsString> = Vec::new(); // reversed: next component last
     let push_path = |pending: &mut Vec<OsString>, p: &Path| {
         let comps: Vec<OsString> = p
@@ -89,10 +144,11 @@ pub fn secure_join(root: &Path, unsafe_path: &str) -> Result<PathBuf, String> {
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > 40 {
-                    return Err(format!("{unsafe_path}: too many levels of symbolic links"));
+                    return Err(MountError::Loop {
+                        path: unsafe_path.into(),
+                    });
                 }
-                let target = fs::read_link(&cand)
-                    .map_err(|e| format!("readlink {}: {e}", cand.display()))?;
+                let target = fs::read_link(&cand).map_err(MountError::path("readlink", &cand))?;
                 if target.is_absolute() {
                     resolved.clear();
                 }
@@ -106,16 +162,16 @@ pub fn secure_join(root: &Path, unsafe_path: &str) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-fn mkdir_all(p: &Path) -> Result<(), String> {
+fn mkdir_all(p: &Path) -> Result<(), MountError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(p)
-        .map_err(|e| format!("mkdir {}: {e}", p.display()))
+        .map_err(MountError::path("mkdir", p))
 }
 
 /// Creates `p` as an empty file (for bind mounts of files), parents included.
-fn touch(p: &Path) -> Result<(), String> {
+fn touch(p: &Path) -> Result<(), MountError> {
     if let Some(parent) = p.parent() {
         mkdir_all(parent)?;
     }
@@ -123,7 +179,7 @@ fn touch(p: &Path) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(_) => fs::File::create(p)
             .map(drop)
-            .map_err(|e| format!("create {}: {e}", p.display())),
+            .map_err(MountError::path("create", p)),
     }
 }
 
@@ -169,13 +225,21 @@ fn remount_bind(p: &Path, flags: u64) -> io::Result<()> {
 
 const RO_FLAGS: u64 = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
-fn do_mount(root: &Path, m: &MountConfig, cfg: &RootfsConfig) -> Result<(), String> {
+fn do_mount(root: &Path, m: &MountConfig, cfg: &RootfsConfig) -> Result<(), MountError> {
     let target = secure_join(root, &m.dest)?;
-    let err = |what: &str, e: io::Error| format!("{}: {what} on {}: {e}", m.field, m.dest);
+    let err = |what: &str, source: io::Error| MountError::Mount {
+        field: m.field.clone(),
+        what: what.into(),
+        dest: m.dest.clone(),
+        source,
+    };
     match &m.kind {
         MountKind::Bind { source, recursive } => {
-            let meta =
-                fs::metadata(source).map_err(|e| format!("{}.source: {source}: {e}", m.field))?;
+            let meta = fs::metadata(source).map_err(|e| MountError::Field {
+                field: format!("{}.source", m.field),
+                path: source.clone(),
+                source: e,
+            })?;
             if meta.is_dir() {
                 mkdir_all(&target)?;
             } else {
@@ -226,13 +290,16 @@ fn do_mount(root: &Path, m: &MountConfig, cfg: &RootfsConfig) -> Result<(), Stri
     Ok(())
 }
 
+/// The device number of `major:minor` (both checked to fit by the spec
+/// planner; an out-of-range part saturates).
 fn makedev(major: u64, minor: u64) -> libc::dev_t {
-    libc::makedev(major as u32, minor as u32)
+    let part = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    libc::makedev(part(major), part(minor))
 }
 
 /// Creates a device node, or (in a user namespace, where mknod is not
 /// allowed) bind-mounts the agent's node of the same path over an empty file.
-fn create_device(root: &Path, d: &DeviceConfig) -> Result<(), String> {
+fn create_device(root: &Path, d: &DeviceConfig) -> Result<(), MountError> {
     let target = secure_join(root, &d.path)?;
     if let Some(parent) = target.parent() {
         mkdir_all(parent)?;
@@ -244,18 +311,17 @@ fn create_device(root: &Path, d: &DeviceConfig) -> Result<(), String> {
     if rc != 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EPERM) {
-            return Err(format!("mknod {}: {e}", d.path));
+            return Err(MountError::path("mknod", Path::new(&d.path))(e));
         }
         touch(&target)?;
         mount(Some(&d.path), &target, None, libc::MS_BIND, None)
-            .map_err(|e| format!("bind device {}: {e}", d.path))?;
+            .map_err(MountError::path("bind device", Path::new(&d.path)))?;
         return Ok(());
     }
     // SAFETY: valid path; explicit mode (mknod's was masked by the umask).
-    unsafe {
-        libc::chmod(ct.as_ptr(), d.mode);
-        libc::chown(ct.as_ptr(), d.uid, d.gid);
-    }
+    unsafe { libc::chmod(ct.as_ptr(), d.mode) };
+    // SAFETY: valid path; plain ids.
+    unsafe { libc::chown(ct.as_ptr(), d.uid, d.gid) };
     Ok(())
 }
 
@@ -284,13 +350,19 @@ fn default_devices() -> Vec<DeviceConfig> {
 
 /// Sets up everything under `cfg.path` and makes it the root (before the
 /// process's own settings are applied).
-pub fn setup(cfg: &RootfsConfig, cwd: &str) -> Result<(), String> {
+pub fn setup(cfg: &RootfsConfig, cwd: &str) -> Result<(), MountError> {
     let root = PathBuf::from(&cfg.path);
     mount(None, Path::new("/"), None, cfg.propagation, None)
-        .map_err(|e| format!("linux.rootfsPropagation: set on /: {e}"))?;
-    let meta = fs::metadata(&root).map_err(|e| format!("root.path: {}: {e}", cfg.path))?;
+        .map_err(MountError::step("linux.rootfsPropagation: set on /"))?;
+    let meta = fs::metadata(&root).map_err(|source| MountError::Field {
+        field: "root.path".into(),
+        path: cfg.path.clone(),
+        source,
+    })?;
     if !meta.is_dir() {
-        return Err(format!("root.path: {} is not a directory", cfg.path));
+        return Err(MountError::NotDir {
+            path: cfg.path.clone(),
+        });
     }
     mount(
         Some(&cfg.path),
@@ -299,7 +371,7 @@ pub fn setup(cfg: &RootfsConfig, cwd: &str) -> Result<(), String> {
         libc::MS_BIND | libc::MS_REC,
         None,
     )
-    .map_err(|e| format!("root.path: bind {}: {e}", cfg.path))?;
+    .map_err(MountError::step(format!("root.path: bind {}", cfg.path)))?;
     let dev_mount = |dest: &str, fstype: &str, flags: u64, data: &str| MountConfig {
         dest: dest.into(),
         kind: MountKind::Fs {
@@ -366,8 +438,7 @@ pub fn setup(cfg: &RootfsConfig, cwd: &str) -> Result<(), String> {
     ] {
         let p = dev.join(link);
         if fs::symlink_metadata(&p).is_err() {
-            std::os::unix::fs::symlink(target, &p)
-                .map_err(|e| format!("symlink {}: {e}", p.display()))?;
+            std::os::unix::fs::symlink(target, &p).map_err(MountError::path("symlink", &p))?;
         }
     }
     make_cwd(&root, cwd)?;
@@ -376,7 +447,7 @@ pub fn setup(cfg: &RootfsConfig, cwd: &str) -> Result<(), String> {
 }
 
 /// After the switch: masked and read-only paths, then the read-only root.
-pub fn finish(cfg: &RootfsConfig) -> Result<(), String> {
+pub fn finish(cfg: &RootfsConfig) -> Result<(), MountError> {
     for (i, p) in cfg.masked.iter().enumerate() {
         let path = Path::new(p);
         let res = match fs::symlink_metadata(path) {
@@ -391,7 +462,11 @@ pub fn finish(cfg: &RootfsConfig) -> Result<(), String> {
             ),
             Ok(_) => mount(Some("/dev/null"), path, None, libc::MS_BIND, None),
         };
-        res.map_err(|e| format!("linux.maskedPaths[{i}]: {p}: {e}"))?;
+        res.map_err(|source| MountError::Field {
+            field: format!("linux.maskedPaths[{i}]"),
+            path: p.clone(),
+            source,
+        })?;
     }
     for (i, p) in cfg.readonly_paths.iter().enumerate() {
         let path = Path::new(p);
@@ -400,11 +475,15 @@ pub fn finish(cfg: &RootfsConfig) -> Result<(), String> {
         }
         mount(Some(p), path, None, libc::MS_BIND | libc::MS_REC, None)
             .and_then(|()| remount_bind(path, RO_FLAGS & !libc::MS_NODEV | libc::MS_RDONLY))
-            .map_err(|e| format!("linux.readonlyPaths[{i}]: {p}: {e}"))?;
+            .map_err(|source| MountError::Field {
+                field: format!("linux.readonlyPaths[{i}]"),
+                path: p.clone(),
+                source,
+            })?;
     }
     if cfg.readonly {
         remount_bind(Path::new("/"), libc::MS_RDONLY)
-            .map_err(|e| format!("root.readonly: remount /: {e}"))?;
+            .map_err(MountError::step("root.readonly: remount /"))?;
     }
     Ok(())
 }
@@ -414,27 +493,27 @@ pub fn finish(cfg: &RootfsConfig) -> Result<(), String> {
 /// `root` onto "/" and chroot into it. Either way nothing outside `root`
 /// stays reachable: the moved mount covers the initramfs's "/", and ".."
 /// at a root that covers the namespace's root stays there.
-fn switch_root(root: &Path) -> Result<(), String> {
-    std::env::set_current_dir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+fn switch_root(root: &Path) -> Result<(), MountError> {
+    std::env::set_current_dir(root).map_err(MountError::path("chdir", root))?;
     let dot = c(".")?;
     // SAFETY: pivot_root(".", ".") with valid strings; stacks the old root
     // on top of the new one, which the umount below detaches.
     let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
     if rc == 0 {
-        umount_detach(Path::new(".")).map_err(|e| format!("detach the old root: {e}"))?;
-        std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+        umount_detach(Path::new(".")).map_err(MountError::step("detach the old root"))?;
+        std::env::set_current_dir("/").map_err(MountError::path("chdir", Path::new("/")))?;
         return Ok(());
     }
     let e = io::Error::last_os_error();
     if e.raw_os_error() != Some(libc::EINVAL) {
-        return Err(format!("pivot_root: {e}"));
+        return Err(MountError::step("pivot_root")(e));
     }
     move_root(root)
 }
 
-fn move_root(root: &Path) -> Result<(), String> {
+fn move_root(root: &Path) -> Result<(), MountError> {
     let info =
-        fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("read mountinfo: {e}"))?;
+        fs::read_to_string("/proc/self/mountinfo").map_err(MountError::step("read mountinfo"))?;
     let rs = root.to_string_lossy().into_owned();
     let mut points: Vec<String> = info
         .lines()
@@ -452,20 +531,21 @@ fn move_root(root: &Path) -> Result<(), String> {
         let _ = umount_detach(Path::new(&p));
     }
     mount(Some(&rs), Path::new("/"), None, libc::MS_MOVE, None)
-        .map_err(|e| format!("move the root onto /: {e}"))?;
+        .map_err(MountError::step("move the root onto /"))?;
+    let dot = c(".")?;
     // SAFETY: chroot(".") with a valid string; cwd is the moved root.
-    if unsafe { libc::chroot(c(".")?.as_ptr()) } != 0 {
-        return Err(format!("chroot: {}", io::Error::last_os_error()));
+    if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
+        return Err(MountError::step("chroot")(io::Error::last_os_error()));
     }
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    std::env::set_current_dir("/").map_err(MountError::path("chdir", Path::new("/")))?;
     Ok(())
 }
 
 /// Creates the working directory inside the root (before the switch) if missing.
-fn make_cwd(root: &Path, cwd: &str) -> Result<(), String> {
+fn make_cwd(root: &Path, cwd: &str) -> Result<(), MountError> {
     let p = secure_join(root, cwd)?;
     if fs::metadata(&p).is_err() {
-        mkdir_all(&p).map_err(|e| format!("process.cwd: {e}"))?;
+        mkdir_all(&p).map_err(|e| MountError::Cwd(Box::new(e)))?;
     }
     Ok(())
 }

@@ -10,12 +10,19 @@
 
 use std::io;
 
-use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, LinuxSyscall};
 use serde::{Deserialize, Serialize};
 
+use super::error::SpecError;
 use super::syscall_table::SYSCALLS;
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// The errno of SCMP_ACT_ERRNO without `errnoRet`.
+const EPERM: u32 = 1;
+// seccomp(2) filter flags (linux/seccomp.h), as the u32 of `Filter::flags`.
+const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
+const SECCOMP_FILTER_FLAG_LOG: u32 = 2;
+const SECCOMP_FILTER_FLAG_SPEC_ALLOW: u32 = 4;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// The kernel's limit on a classic BPF program (BPF_MAXINSNS).
 pub const MAX_INSNS: usize = 4096;
@@ -38,11 +45,20 @@ const RET_K: u16 = 0x06;
 
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
-fn off_arg_lo(i: usize) -> u32 {
-    16 + 8 * i as u32
+/// Offsets of the low and high words of argument `i` (0..=5) in
+/// `struct seccomp_data`.
+fn off_arg_lo(i: u32) -> u32 {
+    16 + 8 * i
 }
-fn off_arg_hi(i: usize) -> u32 {
-    16 + 8 * i as u32 + 4
+fn off_arg_hi(i: u32) -> u32 {
+    16 + 8 * i + 4
+}
+
+/// The high and the low 32 bits of `v`.
+fn hi_lo(v: u64) -> (u32, u32) {
+    let hi = u32::try_from(v >> 32).unwrap_or(u32::MAX);
+    let lo = u32::try_from(v & 0xffff_ffff).unwrap_or(u32::MAX);
+    (hi, lo)
 }
 
 /// One BPF instruction (`struct sock_filter`).
@@ -69,15 +85,18 @@ pub fn syscall_number(name: &str) -> Option<u32> {
         .map(|i| SYSCALLS[i].1)
 }
 
-fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<u32, String> {
-    let data = errno.unwrap_or(libc::EPERM as u32);
+fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<u32, SpecError> {
+    let data = errno.unwrap_or(EPERM);
     Ok(match a {
         LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => RET_KILL_THREAD,
         LinuxSeccompAction::ScmpActKillProcess => RET_KILL_PROCESS,
         LinuxSeccompAction::ScmpActTrap => RET_TRAP,
         LinuxSeccompAction::ScmpActErrno => {
             if data > 0xffff {
-                return Err(format!("{field}: errno {data} out of range"));
+                return Err(SpecError::invalid(
+                    field,
+                    format!("errno {data} out of range"),
+                ));
             }
             RET_ERRNO | data
         }
@@ -85,8 +104,9 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<u32,
         LinuxSeccompAction::ScmpActLog => RET_LOG,
         LinuxSeccompAction::ScmpActAllow => RET_ALLOW,
         LinuxSeccompAction::ScmpActNotify => {
-            return Err(format!(
-                "{field}: SCMP_ACT_NOTIFY is not supported (no seccomp agent in the guest)"
+            return Err(SpecError::invalid(
+                field,
+                "SCMP_ACT_NOTIFY is not supported (no seccomp agent in the guest)",
             ))
         }
     })
@@ -124,8 +144,8 @@ fn j(code: u16, k: u32, jt: To, jf: To) -> Sym {
 
 /// Code for one 64-bit argument comparison; falls through (or jumps to
 /// `Pass`) when it holds, jumps to `Fail` when not.
-fn arg_cond(idx: usize, op: LinuxSeccompOperator, v: u64, v2: u64) -> Vec<Sym> {
-    let (hi, lo) = ((v >> 32) as u32, v as u32);
+fn arg_cond(idx: u32, op: LinuxSeccompOperator, v: u64, v2: u64) -> Vec<Sym> {
+    let (hi, lo) = hi_lo(v);
     let (lh, ll) = (ld(off_arg_hi(idx)), ld(off_arg_lo(idx)));
     use To::*;
     match op {
@@ -164,7 +184,7 @@ fn arg_cond(idx: usize, op: LinuxSeccompOperator, v: u64, v2: u64) -> Vec<Sym> {
             j(JGT_K, lo, Fail, Fall),
         ],
         LinuxSeccompOperator::ScmpCmpMaskedEq => {
-            let (vh, vl) = ((v2 >> 32) as u32, v2 as u32);
+            let (vh, vl) = hi_lo(v2);
             vec![
                 lh,
                 j(AND_K, hi, Fall, Fall),
@@ -177,17 +197,26 @@ fn arg_cond(idx: usize, op: LinuxSeccompOperator, v: u64, v2: u64) -> Vec<Sym> {
     }
 }
 
-fn off(from: usize, to: usize, field: &str) -> Result<u8, String> {
-    u8::try_from(to - from - 1).map_err(|_| format!("{field}: rule too long for a BPF jump"))
+fn off(from: usize, to: usize, field: &str) -> Result<u8, SpecError> {
+    u8::try_from(to - from - 1)
+        .map_err(|_| SpecError::invalid(field, "rule too long for a BPF jump"))
+}
+
+fn too_long(f: &str) -> SpecError {
+    SpecError::invalid(
+        f,
+        format!("filter needs more than {MAX_INSNS} BPF instructions"),
+    )
 }
 
 /// Compiles `linux.seccomp`. Unknown syscall names are skipped and reported
 /// in `warnings` (as runc does: profiles list calls of every architecture).
-pub fn compile(s: &LinuxSeccomp, warnings: &mut Vec<String>) -> Result<Filter, String> {
+pub fn compile(s: &LinuxSeccomp, warnings: &mut Vec<String>) -> Result<Filter, SpecError> {
     let f = "linux.seccomp";
     if s.listener_path().is_some() {
-        return Err(format!(
-            "{f}.listenerPath: seccomp user notification is not supported"
+        return Err(SpecError::invalid(
+            format!("{f}.listenerPath"),
+            "seccomp user notification is not supported",
         ));
     }
     let default = action(
@@ -195,18 +224,7 @@ pub fn compile(s: &LinuxSeccomp, warnings: &mut Vec<String>) -> Result<Filter, S
         s.default_errno_ret(),
         &format!("{f}.defaultAction"),
     )?;
-    let mut flags = 0u32;
-    for (i, fl) in s.flags().iter().flatten().enumerate() {
-        use oci_spec::runtime::LinuxSeccompFilterFlag as F;
-        match fl {
-            F::SeccompFilterFlagLog => flags |= libc::SECCOMP_FILTER_FLAG_LOG as u32,
-            F::SeccompFilterFlagSpecAllow => flags |= libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW as u32,
-            F::SeccompFilterFlagTsync => flags |= libc::SECCOMP_FILTER_FLAG_TSYNC as u32,
-            F::SeccompFilterFlagWaitKillableRecv => warnings.push(format!(
-                "{f}.flags[{i}]: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV ignored (no notification listener)"
-            )),
-        }
-    }
+    let flags = filter_flags(s, f, warnings);
     for a in s.architectures().iter().flatten() {
         use oci_spec::runtime::Arch;
         if !matches!(a, Arch::ScmpArchX86_64 | Arch::ScmpArchNative) {
@@ -228,119 +246,147 @@ pub fn compile(s: &LinuxSeccomp, warnings: &mut Vec<String>) -> Result<Filter, S
     let mut nr_loaded = true;
     for (ri, rule) in s.syscalls().iter().flatten().enumerate() {
         let rf = format!("{f}.syscalls[{ri}]");
-        let act = action(rule.action(), rule.errno_ret(), &format!("{rf}.action"))?;
-        let args = rule.args().as_deref().unwrap_or(&[]);
-        if args.len() > 6 {
-            return Err(format!("{rf}.args: at most 6 conditions"));
-        }
-        // The argument conditions, shared by every name of the rule.
-        let mut conds: Vec<Sym> = Vec::new();
-        let mut ends: Vec<usize> = Vec::new();
-        for (ai, a) in args.iter().enumerate() {
-            if a.index() > 5 {
-                return Err(format!(
-                    "{rf}.args[{ai}].index: {} is not an argument index (0-5)",
-                    a.index()
-                ));
-            }
-            // A missing valueTwo is 0, as in runc and libseccomp: Docker's
-            // default profile omits it (Go's omitempty) for `(arg & value)
-            // == 0` rules such as clone's namespace flags.
-            conds.extend(arg_cond(
-                a.index(),
-                a.op(),
-                a.value(),
-                a.value_two().unwrap_or(0),
-            ));
-            ends.push(conds.len());
-        }
-        if rule.names().is_empty() {
-            return Err(format!("{rf}.names: empty"));
-        }
-        // Profiles list other architectures' calls (Docker's has ~50 such
-        // as "stat64"): one warning per rule, not one per name.
-        let unknown: Vec<&str> = rule
-            .names()
-            .iter()
-            .filter(|n| syscall_number(n).is_none())
-            .map(String::as_str)
-            .collect();
-        if !unknown.is_empty() {
-            warnings.push(format!(
-                "{rf}.names: {} system call(s) unknown on x86_64 skipped: {}",
-                unknown.len(),
-                unknown.join(", ")
-            ));
-        }
-        for name in rule.names() {
-            let Some(nr) = syscall_number(name) else {
-                continue;
-            };
-            if !nr_loaded {
-                out.push(Insn {
-                    code: LD_W_ABS,
-                    jt: 0,
-                    jf: 0,
-                    k: OFF_NR,
-                });
-            }
-            // [jeq nr][conds...][ret act] next:
-            let block_len = 1 + conds.len() + 1;
-            let base = out.len();
-            let fail_at = base + block_len;
-            out.push(Insn {
-                code: JEQ_K,
-                jt: 0,
-                jf: off(base, fail_at, &rf)?,
-                k: nr,
-            });
-            let mut cond_i = 0;
-            for (i, s) in conds.iter().enumerate() {
-                while ends[cond_i] <= i {
-                    cond_i += 1;
-                }
-                let at = base + 1 + i;
-                let pass_at = base + 1 + ends[cond_i];
-                let resolve = |t: To| -> Result<u8, String> {
-                    match t {
-                        To::Fall => Ok(0),
-                        To::Pass => off(at, pass_at, &rf),
-                        To::Fail => off(at, fail_at, &rf),
-                    }
-                };
-                out.push(Insn {
-                    code: s.code,
-                    jt: resolve(s.jt)?,
-                    jf: resolve(s.jf)?,
-                    k: s.k,
-                });
-            }
-            out.push(Insn {
-                code: RET_K,
-                jt: 0,
-                jf: 0,
-                k: act,
-            });
-            nr_loaded = conds.is_empty();
-            if out.len() > MAX_INSNS {
-                return Err(format!(
-                    "{f}: filter needs more than {MAX_INSNS} BPF instructions"
-                ));
-            }
-        }
+        nr_loaded = compile_rule(rule, &rf, nr_loaded, &mut out, warnings)?;
     }
-    out.push(Insn {
-        code: RET_K,
-        jt: 0,
-        jf: 0,
-        k: default,
-    });
+    out.push(insn(RET_K, 0, 0, default));
     if out.len() > MAX_INSNS {
-        return Err(format!(
-            "{f}: filter needs more than {MAX_INSNS} BPF instructions"
-        ));
+        return Err(too_long(f));
     }
     Ok(Filter { insns: out, flags })
+}
+
+/// seccomp(2) flags of `flags`.
+fn filter_flags(s: &LinuxSeccomp, f: &str, warnings: &mut Vec<String>) -> u32 {
+    use oci_spec::runtime::LinuxSeccompFilterFlag as F;
+    let mut flags = 0;
+    for (i, fl) in s.flags().iter().flatten().enumerate() {
+        match fl {
+            F::SeccompFilterFlagLog => flags |= SECCOMP_FILTER_FLAG_LOG,
+            F::SeccompFilterFlagSpecAllow => flags |= SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            F::SeccompFilterFlagTsync => flags |= SECCOMP_FILTER_FLAG_TSYNC,
+            F::SeccompFilterFlagWaitKillableRecv => warnings.push(format!(
+                "{f}.flags[{i}]: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV ignored (no notification listener)"
+            )),
+        }
+    }
+    flags
+}
+
+/// The argument conditions of a rule, shared by every name of it, and
+/// where each condition ends.
+fn rule_conditions(rule: &LinuxSyscall, rf: &str) -> Result<(Vec<Sym>, Vec<usize>), SpecError> {
+    let args = rule.args().as_deref().unwrap_or(&[]);
+    if args.len() > 6 {
+        return Err(SpecError::invalid(
+            format!("{rf}.args"),
+            "at most 6 conditions",
+        ));
+    }
+    let mut conds: Vec<Sym> = Vec::new();
+    let mut ends: Vec<usize> = Vec::new();
+    for (ai, a) in args.iter().enumerate() {
+        let Some(index) = u32::try_from(a.index()).ok().filter(|i| *i <= 5) else {
+            return Err(SpecError::invalid(
+                format!("{rf}.args[{ai}].index"),
+                format!("{} is not an argument index (0-5)", a.index()),
+            ));
+        };
+        // A missing valueTwo is 0, as in runc and libseccomp: Docker's
+        // default profile omits it (Go's omitempty) for `(arg & value)
+        // == 0` rules such as clone's namespace flags.
+        conds.extend(arg_cond(
+            index,
+            a.op(),
+            a.value(),
+            a.value_two().unwrap_or(0),
+        ));
+        ends.push(conds.len());
+    }
+    Ok((conds, ends))
+}
+
+/// Appends the code of one rule (`syscalls[i]`, field `rf`) to `out`;
+/// `nr_loaded` says whether the accumulator holds the syscall number on
+/// entry; returns whether it does on exit.
+fn compile_rule(
+    rule: &LinuxSyscall,
+    rf: &str,
+    mut nr_loaded: bool,
+    out: &mut Vec<Insn>,
+    warnings: &mut Vec<String>,
+) -> Result<bool, SpecError> {
+    let act = action(rule.action(), rule.errno_ret(), &format!("{rf}.action"))?;
+    let (conds, ends) = rule_conditions(rule, rf)?;
+    if rule.names().is_empty() {
+        return Err(SpecError::invalid(format!("{rf}.names"), "empty"));
+    }
+    // Profiles list other architectures' calls (Docker's has ~50 such
+    // as "stat64"): one warning per rule, not one per name.
+    let unknown: Vec<&str> = rule
+        .names()
+        .iter()
+        .filter(|n| syscall_number(n).is_none())
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "{rf}.names: {} system call(s) unknown on x86_64 skipped: {}",
+            unknown.len(),
+            unknown.join(", ")
+        ));
+    }
+    for nr in rule.names().iter().filter_map(|n| syscall_number(n)) {
+        if !nr_loaded {
+            out.push(Insn {
+                code: LD_W_ABS,
+                jt: 0,
+                jf: 0,
+                k: OFF_NR,
+            });
+        }
+        // [jeq nr][conds...][ret act] next:
+        let block_len = 1 + conds.len() + 1;
+        let base = out.len();
+        let fail_at = base + block_len;
+        out.push(Insn {
+            code: JEQ_K,
+            jt: 0,
+            jf: off(base, fail_at, rf)?,
+            k: nr,
+        });
+        let mut cond_i = 0;
+        for (i, s) in conds.iter().enumerate() {
+            while ends[cond_i] <= i {
+                cond_i += 1;
+            }
+            let at = base + 1 + i;
+            let pass_at = base + 1 + ends[cond_i];
+            let resolve = |t: To| -> Result<u8, SpecError> {
+                match t {
+                    To::Fall => Ok(0),
+                    To::Pass => off(at, pass_at, rf),
+                    To::Fail => off(at, fail_at, rf),
+                }
+            };
+            out.push(Insn {
+                code: s.code,
+                jt: resolve(s.jt)?,
+                jf: resolve(s.jf)?,
+                k: s.k,
+            });
+        }
+        out.push(Insn {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: act,
+        });
+        nr_loaded = conds.is_empty();
+        if out.len() > MAX_INSNS {
+            return Err(too_long("linux.seccomp"));
+        }
+    }
+    Ok(nr_loaded)
 }
 
 /// Installs `f` for the calling thread (needs no_new_privs or CAP_SYS_ADMIN).
@@ -355,8 +401,10 @@ pub fn install(f: &Filter) -> io::Result<()> {
             k: i.k,
         })
         .collect();
+    let len = u16::try_from(prog.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter too long"))?;
     let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
+        len,
         filter: prog.as_mut_ptr(),
     };
     // SAFETY: `fprog` points at `prog`, a valid instruction array of `len`
@@ -414,9 +462,24 @@ pub fn run(insns: &[Insn], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn constants_match_the_kernel_headers() {
+        for (ours, libc) in [
+            (SECCOMP_FILTER_FLAG_TSYNC, libc::SECCOMP_FILTER_FLAG_TSYNC),
+            (SECCOMP_FILTER_FLAG_LOG, libc::SECCOMP_FILTER_FLAG_LOG),
+            (
+                SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+                libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            ),
+        ] {
+            assert_eq!(u64::from(ours), libc);
+        }
+        assert_eq!(i32::try_from(EPERM).unwrap(), libc::EPERM);
+    }
+
     fn filter(json: &str) -> Result<Filter, String> {
         let s: LinuxSeccomp = serde_json::from_str(json).unwrap();
-        compile(&s, &mut Vec::new())
+        compile(&s, &mut Vec::new()).map_err(|e| e.to_string())
     }
 
     const MKDIR: u32 = 83;
