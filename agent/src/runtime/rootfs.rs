@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use husk_protocol::container::{share_path, valid_share_tag};
+use husk_protocol::container::{check_share_tag, share_path};
 use husk_protocol::{ErrorCode, RootfsSource};
 use thiserror::Error;
 
@@ -148,11 +148,8 @@ pub fn mount(shares: &Shares, env: &spec::Env, id: &str, src: &RootfsSource) -> 
             mount_at_run_dir(id, device, fstype, flags, options)
         }
         RootfsSource::VirtioFs { tag, subdir } => {
-            if !valid_share_tag(tag) {
-                return Err(invalid(
-                    "rootfs.tag",
-                    "must be 1-36 printable bytes without '/'",
-                ));
+            if let Err(e) = check_share_tag(tag) {
+                return Err(invalid("rootfs.tag", e.to_string()));
             }
             let share = PathBuf::from(share_path(tag));
             shares.mount(tag, &share)?;

@@ -25,28 +25,23 @@ use super::config::{IdMap, InitConfig, Ns, NsKind, ProcessConfig, RootfsConfig};
 use super::error::SpecError;
 use super::seccomp;
 
-/// Longest container or exec id.
-pub const MAX_ID: usize = 64;
+/// Longest container or exec id (the wire rule of `husk_protocol::id`).
+pub const MAX_ID: usize = husk_protocol::id::MAX_GUEST_ID;
 
-/// Container and exec ids: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most [`MAX_ID`] bytes.
+/// Container and exec ids: the wire rule the host's runtime also follows
+/// (`husk_protocol::id::check_guest_id`).
 pub fn check_id(id: &str, field: &str) -> Result<(), SpecError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID
-        && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        let mut shown = id.to_string();
-        husk_protocol::truncate_utf8(&mut shown, MAX_ID);
-        Err(SpecError::BadId {
-            field: field.into(),
+    husk_protocol::id::check_guest_id(id, field).map_err(|e| match e {
+        husk_protocol::id::IdError::Guest { field, shown } => SpecError::BadId {
+            field,
             shown,
             max: MAX_ID,
-        })
-    }
+        },
+        other => SpecError::Invalid {
+            field: field.into(),
+            problem: other.to_string(),
+        },
+    })
 }
 
 /// What the planner needs to know about the machine.
