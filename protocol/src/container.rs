@@ -63,11 +63,11 @@ pub const SHARE_TAG_MAX: usize = 36;
 /// A virtio-fs tag that breaks [`check_share_tag`]'s rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShareTagError {
-    #[error("tag '{0}' must be 1 to {SHARE_TAG_MAX} bytes long")]
+    #[error("tag {0:?} must be 1 to {SHARE_TAG_MAX} bytes long")]
     Length(String),
-    #[error("tag '{tag}': invalid character {c:?} (printable ASCII, no spaces, commas or '/')")]
+    #[error("tag {tag:?}: invalid character {c:?} (printable ASCII, no spaces, commas or '/')")]
     Char { tag: String, c: char },
-    #[error("tag '{0}' must not be '.' or '..' (it names a directory in the guest)")]
+    #[error("tag {0:?} must not be '.' or '..' (it names a directory in the guest)")]
     Dots(String),
 }
 
@@ -282,11 +282,11 @@ mod tests {
         }
         assert_eq!(
             check_share_tag("a b").unwrap_err().to_string(),
-            "tag 'a b': invalid character ' ' (printable ASCII, no spaces, commas or '/')"
+            "tag \"a b\": invalid character ' ' (printable ASCII, no spaces, commas or '/')"
         );
         assert_eq!(
             check_share_tag("").unwrap_err().to_string(),
-            "tag '' must be 1 to 36 bytes long"
+            "tag \"\" must be 1 to 36 bytes long"
         );
         assert_eq!(share_path("husk"), "/run/husk/shares/husk");
     }

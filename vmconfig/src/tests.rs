@@ -291,15 +291,15 @@ fn fs_values_are_checked() {
     assert!(fs(&"t".repeat(36), "/s", 1).is_ok());
     assert_eq!(
         fs(&"t".repeat(37), "/s", 128).unwrap_err(),
-        format!("fs: tag '{}' must be 1 to 36 bytes long", "t".repeat(37))
+        format!("fs: tag {:?} must be 1 to 36 bytes long", "t".repeat(37))
     );
     assert_eq!(
         fs("", "/s", 128).unwrap_err(),
-        "fs: tag '' must be 1 to 36 bytes long"
+        "fs: tag \"\" must be 1 to 36 bytes long"
     );
     assert_eq!(
         fs("a b", "/s", 128).unwrap_err(),
-        "fs: tag 'a b': invalid character ' ' (printable ASCII, no spaces, commas or '/')"
+        "fs: tag \"a b\": invalid character ' ' (printable ASCII, no spaces, commas or '/')"
     );
     assert!(fs("caf\u{e9}", "/s", 128).is_err());
     for q in [0, 3, 2048] {

@@ -326,7 +326,7 @@ mod tests {
         };
         assert_eq!(
             msg(mount(&sh, &env(), "c", &vfs)),
-            "rootfs.tag: must be 1-36 printable bytes without '/'"
+            "rootfs.tag: tag \"a/b\": invalid character '/' (printable ASCII, no spaces, commas or '/')"
         );
         assert_eq!(subdir_of(None).unwrap(), None);
         assert_eq!(subdir_of(Some("")).unwrap(), None);
