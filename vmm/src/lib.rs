@@ -1,6 +1,7 @@
 //! husk-vmm: a small KVM virtual machine monitor built on the rust-vmm crates.
 
 pub mod arch;
+pub mod builder;
 pub mod bus;
 pub mod cli;
 pub mod cmdline;
@@ -10,6 +11,9 @@ pub mod host;
 pub mod kernel;
 pub mod logger;
 pub mod timing;
-pub mod vcpu;
 pub mod virtio_attach;
 pub mod vm;
+pub mod vstate;
+
+/// The vCPU module under its old path (`crate::vcpu`), which `cli` uses.
+pub use vstate::vcpu;

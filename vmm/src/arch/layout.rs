@@ -50,6 +50,8 @@ pub const SERIAL_GSI: u32 = 4;
 pub const I8042_PORT: u16 = 0x60;
 /// 0x60 (data) to 0x64 (command/status).
 pub const I8042_PORT_LEN: u64 = 5;
+/// The i8042 keyboard interrupt (IRQ 1).
+pub const I8042_KBD_GSI: u32 = 1;
 
 pub const MIB: u64 = 1 << 20;
 

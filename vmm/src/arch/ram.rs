@@ -25,8 +25,10 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::ptr::null_mut;
 use std::sync::Arc;
 
-use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+use vm_memory::mmap::{MmapRegionBuilder, MmapRegionError};
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionCollectionError, GuestRegionMmap,
+};
 
 /// The huge page size KVM can map with one stage-2 entry.
 pub const HUGE_PAGE: usize = 2 << 20;
@@ -179,6 +181,21 @@ impl Mapping {
     }
 }
 
+/// Mapping guest RAM failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("memfd: {0}")]
+    Memfd(std::io::Error),
+    #[error("{0}")]
+    Map(std::io::Error),
+    #[error("{0}")]
+    Region(MmapRegionError),
+    #[error("guest region overflows")]
+    RegionOverflow,
+    #[error("{0}")]
+    Collection(GuestRegionCollectionError),
+}
+
 /// Guest RAM for `ranges`: the guest memory view plus the host mappings
 /// behind it, which stay mapped until explicitly unmapped.
 pub struct GuestRam {
@@ -241,7 +258,7 @@ fn shmem_thp_warning(setting: &str) -> Option<String> {
     }
 }
 
-pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<GuestRam, String> {
+pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<GuestRam, Error> {
     let file = match backing {
         Backing::Anonymous => None,
         Backing::SharedMemfd => {
@@ -254,7 +271,7 @@ pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<Gues
             let total = ranges.iter().fold(0u64, |end, &(_, len)| {
                 end.next_multiple_of(HUGE_PAGE as u64) + len as u64
             });
-            Some(Arc::new(memfd(total).map_err(|e| format!("memfd: {e}"))?))
+            Some(Arc::new(memfd(total).map_err(Error::Memfd)?))
         }
     };
     let mut mappings = Vec::with_capacity(ranges.len());
@@ -276,7 +293,7 @@ pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<Gues
                 (m, SHARED_FLAGS, Some(fo))
             }
         };
-        let m = m.map_err(|e| e.to_string())?;
+        let m = m.map_err(Error::Map)?;
         m.advise_hugepages();
         let mut builder = MmapRegionBuilder::new(len)
             .with_mmap_prot(PROT)
@@ -288,11 +305,11 @@ pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<Gues
         // only unmapped by an explicit `unmap` once the view is gone.
         let region = unsafe { builder.with_raw_mmap_pointer(m.as_ptr()) }
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(Error::Region)?;
         mappings.push(m);
-        regions.push(GuestRegionMmap::new(region, gpa).ok_or("guest region overflows")?);
+        regions.push(GuestRegionMmap::new(region, gpa).ok_or(Error::RegionOverflow)?);
     }
-    let mem = GuestMemoryMmap::from_regions(regions).map_err(|e| e.to_string())?;
+    let mem = GuestMemoryMmap::from_regions(regions).map_err(Error::Collection)?;
     Ok(GuestRam { mem, mappings })
 }
 

@@ -45,7 +45,7 @@ use super::block::read_config_bytes;
 use super::{ActivateError, Interrupt, VirtioDevice, TYPE_FS};
 use crate::bus::lock;
 use crate::config::FS_TAG_MAX;
-use crate::vcpu::{ExitState, VmExit};
+use crate::vstate::vcpu::{ExitState, VmExit};
 
 /// hiprio + one request queue.
 pub const NUM_QUEUES: usize = 2;
