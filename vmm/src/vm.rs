@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::signal::create_sigset;
 
 use crate::arch::ram;
 use crate::builder;
@@ -107,17 +108,14 @@ impl MutEventSubscriber for Control {
             // SAFETY: an all-zero signalfd_siginfo is a valid value.
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: `info` is a writable buffer of exactly `size` bytes and
+            let buf = std::ptr::addr_of_mut!(info).cast::<libc::c_void>();
+            // SAFETY: `buf` is a writable buffer of exactly `size` bytes and
             // the fd is our signalfd.
-            let n = unsafe {
-                libc::read(
-                    self.signals.as_raw_fd(),
-                    &mut info as *mut _ as *mut libc::c_void,
-                    size,
-                )
-            };
-            if n == size as isize {
-                self.exit.request(VmExit::Signal(info.ssi_signo as i32));
+            let n = unsafe { libc::read(self.signals.as_raw_fd(), buf, size) };
+            if usize::try_from(n) == Ok(size) {
+                if let Ok(signo) = i32::try_from(info.ssi_signo) {
+                    self.exit.request(VmExit::Signal(signo));
+                }
             }
         }
     }
@@ -126,17 +124,16 @@ impl MutEventSubscriber for Control {
 /// Blocks SIGTERM and SIGINT in the calling thread (and so in every thread it
 /// spawns afterwards) and returns a signalfd receiving them.
 pub(crate) fn signal_fd() -> std::io::Result<OwnedFd> {
-    // SAFETY: an all-zero sigset_t is a valid argument for sigemptyset.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t; the calls only write to it and to
-    // the thread's signal mask.
-    let fd = unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
-    };
+    let set = create_sigset(&[libc::SIGTERM, libc::SIGINT])
+        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    // SAFETY: `set` is a valid sigset_t; the call only changes this
+    // thread's signal mask.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    // SAFETY: `set` is a valid sigset_t; the call creates a new fd.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -185,7 +182,7 @@ impl Vm {
                             .request(VmExit::Timeout("timed out waiting for the VM".into()));
                         break;
                     }
-                    left.as_millis().clamp(1, i32::MAX as u128) as i32
+                    i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1)
                 }
             };
             let em = &mut self.em;
