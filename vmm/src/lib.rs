@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod builder;
 pub mod bus;
+pub mod cast;
 pub mod cli;
 pub mod cmdline;
 pub mod config;

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use event_manager::{EventManager, SubscriberOps};
 use kvm_ioctls::IoEventAddress;
 use vm_memory::GuestMemoryMmap;
 
@@ -14,6 +14,7 @@ use crate::config::VmConfig;
 use crate::devices::virtio::{
     Block, BlockError, Fs, FsError, VirtioDevice, VirtioMmioDevice, Vsock, VsockError,
 };
+use crate::vm::Subscriber;
 use crate::vstate::vcpu::ExitState;
 use crate::vstate::vm::KvmVm;
 
@@ -53,12 +54,15 @@ pub struct AttachError {
     pub source: DeviceError,
 }
 
+/// A device and its name for errors ("disk: PATH", ...).
+type NamedDevice = (String, Box<dyn VirtioDevice>);
+
 /// The configured devices, in attach order, each with its name for errors.
 fn create_devices(
     config: &VmConfig,
     exit: &Arc<ExitState>,
-) -> Result<Vec<(String, Box<dyn VirtioDevice>)>, AttachError> {
-    let mut devices: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
+) -> Result<Vec<NamedDevice>, AttachError> {
+    let mut devices: Vec<NamedDevice> = Vec::new();
     let mut add = |name: String, dev: Result<Box<dyn VirtioDevice>, DeviceError>| {
         let index = devices.len();
         match dev {
@@ -111,7 +115,7 @@ fn attach_one(
     index: usize,
     dev: Box<dyn VirtioDevice>,
     mmio: &mut Bus,
-    em: &mut EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
+    em: &mut EventManager<Subscriber>,
 ) -> Result<(), DeviceError> {
     let (base, gsi) = virtio_slot(index);
     let d = VirtioMmioDevice::new(mem.clone(), dev).map_err(DeviceError::Transport)?;
@@ -137,7 +141,7 @@ pub fn attach(
     mem: &GuestMemoryMmap,
     config: &VmConfig,
     mmio: &mut Bus,
-    em: &mut EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
+    em: &mut EventManager<Subscriber>,
     exit: &Arc<ExitState>,
 ) -> Result<(), AttachError> {
     for (index, (name, dev)) in create_devices(config, exit)?.into_iter().enumerate() {

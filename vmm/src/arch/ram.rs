@@ -126,15 +126,15 @@ impl Mapping {
         }
         let head = aligned - start;
         let tail = total - head - len;
-        // SAFETY: both ranges lie inside the mapping just created, outside
-        // [aligned, aligned + len), and nothing refers to them.
-        unsafe {
-            if head > 0 {
-                libc::munmap(p, head);
-            }
-            if tail > 0 {
-                libc::munmap((aligned + len) as *mut libc::c_void, tail);
-            }
+        if head > 0 {
+            // SAFETY: [start, aligned) lies inside the mapping just created,
+            // outside [aligned, aligned + len), and nothing refers to it.
+            unsafe { libc::munmap(p, head) };
+        }
+        if tail > 0 {
+            // SAFETY: [aligned + len, start + total) lies inside the mapping
+            // just created, after the part kept, and nothing refers to it.
+            unsafe { libc::munmap((aligned + len) as *mut libc::c_void, tail) };
         }
         Ok(Mapping {
             addr: aligned as *mut u8,
@@ -148,7 +148,7 @@ impl Mapping {
         // SAFETY: madvise on our own mapping changes no memory contents.
         unsafe {
             libc::madvise(
-                self.addr as *mut libc::c_void,
+                self.addr.cast::<libc::c_void>(),
                 self.len,
                 libc::MADV_HUGEPAGE,
             );
@@ -176,7 +176,7 @@ impl Mapping {
         // SAFETY: the range is this mapping; the caller guarantees that
         // nothing uses it any more.
         unsafe {
-            libc::munmap(self.addr as *mut libc::c_void, self.len);
+            libc::munmap(self.addr.cast::<libc::c_void>(), self.len);
         }
     }
 }
@@ -341,10 +341,11 @@ mod tests {
             assert_eq!(m.as_ptr() as usize % HUGE_PAGE, 0);
             assert_eq!(m.len(), len);
             // SAFETY: the mapping is readable and writable for `len` bytes.
-            unsafe {
-                *m.as_ptr() = 1;
-                *m.as_ptr().add(len - 1) = 2;
-            }
+            let last = unsafe { m.as_ptr().add(len - 1) };
+            // SAFETY: the first byte of the writable mapping.
+            unsafe { *m.as_ptr() = 1 };
+            // SAFETY: `last` is the mapping's last byte.
+            unsafe { *last = 2 };
             // SAFETY: nothing refers to the mapping any more.
             unsafe { m.unmap() };
         }

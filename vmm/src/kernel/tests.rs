@@ -10,14 +10,15 @@ use super::*;
 use crate::arch::layout::{self, MIB};
 use crate::arch::pvh::Initrd;
 use crate::arch::ram::{self, Backing};
+use crate::cast::usize_from;
 
 /// A minimal vmlinux-like ELF: one PT_LOAD at 16 MiB with `code`, and a
 /// PT_NOTE with an unrelated note followed by the PVH entry note.
 pub(crate) fn tiny_elf(entry: u32, code: &[u8], with_pvh: bool) -> Vec<u8> {
     let mut notes = vec![];
     let mut note = |name: &[u8], ntype: u32, desc: &[u8]| {
-        notes.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        notes.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        notes.extend_from_slice(&u32::try_from(name.len()).unwrap().to_le_bytes());
+        notes.extend_from_slice(&u32::try_from(desc.len()).unwrap().to_le_bytes());
         notes.extend_from_slice(&ntype.to_le_bytes());
         notes.extend_from_slice(name);
         notes.resize(notes.len().div_ceil(4) * 4, 0);
@@ -31,7 +32,7 @@ pub(crate) fn tiny_elf(entry: u32, code: &[u8], with_pvh: bool) -> Vec<u8> {
     let phoff = EHDR_SIZE as u64;
     let notes_off = phoff + 2 * PHDR_SIZE as u64;
     let code_off = 0x1000u64;
-    let mut f = vec![0u8; code_off as usize];
+    let mut f = vec![0u8; usize_from(code_off)];
     f[0..4].copy_from_slice(b"\x7fELF");
     f[4] = 2;
     f[5] = 1;
@@ -41,11 +42,11 @@ pub(crate) fn tiny_elf(entry: u32, code: &[u8], with_pvh: bool) -> Vec<u8> {
     f[20..24].copy_from_slice(&1u32.to_le_bytes());
     f[24..32].copy_from_slice(&0x100_0000u64.to_le_bytes()); // e_entry
     f[32..40].copy_from_slice(&phoff.to_le_bytes());
-    f[52..54].copy_from_slice(&(EHDR_SIZE as u16).to_le_bytes());
-    f[54..56].copy_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
+    f[52..54].copy_from_slice(&u16::try_from(EHDR_SIZE).unwrap().to_le_bytes());
+    f[54..56].copy_from_slice(&u16::try_from(PHDR_SIZE).unwrap().to_le_bytes());
     f[56..58].copy_from_slice(&2u16.to_le_bytes());
     let mut ph = |i: usize, t: u32, off: u64, addr: u64, filesz: u64, memsz: u64| {
-        let o = phoff as usize + i * PHDR_SIZE;
+        let o = usize_from(phoff) + i * PHDR_SIZE;
         f[o..o + 4].copy_from_slice(&t.to_le_bytes());
         f[o + 8..o + 16].copy_from_slice(&off.to_le_bytes());
         f[o + 16..o + 24].copy_from_slice(&(addr | 0xffff_ffff_8000_0000).to_le_bytes());
@@ -69,7 +70,7 @@ pub(crate) fn tiny_elf(entry: u32, code: &[u8], with_pvh: bool) -> Vec<u8> {
         notes.len() as u64,
         notes.len() as u64,
     );
-    f[notes_off as usize..notes_off as usize + notes.len()].copy_from_slice(&notes);
+    f[usize_from(notes_off)..usize_from(notes_off) + notes.len()].copy_from_slice(&notes);
     f.extend_from_slice(code);
     f
 }
@@ -102,7 +103,7 @@ fn valid_kernel() {
     // bss stays zero.
     for backing in [Backing::Anonymous, Backing::SharedMemfd] {
         let ram::GuestRam { mem, mappings } =
-            ram::create(&[(GuestAddress(0), (64 * MIB) as usize)], backing).unwrap();
+            ram::create(&[(GuestAddress(0), usize_from(64 * MIB))], backing).unwrap();
         assert_eq!(load_kernel(&mem, &p).unwrap(), 0x100_0040);
         let b: u8 = mem.read_obj(GuestAddress(0x100_0063)).unwrap();
         assert_eq!(b, 0x90, "{backing:?}");
@@ -240,14 +241,14 @@ fn initrd_placement() {
 fn initrd_loads_into_memory() {
     // Several pages and a partial one, so the shared case is checked
     // through the memfd (what a vhost-user backend sees) as well.
-    let data: Vec<u8> = (0..3 * PAGE as usize + 11)
-        .map(|i| (i % 251) as u8)
+    let data: Vec<u8> = (0..3 * usize_from(PAGE) + 11)
+        .map(|i| u8::try_from(i % 251).unwrap())
         .collect();
     let p = write_tmp("initrd", &data);
     let size = inspect_initrd(&p).unwrap();
     for backing in [Backing::Anonymous, Backing::SharedMemfd] {
         let ram::GuestRam { mem, mappings } =
-            ram::create(&[(GuestAddress(0), (64 * MIB) as usize)], backing).unwrap();
+            ram::create(&[(GuestAddress(0), usize_from(64 * MIB))], backing).unwrap();
         let i = load_initrd(&mem, &p, 0x300_0000, size).unwrap();
         assert_eq!(
             i,
@@ -280,7 +281,7 @@ fn initrd_loads_into_memory() {
     }
     // A file that changed size since it was inspected is refused.
     let ram::GuestRam { mem, mappings } = ram::create(
-        &[(GuestAddress(0), (64 * MIB) as usize)],
+        &[(GuestAddress(0), usize_from(64 * MIB))],
         Backing::Anonymous,
     )
     .unwrap();

@@ -583,7 +583,7 @@ impl Worker {
         let n = unsafe {
             libc::recv(
                 self.fe.as_raw_fd(),
-                b.as_mut_ptr() as *mut libc::c_void,
+                b.as_mut_ptr().cast::<libc::c_void>(),
                 1,
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )

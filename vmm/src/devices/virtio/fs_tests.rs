@@ -177,10 +177,11 @@ fn fuse_init(d: &mut super::super::test_utils::Driver, unique: u64) -> (i32, u64
     req.extend_from_slice(&7u32.to_le_bytes()); // major
     req.extend_from_slice(&31u32.to_le_bytes()); // minor
     req.extend_from_slice(&[0u8; 56]);
-    let inb = d.alloc(req.len() as u32);
+    let req_len = u32::try_from(req.len()).unwrap();
+    let inb = d.alloc(req_len);
     d.write_mem(inb, &req);
     let outb = d.alloc(16 + 64);
-    let head = d.add_chain(1, &[(inb, req.len() as u32, false), (outb, 80, true)]);
+    let head = d.add_chain(1, &[(inb, req_len, false), (outb, 80, true)]);
     d.kick(1);
     let mut used = Vec::new();
     assert!(
