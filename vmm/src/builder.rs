@@ -247,10 +247,10 @@ pub fn attach_legacy_devices(
             .map_err(|source| LegacyDeviceError::Irq { device, source })
     };
     let on_bus = |device| move |source| LegacyDeviceError::Bus { device, source };
-    let serial = Arc::new(Mutex::new(SerialDevice::new(
-        irq("serial port", layout::SERIAL_GSI)?,
-        sink,
-    )));
+    let mut serial = SerialDevice::new(irq("serial port", layout::SERIAL_GSI)?, sink);
+    // The guest's first console output, among the start-up timing marks.
+    serial.output_mut().report_milestones(timing::mark);
+    let serial = Arc::new(Mutex::new(serial));
     pio.insert(
         u64::from(layout::SERIAL_PORT),
         layout::SERIAL_PORT_LEN,
