@@ -13,6 +13,8 @@
 
 use vm_memory::GuestAddress;
 
+use crate::cast::usize_from;
+
 pub const GDT_ADDR: u64 = 0x500;
 pub const IDT_ADDR: u64 = 0x520;
 pub const PVH_INFO_ADDR: u64 = 0x6000;
@@ -50,14 +52,22 @@ pub const SERIAL_GSI: u32 = 4;
 pub const I8042_PORT: u16 = 0x60;
 /// 0x60 (data) to 0x64 (command/status).
 pub const I8042_PORT_LEN: u64 = 5;
+/// The i8042 keyboard interrupt (IRQ 1).
+pub const I8042_KBD_GSI: u32 = 1;
 
 pub const MIB: u64 = 1 << 20;
 
-/// Base address of the `index`th virtio-mmio device and its GSI.
+/// Base address of the `index`th virtio-mmio device and its GSI. The
+/// configuration allows at most [`MAX_VIRTIO_DEVICES`].
 pub fn virtio_slot(index: usize) -> (u64, u32) {
+    assert!(
+        index < MAX_VIRTIO_DEVICES,
+        "virtio slot {index} out of range"
+    );
+    let i = u32::try_from(index).expect("below MAX_VIRTIO_DEVICES");
     (
-        VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SIZE,
-        VIRTIO_GSI_BASE + index as u32,
+        VIRTIO_MMIO_BASE + u64::from(i) * VIRTIO_MMIO_SIZE,
+        VIRTIO_GSI_BASE + i,
     )
 }
 
@@ -65,13 +75,13 @@ pub fn virtio_slot(index: usize) -> (u64, u32) {
 /// and the remainder above 4 GiB.
 pub fn ram_ranges(mem_bytes: u64) -> Vec<(GuestAddress, usize)> {
     if mem_bytes <= MMIO_GAP_START {
-        vec![(GuestAddress(0), mem_bytes as usize)]
+        vec![(GuestAddress(0), usize_from(mem_bytes))]
     } else {
         vec![
-            (GuestAddress(0), MMIO_GAP_START as usize),
+            (GuestAddress(0), usize_from(MMIO_GAP_START)),
             (
                 GuestAddress(MMIO_GAP_END),
-                (mem_bytes - MMIO_GAP_START) as usize,
+                usize_from(mem_bytes - MMIO_GAP_START),
             ),
         ]
     }
@@ -131,7 +141,7 @@ mod tests {
     fn small_memory_is_one_range() {
         assert_eq!(
             ram_ranges(128 * MIB),
-            vec![(GuestAddress(0), (128 * MIB) as usize)]
+            vec![(GuestAddress(0), usize_from(128 * MIB))]
         );
         assert_eq!(low_ram_end(128 * MIB), 128 * MIB);
     }
@@ -142,7 +152,7 @@ mod tests {
         let r = ram_ranges(mem);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0], (GuestAddress(0), 0xc000_0000));
-        assert_eq!(r[1], (GuestAddress(1 << 32), (1 << 30) as usize));
+        assert_eq!(r[1], (GuestAddress(1 << 32), 1 << 30));
         let total: usize = r.iter().map(|r| r.1).sum();
         assert_eq!(total as u64, mem);
         assert_eq!(low_ram_end(mem), MMIO_GAP_START);

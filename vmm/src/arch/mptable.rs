@@ -35,6 +35,10 @@ const INT_TYPE_INT: u8 = 0;
 const INT_TYPE_NMI: u8 = 1;
 const INT_TYPE_EXTINT: u8 = 3;
 
+/// [`IOAPIC_PINS`] as the u16 the table's entry count is.
+const IOAPIC_PINS_U16: u16 = 24;
+const _: () = assert!(IOAPIC_PINS_U16 as u32 == IOAPIC_PINS);
+
 /// Highest number of CPUs the tables can describe: APIC IDs are one byte and
 /// the IOAPIC takes the ID after the last CPU.
 pub const MAX_CPUS: u8 = 254;
@@ -83,7 +87,8 @@ pub fn build(num_cpus: u8, addr: u64) -> Result<Vec<u8>, Error> {
     let mut t = Vec::with_capacity(total);
     // Floating pointer structure.
     t.extend_from_slice(b"_MP_");
-    t.extend_from_slice(&(table_addr as u32).to_le_bytes());
+    let table_addr = u32::try_from(table_addr).map_err(|_| Error::TooLarge(total))?;
+    t.extend_from_slice(&table_addr.to_le_bytes());
     t.push(1); // length in 16-byte paragraphs
     t.push(4); // spec revision 1.4
     t.push(0); // checksum, below
@@ -91,8 +96,10 @@ pub fn build(num_cpus: u8, addr: u64) -> Result<Vec<u8>, Error> {
     t[10] = checksum(&t[..MPF_SIZE]);
 
     // Configuration table header.
-    let entry_count = num_cpus as u16 + 2 + IOAPIC_PINS as u16 + 2;
-    let base_len = (HEADER_SIZE + table_entries_size(num_cpus)) as u16;
+    // CPUs, bus, IOAPIC, its interrupts, LINT0 and LINT1.
+    let entry_count = u16::from(num_cpus) + 2 + IOAPIC_PINS_U16 + 2;
+    let base_len = u16::try_from(HEADER_SIZE + table_entries_size(num_cpus))
+        .map_err(|_| Error::TooLarge(total))?;
     let h = t.len();
     t.extend_from_slice(b"PCMP");
     t.extend_from_slice(&base_len.to_le_bytes());
@@ -124,7 +131,7 @@ pub fn build(num_cpus: u8, addr: u64) -> Result<Vec<u8>, Error> {
     t.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
     // ISA IRQ n -> IOAPIC pin n, matching KVM's default GSI routing;
     // flags 0 = conforms to the bus (edge, active high).
-    for irq in 0..IOAPIC_PINS as u8 {
+    for irq in (0..=u8::MAX).take(IOAPIC_PINS as usize) {
         t.extend_from_slice(&[ENTRY_IOINT, INT_TYPE_INT, 0, 0, 0, irq, ioapic_id, irq]);
     }
     // LINT0 = ExtINT (the 8259 PIC), LINT1 = NMI, on every local APIC.
@@ -221,7 +228,7 @@ mod tests {
     #[test]
     fn fits_in_the_ebda_for_32_cpus() {
         assert!(build(32, MPTABLE_ADDR).is_ok());
-        assert!(MPTABLE_ADDR as usize + size(32) <= BASE_MEM_END as usize);
+        assert!(MPTABLE_ADDR + size(32) as u64 <= BASE_MEM_END);
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn start_info(
         magic: XEN_HVM_START_MAGIC,
         version: 1,
         flags: 0,
-        nr_modules: modules.len() as u32,
+        nr_modules: u32::from(initrd.is_some()),
         modlist_paddr: if modules.is_empty() {
             0
         } else {
@@ -62,7 +62,7 @@ pub fn start_info(
         cmdline_paddr: CMDLINE_ADDR,
         rsdp_paddr: 0,
         memmap_paddr: PVH_MEMMAP_ADDR,
-        memmap_entries: memmap.len() as u32,
+        memmap_entries: u32::try_from(memmap.len()).expect("a handful of e820 entries"),
         reserved: 0,
     };
     (info, memmap, modules)
@@ -87,22 +87,21 @@ pub fn write(
 mod tests {
     use super::*;
     use crate::arch::layout::MIB;
+    use crate::cast::usize_from;
     use std::mem::size_of;
     use vm_memory::Bytes;
 
     #[test]
     fn structures_fit_their_slots() {
-        assert!(PVH_INFO_ADDR as usize + size_of::<hvm_start_info>() <= PVH_MODLIST_ADDR as usize);
-        assert!(
-            PVH_MODLIST_ADDR as usize + size_of::<hvm_modlist_entry>() <= PVH_MEMMAP_ADDR as usize
-        );
+        assert!(PVH_INFO_ADDR + size_of::<hvm_start_info>() as u64 <= PVH_MODLIST_ADDR);
+        assert!(PVH_MODLIST_ADDR + size_of::<hvm_modlist_entry>() as u64 <= PVH_MEMMAP_ADDR);
     }
 
     #[test]
     fn written_to_guest_memory() {
         let mem_bytes = 64 * MIB;
-        let mem =
-            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_bytes as usize)]).unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), usize_from(mem_bytes))])
+            .unwrap();
         let initrd = Initrd {
             addr: 0x3f0_0000,
             size: 0x1234,

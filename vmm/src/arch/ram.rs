@@ -25,8 +25,10 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::ptr::null_mut;
 use std::sync::Arc;
 
-use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+use vm_memory::mmap::{MmapRegionBuilder, MmapRegionError};
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionCollectionError, GuestRegionMmap,
+};
 
 /// The huge page size KVM can map with one stage-2 entry.
 pub const HUGE_PAGE: usize = 2 << 20;
@@ -124,15 +126,15 @@ impl Mapping {
         }
         let head = aligned - start;
         let tail = total - head - len;
-        // SAFETY: both ranges lie inside the mapping just created, outside
-        // [aligned, aligned + len), and nothing refers to them.
-        unsafe {
-            if head > 0 {
-                libc::munmap(p, head);
-            }
-            if tail > 0 {
-                libc::munmap((aligned + len) as *mut libc::c_void, tail);
-            }
+        if head > 0 {
+            // SAFETY: [start, aligned) lies inside the mapping just created,
+            // outside [aligned, aligned + len), and nothing refers to it.
+            unsafe { libc::munmap(p, head) };
+        }
+        if tail > 0 {
+            // SAFETY: [aligned + len, start + total) lies inside the mapping
+            // just created, after the part kept, and nothing refers to it.
+            unsafe { libc::munmap((aligned + len) as *mut libc::c_void, tail) };
         }
         Ok(Mapping {
             addr: aligned as *mut u8,
@@ -146,7 +148,7 @@ impl Mapping {
         // SAFETY: madvise on our own mapping changes no memory contents.
         unsafe {
             libc::madvise(
-                self.addr as *mut libc::c_void,
+                self.addr.cast::<libc::c_void>(),
                 self.len,
                 libc::MADV_HUGEPAGE,
             );
@@ -174,9 +176,24 @@ impl Mapping {
         // SAFETY: the range is this mapping; the caller guarantees that
         // nothing uses it any more.
         unsafe {
-            libc::munmap(self.addr as *mut libc::c_void, self.len);
+            libc::munmap(self.addr.cast::<libc::c_void>(), self.len);
         }
     }
+}
+
+/// Mapping guest RAM failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("memfd: {0}")]
+    Memfd(std::io::Error),
+    #[error("{0}")]
+    Map(std::io::Error),
+    #[error("{0}")]
+    Region(MmapRegionError),
+    #[error("guest region overflows")]
+    RegionOverflow,
+    #[error("{0}")]
+    Collection(GuestRegionCollectionError),
 }
 
 /// Guest RAM for `ranges`: the guest memory view plus the host mappings
@@ -241,7 +258,7 @@ fn shmem_thp_warning(setting: &str) -> Option<String> {
     }
 }
 
-pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<GuestRam, String> {
+pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<GuestRam, Error> {
     let file = match backing {
         Backing::Anonymous => None,
         Backing::SharedMemfd => {
@@ -254,7 +271,7 @@ pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<Gues
             let total = ranges.iter().fold(0u64, |end, &(_, len)| {
                 end.next_multiple_of(HUGE_PAGE as u64) + len as u64
             });
-            Some(Arc::new(memfd(total).map_err(|e| format!("memfd: {e}"))?))
+            Some(Arc::new(memfd(total).map_err(Error::Memfd)?))
         }
     };
     let mut mappings = Vec::with_capacity(ranges.len());
@@ -276,7 +293,7 @@ pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<Gues
                 (m, SHARED_FLAGS, Some(fo))
             }
         };
-        let m = m.map_err(|e| e.to_string())?;
+        let m = m.map_err(Error::Map)?;
         m.advise_hugepages();
         let mut builder = MmapRegionBuilder::new(len)
             .with_mmap_prot(PROT)
@@ -288,11 +305,11 @@ pub fn create(ranges: &[(GuestAddress, usize)], backing: Backing) -> Result<Gues
         // only unmapped by an explicit `unmap` once the view is gone.
         let region = unsafe { builder.with_raw_mmap_pointer(m.as_ptr()) }
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(Error::Region)?;
         mappings.push(m);
-        regions.push(GuestRegionMmap::new(region, gpa).ok_or("guest region overflows")?);
+        regions.push(GuestRegionMmap::new(region, gpa).ok_or(Error::RegionOverflow)?);
     }
-    let mem = GuestMemoryMmap::from_regions(regions).map_err(|e| e.to_string())?;
+    let mem = GuestMemoryMmap::from_regions(regions).map_err(Error::Collection)?;
     Ok(GuestRam { mem, mappings })
 }
 
@@ -324,10 +341,11 @@ mod tests {
             assert_eq!(m.as_ptr() as usize % HUGE_PAGE, 0);
             assert_eq!(m.len(), len);
             // SAFETY: the mapping is readable and writable for `len` bytes.
-            unsafe {
-                *m.as_ptr() = 1;
-                *m.as_ptr().add(len - 1) = 2;
-            }
+            let last = unsafe { m.as_ptr().add(len - 1) };
+            // SAFETY: the first byte of the writable mapping.
+            unsafe { *m.as_ptr() = 1 };
+            // SAFETY: `last` is the mapping's last byte.
+            unsafe { *last = 2 };
             // SAFETY: nothing refers to the mapping any more.
             unsafe { m.unmap() };
         }

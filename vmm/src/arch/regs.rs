@@ -28,6 +28,9 @@ pub const GDT: [u64; 4] = [
     gdt_entry(0xc093, 0, 0xfffff),
     gdt_entry(0x008b, 0, 0x67),
 ];
+/// The GDT's limit: its size in bytes, minus one.
+const GDT_LIMIT: u16 = 4 * 8 - 1;
+const _: () = assert!(GDT.len() * 8 - 1 == GDT_LIMIT as usize);
 const CODE_INDEX: u8 = 1;
 const DATA_INDEX: u8 = 2;
 const TSS_INDEX: u8 = 3;
@@ -51,7 +54,7 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 pub fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
     let bit = |n: u32| ((entry >> n) & 1) as u8;
     let g = bit(55);
-    let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
+    let raw_limit = (entry & 0xffff) as u32 | ((entry >> 32) & 0xf_0000) as u32;
     let present = bit(47);
     kvm_segment {
         base: ((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000),
@@ -96,7 +99,7 @@ pub fn pvh_sregs(sregs: &mut kvm_sregs) {
     sregs.ss = data;
     sregs.tr = segment_from_gdt(GDT[TSS_INDEX as usize], TSS_INDEX);
     sregs.gdt.base = GDT_ADDR;
-    sregs.gdt.limit = (GDT.len() * 8 - 1) as u16;
+    sregs.gdt.limit = GDT_LIMIT;
     sregs.idt.base = IDT_ADDR;
     sregs.idt.limit = 7;
     // Protected mode, paging and caches as the kernel expects them: CD/NW
@@ -189,13 +192,13 @@ const APIC_MODE_NMI: u32 = 0x4;
 const APIC_MODE_EXTINT: u32 = 0x7;
 
 fn lapic_reg(l: &kvm_lapic_state, off: usize) -> u32 {
-    let b = |i: usize| l.regs[off + i] as u8;
+    let b = |i: usize| l.regs[off + i].to_ne_bytes()[0];
     u32::from_le_bytes([b(0), b(1), b(2), b(3)])
 }
 
 fn set_lapic_reg(l: &mut kvm_lapic_state, off: usize, v: u32) {
     for (i, b) in v.to_le_bytes().iter().enumerate() {
-        l.regs[off + i] = *b as _;
+        l.regs[off + i] = i8::from_ne_bytes([*b]);
     }
 }
 

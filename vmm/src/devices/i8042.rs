@@ -17,7 +17,9 @@ use vmm_sys_util::eventfd::EventFd;
 use super::BusDevice;
 
 const DATA: u64 = 0;
-const COMMAND: u64 = 4;
+/// The command/status port, as an offset from 0x60.
+const COMMAND_OFFSET: u8 = 4;
+const COMMAND: u64 = COMMAND_OFFSET as u64;
 
 const STATUS_OBF: u8 = 0x01;
 const STATUS_SYS: u8 = 0x04;
@@ -87,7 +89,7 @@ impl I8042 {
     }
 
     fn reset_cpu(&mut self) {
-        let _ = self.reset.write(COMMAND as u8, CMD_RESET_CPU);
+        let _ = self.reset.write(COMMAND_OFFSET, CMD_RESET_CPU);
     }
 
     fn push(&mut self, byte: u8) {

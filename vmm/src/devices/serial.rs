@@ -90,6 +90,35 @@ pub struct SerialOutput {
     buf: Vec<u8>,
     log: SerialLog,
     file_cap: FileCap,
+    milestones: Milestones,
+}
+
+/// Reports the guest's first console byte and first full line, once each,
+/// to a function the VM's builder chose (its start-up timing marks).
+#[derive(Default)]
+struct Milestones {
+    report: Option<fn(&str)>,
+    first_byte: bool,
+    first_line: bool,
+}
+
+impl Milestones {
+    fn saw(&mut self, bytes: &[u8]) {
+        let Some(report) = self.report else {
+            return;
+        };
+        if !self.first_byte {
+            self.first_byte = true;
+            report("guest: first console byte");
+        }
+        if !self.first_line && bytes.contains(&b'\n') {
+            self.first_line = true;
+            report("guest: first console line");
+        }
+        if self.first_byte && self.first_line {
+            self.report = None;
+        }
+    }
 }
 
 impl SerialOutput {
@@ -108,7 +137,14 @@ impl SerialOutput {
                 max: file_max,
                 dropped: 0,
             },
+            milestones: Milestones::default(),
         }
+    }
+
+    /// Calls `report` with "guest: first console byte" and "guest: first
+    /// console line" when those happen.
+    pub fn report_milestones(&mut self, report: fn(&str)) {
+        self.milestones.report = Some(report);
     }
 
     pub fn log(&self) -> &SerialLog {
@@ -168,14 +204,7 @@ impl FileCap {
 
 impl Write for SerialOutput {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        static FIRST_BYTE: std::sync::atomic::AtomicBool =
-            std::sync::atomic::AtomicBool::new(false);
-        static FIRST_LINE: std::sync::atomic::AtomicBool =
-            std::sync::atomic::AtomicBool::new(false);
-        crate::timing::mark_once(&FIRST_BYTE, "guest: first console byte");
-        if bytes.contains(&b'\n') {
-            crate::timing::mark_once(&FIRST_LINE, "guest: first console line");
-        }
+        self.milestones.saw(bytes);
         self.log.push(bytes);
         if !matches!(self.sink, SerialSink::None) {
             self.buf.extend_from_slice(bytes);
@@ -244,6 +273,24 @@ impl BusDevice for SerialDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milestones_are_reported_once_each() {
+        static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        fn record(what: &str) {
+            SEEN.lock().unwrap().push(what.to_string());
+        }
+        let mut out = SerialOutput::new(SerialSink::None);
+        out.write_all(b"a").unwrap();
+        out.report_milestones(record);
+        for chunk in [&b"b"[..], b"c", b"d\n", b"e\n"] {
+            out.write_all(chunk).unwrap();
+        }
+        assert_eq!(
+            *SEEN.lock().unwrap(),
+            ["guest: first console byte", "guest: first console line"]
+        );
+    }
 
     #[test]
     fn log_keeps_the_last_lines() {

@@ -30,6 +30,16 @@ const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Size of `struct virtio_blk_outhdr`.
 const REQUEST_HEADER_SIZE: u32 = 16;
 /// Requests handled per queue notification before yielding the event loop.
+/// The request status byte (virtio 1.2 §5.2.6; virtio-bindings has the
+/// values as u32).
+const STATUS_OK: u8 = 0;
+const STATUS_IOERR: u8 = 1;
+const STATUS_UNSUPP: u8 = 2;
+const _: () = assert!(
+    STATUS_OK as u32 == VIRTIO_BLK_S_OK
+        && STATUS_IOERR as u32 == VIRTIO_BLK_S_IOERR
+        && STATUS_UNSUPP as u32 == VIRTIO_BLK_S_UNSUPP
+);
 const MAX_REQUESTS_PER_KICK: usize = 4 * QUEUE_SIZE as usize;
 
 /// Why a block device could not be created.
@@ -316,7 +326,7 @@ impl Disk {
             }
             Err(RequestError::Malformed { status, why }) => {
                 debug!("virtio-blk: bad request: {why}");
-                match mem.write_obj(VIRTIO_BLK_S_IOERR as u8, status) {
+                match mem.write_obj(STATUS_IOERR, status) {
                     Ok(()) => 1,
                     Err(_) => 0,
                 }
@@ -330,8 +340,7 @@ impl Disk {
 
     /// Returns (status, bytes of data written into guest memory).
     fn execute(&self, mem: &GuestMemoryMmap, req: &Request) -> (u8, u32) {
-        let ok = VIRTIO_BLK_S_OK as u8;
-        let ioerr = VIRTIO_BLK_S_IOERR as u8;
+        let (ok, ioerr) = (STATUS_OK, STATUS_IOERR);
         match req.kind {
             RequestType::In => {
                 match chain::pread_exact(mem, &req.data, &self.file, req.sector << SECTOR_SHIFT) {
@@ -372,9 +381,10 @@ impl Disk {
                     .unwrap_or(usize::MAX)
                     .min(self.id.len());
                 let done = chain::write_bytes(mem, &req.data, 0, &self.id[..n]);
-                (ok, done as u32)
+                // At most the 20 bytes of the id.
+                (ok, u32::try_from(done).unwrap_or(u32::MAX))
             }
-            RequestType::Unsupported(_) => (VIRTIO_BLK_S_UNSUPP as u8, 0),
+            RequestType::Unsupported(_) => (STATUS_UNSUPP, 0),
         }
     }
 }

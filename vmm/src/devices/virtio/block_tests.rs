@@ -7,6 +7,7 @@ use vmm_sys_util::tempfile::TempFile;
 use super::super::chain::{Chain, Seg};
 use super::super::test_utils::{guest_memory, within, Driver, Rng};
 use super::*;
+use crate::cast::usize_from;
 
 const DISK_SECTORS: u64 = 64;
 
@@ -129,7 +130,7 @@ fn read_write_flush_get_id() {
     // Read sectors 2..4.
     let buf = b.drv.alloc(1024);
     let (st, used) = b.request(VIRTIO_BLK_T_IN, 2, buf, 1024, true);
-    assert_eq!((st, used), (VIRTIO_BLK_S_OK as u8, 1025));
+    assert_eq!((st, used), (STATUS_OK, 1025));
     assert_eq!(b.drv.read_mem(buf, 1024), pattern(1024, 1024));
 
     // Read split across three descriptors (and a chain longer than 3).
@@ -144,7 +145,7 @@ fn read_write_flush_get_id() {
         (st, 1, true),
     ]);
     assert_eq!(used, 513);
-    assert_eq!(b.drv.read_mem(st, 1)[0], VIRTIO_BLK_S_OK as u8);
+    assert_eq!(b.drv.read_mem(st, 1)[0], STATUS_OK);
     let mut got = b.drv.read_mem(b1, 100);
     got.extend(b.drv.read_mem(b2, 300));
     got.extend(b.drv.read_mem(b3, 112));
@@ -154,30 +155,30 @@ fn read_write_flush_get_id() {
     let data = b.drv.alloc(512);
     b.drv.write_mem(data, &[0xab; 512]);
     let (st, used) = b.request(VIRTIO_BLK_T_OUT, 5, data, 512, false);
-    assert_eq!((st, used), (VIRTIO_BLK_S_OK as u8, 1));
+    assert_eq!((st, used), (STATUS_OK, 1));
     assert_eq!(file_bytes(t.as_path(), 5 * 512, 512), vec![0xab; 512]);
     assert_eq!(file_bytes(t.as_path(), 4 * 512, 512), pattern(4 * 512, 512));
 
     // Last sector.
     let (st, _) = b.request(VIRTIO_BLK_T_OUT, DISK_SECTORS - 1, data, 512, false);
-    assert_eq!(st, VIRTIO_BLK_S_OK as u8);
+    assert_eq!(st, STATUS_OK);
 
     // Flush: header + status only.
     let h = b.header(VIRTIO_BLK_T_FLUSH, 0);
     let st = b.drv.alloc(1);
     assert_eq!(b.submit(&[(h, 16, false), (st, 1, true)]), 1);
-    assert_eq!(b.drv.read_mem(st, 1)[0], VIRTIO_BLK_S_OK as u8);
+    assert_eq!(b.drv.read_mem(st, 1)[0], STATUS_OK);
 
     // GET_ID.
     let idbuf = b.drv.alloc(20);
     let (st, used) = b.request(VIRTIO_BLK_T_GET_ID, 0, idbuf, 20, true);
-    assert_eq!((st, used), (VIRTIO_BLK_S_OK as u8, 21));
+    assert_eq!((st, used), (STATUS_OK, 21));
     assert_eq!(b.drv.read_mem(idbuf, 20), id);
     assert!(id.iter().any(|&c| c != 0));
 
     // Unsupported request type (DISCARD).
     let (st, _) = b.request(11, 0, data, 16, false);
-    assert_eq!(st, VIRTIO_BLK_S_UNSUPP as u8);
+    assert_eq!(st, STATUS_UNSUPP);
 }
 
 #[test]
@@ -186,7 +187,7 @@ fn bad_requests_get_ioerr_and_the_device_keeps_going() {
     let t = disk();
     let mut b = Blk::new(&mem, t.as_path(), false);
     let buf = b.drv.alloc(4096);
-    let ioerr = VIRTIO_BLK_S_IOERR as u8;
+    let ioerr = STATUS_IOERR;
 
     // Out of range.
     assert_eq!(
@@ -250,7 +251,7 @@ fn bad_requests_get_ioerr_and_the_device_keeps_going() {
 
     // Still works.
     let (st, used) = b.request(VIRTIO_BLK_T_IN, 0, buf, 512, true);
-    assert_eq!((st, used), (VIRTIO_BLK_S_OK as u8, 513));
+    assert_eq!((st, used), (STATUS_OK, 513));
     assert_eq!(b.drv.read_mem(buf, 512), pattern(0, 512));
 }
 
@@ -262,11 +263,11 @@ fn read_only_disk_rejects_writes() {
     let data = b.drv.alloc(512);
     b.drv.write_mem(data, &[0x55; 512]);
     let (st, _) = b.request(VIRTIO_BLK_T_OUT, 0, data, 512, false);
-    assert_eq!(st, VIRTIO_BLK_S_IOERR as u8);
+    assert_eq!(st, STATUS_IOERR);
     assert_eq!(file_bytes(t.as_path(), 0, 512), pattern(0, 512));
     // Reads and flushes still work.
     let (st, _) = b.request(VIRTIO_BLK_T_IN, 1, data, 512, true);
-    assert_eq!(st, VIRTIO_BLK_S_OK as u8);
+    assert_eq!(st, STATUS_OK);
     assert_eq!(b.drv.read_mem(data, 512), pattern(512, 512));
 }
 
@@ -359,7 +360,7 @@ fn bogus_head_index_does_not_stall_the_queue() {
     // ...and a good request right behind it.
     let buf = b.drv.alloc(512);
     let (st, used) = b.request(VIRTIO_BLK_T_IN, 0, buf, 512, true);
-    assert_eq!((st, used), (VIRTIO_BLK_S_OK as u8, 513));
+    assert_eq!((st, used), (STATUS_OK, 513));
 }
 
 /// A hostile guest at random: 2000 kicks of random descriptor tables and
@@ -382,7 +383,7 @@ fn hostile_queue_contents_never_stall_or_break_the_device() {
         for round in 0..2000 {
             for _ in 0..16 {
                 let at = GuestAddress(0x10_0000 + rng.below(30 << 20));
-                let n = 16 + rng.below(48) as usize;
+                let n = 16 + usize_from(rng.below(48));
                 let junk = rng.bytes(n);
                 b.drv.write_mem(at, &junk);
             }
@@ -405,14 +406,10 @@ fn hostile_queue_contents_never_stall_or_break_the_device() {
                 let out = b.drv.alloc(1024);
                 b.drv.write_mem(out, &data);
                 let st = b.request(VIRTIO_BLK_T_OUT, sector, out, 1024, false);
-                assert_eq!(st, (VIRTIO_BLK_S_OK as u8, 1), "write after round {round}");
+                assert_eq!(st, (STATUS_OK, 1), "write after round {round}");
                 let back = b.drv.alloc(1024);
                 let st = b.request(VIRTIO_BLK_T_IN, sector, back, 1024, true);
-                assert_eq!(
-                    st,
-                    (VIRTIO_BLK_S_OK as u8, 1025),
-                    "read after round {round}"
-                );
+                assert_eq!(st, (STATUS_OK, 1025), "read after round {round}");
                 assert_eq!(b.drv.read_mem(back, 1024), data, "data after round {round}");
             }
         }

@@ -136,7 +136,9 @@ fn for_each_part(
         let take = (seg_len - offset).min(len);
         // Segments were checked to lie in guest memory, so no overflow.
         let addr = seg.addr.unchecked_add(offset);
-        if !f(addr, take as usize) {
+        // At most `seg.len`, a u32.
+        let take_len = usize::try_from(take).unwrap_or(usize::MAX);
+        if !f(addr, take_len) {
             return;
         }
         len -= take;
@@ -272,8 +274,8 @@ pub(crate) fn send_from<F: AsRawFd>(
 pub(crate) fn retry_eintr(mut f: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
         let r = f();
-        if r >= 0 {
-            return Ok(r as usize);
+        if let Ok(n) = usize::try_from(r) {
+            return Ok(n);
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {

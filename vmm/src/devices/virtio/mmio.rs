@@ -301,7 +301,7 @@ impl VirtioMmioDevice {
             REG_DEVICE_FEATURES => {
                 let f = self.device.avail_features();
                 match self.device_features_sel {
-                    0 => f as u32,
+                    0 => (f & 0xffff_ffff) as u32,
                     1 => (f >> 32) as u32,
                     _ => 0,
                 }
@@ -372,7 +372,11 @@ impl VirtioMmioDevice {
                 };
                 match offset {
                     // The driver must not change a live queue.
-                    REG_QUEUE_NUM if !q.ready() && v <= u32::from(u16::MAX) => q.set_size(v as u16),
+                    REG_QUEUE_NUM if !q.ready() => {
+                        if let Ok(size) = u16::try_from(v) {
+                            q.set_size(size);
+                        }
+                    }
                     REG_QUEUE_NUM => {}
                     REG_QUEUE_READY => q.set_ready(v == 1),
                     _ if q.ready() => {}
@@ -437,8 +441,8 @@ impl MutEventSubscriber for VirtioMmioDevice {
     fn init(&mut self, ops: &mut EventOps) {
         // An external backend is the only reader of the queue eventfds.
         let own_queues = !self.device.external_queues();
-        for (i, evt) in self.queue_evts.iter().enumerate().filter(|_| own_queues) {
-            let data = QUEUE_EVT_DATA_BASE + i as u32;
+        let queues = (QUEUE_EVT_DATA_BASE..).zip(&self.queue_evts).enumerate();
+        for (i, (data, evt)) in queues.filter(|_| own_queues) {
             if let Err(e) = ops.add(Events::with_data(evt, data, EventSet::IN)) {
                 error!("virtio-mmio: failed to register queue {i} eventfd: {e}");
             }

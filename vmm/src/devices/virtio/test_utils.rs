@@ -22,6 +22,11 @@ use crate::devices::BusDevice;
 pub const MEM_SIZE: usize = 32 << 20;
 /// Guest buffers are carved from here up.
 const BUF_BASE: u64 = 0x10_0000;
+/// The descriptor flags as the u16 a descriptor holds.
+const DESC_F_NEXT: u16 = 1;
+const DESC_F_WRITE: u16 = 2;
+const _: () =
+    assert!(DESC_F_NEXT as u32 == VRING_DESC_F_NEXT && DESC_F_WRITE as u32 == VRING_DESC_F_WRITE);
 
 pub fn guest_memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
@@ -72,7 +77,7 @@ impl<'a> Driver<'a> {
     /// Fresh, empty rings at the same addresses (for after a reset).
     pub fn reinit_queues(&mut self) {
         for q in self.queues.iter_mut() {
-            let size = (q.desc_table().total_size() / 16) as u16;
+            let size = low16(q.desc_table().total_size() / 16);
             *q = MockSplitQueue::create(self.mem, q.desc_table_addr(), size);
         }
         self.next_desc.iter_mut().for_each(|d| *d = 0);
@@ -111,7 +116,7 @@ impl<'a> Driver<'a> {
         self.write32(0x70, VIRTIO_CONFIG_S_ACKNOWLEDGE);
         self.write32(0x70, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
         self.write32(0x24, 0);
-        self.write32(0x20, features as u32);
+        self.write32(0x20, low32(features));
         self.write32(0x24, 1);
         self.write32(0x20, (features >> 32) as u32);
         let s = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
@@ -120,17 +125,17 @@ impl<'a> Driver<'a> {
             return false;
         }
         for (i, q) in self.queues.iter().enumerate() {
-            self.write32(0x30, i as u32);
+            self.write32(0x30, low32(i as u64));
             assert_eq!(self.read32(0x44), 0, "queue {i} ready before setup");
             let max = self.read32(0x34);
             assert!(max > 0);
             self.write32(0x38, max);
             let (d, a, u) = (q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0);
-            self.write32(0x80, d as u32);
+            self.write32(0x80, low32(d));
             self.write32(0x84, (d >> 32) as u32);
-            self.write32(0x90, a as u32);
+            self.write32(0x90, low32(a));
             self.write32(0x94, (a >> 32) as u32);
-            self.write32(0xa0, u as u32);
+            self.write32(0xa0, low32(u));
             self.write32(0xa4, (u >> 32) as u32);
             self.write32(0x44, 1);
         }
@@ -163,8 +168,8 @@ impl<'a> Driver<'a> {
 
     /// Put a chain of raw (addr, len, device-writable) buffers on queue `q`.
     pub fn add_chain(&mut self, q: usize, bufs: &[(GuestAddress, u32, bool)]) -> u16 {
-        let size = self.queues[q].desc_table().total_size() as u16 / 16;
-        let n = bufs.len() as u16;
+        let size = low16(self.queues[q].desc_table().total_size() / 16);
+        let n = low16(bufs.len() as u64);
         let mut start = self.next_desc[q];
         if start + n > size {
             start = 0;
@@ -174,12 +179,12 @@ impl<'a> Driver<'a> {
             .iter()
             .enumerate()
             .map(|(i, &(addr, len, w))| {
-                let mut flags = if w { VRING_DESC_F_WRITE as u16 } else { 0 };
+                let mut flags = if w { DESC_F_WRITE } else { 0 };
                 let last = i + 1 == bufs.len();
                 if !last {
-                    flags |= VRING_DESC_F_NEXT as u16;
+                    flags |= DESC_F_NEXT;
                 }
-                let next = if last { 0 } else { start + i as u16 + 1 };
+                let next = if last { 0 } else { start + low16(i as u64) + 1 };
                 RawDescriptor::from(Descriptor::new(addr.0, len, flags, next))
             })
             .collect();
@@ -187,7 +192,10 @@ impl<'a> Driver<'a> {
         // without wrapping, so more chains than the queue size overrun it.
         let queue = &self.queues[q];
         for (i, d) in descs.iter().enumerate() {
-            queue.desc_table().store(start + i as u16, *d).unwrap();
+            queue
+                .desc_table()
+                .store(start + low16(i as u64), *d)
+                .unwrap();
         }
         let avail = queue.avail_addr();
         let idx = u16::from_le(self.mem.read_obj::<u16>(GuestAddress(avail.0 + 2)).unwrap());
@@ -201,13 +209,13 @@ impl<'a> Driver<'a> {
     }
 
     pub fn kick(&self, q: usize) {
-        self.write32(0x50, q as u32);
+        self.write32(0x50, low32(q as u64));
     }
 
     /// Used elements (head, len) that appeared since the last call.
     pub fn take_used(&mut self, q: usize) -> Vec<(u16, u32)> {
         let idx = u16::from_le(self.queues[q].used().idx().load());
-        let size = self.queues[q].desc_table().total_size() as u16 / 16;
+        let size = low16(self.queues[q].desc_table().total_size() / 16);
         let mut out = Vec::new();
         while self.used_seen[q] != idx {
             let slot = self.used_seen[q] % size;
@@ -217,7 +225,7 @@ impl<'a> Driver<'a> {
                 .ref_at(slot as usize)
                 .unwrap()
                 .load();
-            out.push((e.id() as u16, e.len()));
+            out.push((low16(u64::from(e.id())), e.len()));
             self.used_seen[q] = self.used_seen[q].wrapping_add(1);
         }
         out
@@ -253,6 +261,21 @@ impl<'a> Driver<'a> {
     }
 }
 
+/// The low 8 bits of `x` (what `as u8` keeps).
+pub fn low8(x: u64) -> u8 {
+    (x & 0xff) as u8
+}
+
+/// The low 16 bits of `x` (what `as u16` keeps).
+pub fn low16(x: u64) -> u16 {
+    (x & 0xffff) as u16
+}
+
+/// The low 32 bits of `x` (what `as u32` keeps).
+pub fn low32(x: u64) -> u32 {
+    (x & 0xffff_ffff) as u32
+}
+
 /// xorshift64*: reproducible "random" input for the hostile-guest tests
 /// (the seed is in the test, so a failure replays exactly).
 pub struct Rng(pub u64);
@@ -272,7 +295,7 @@ impl Rng {
     }
 
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+        (0..n).map(|_| low8(self.next())).collect()
     }
 }
 
@@ -285,7 +308,7 @@ impl Driver<'_> {
     /// the avail index moved by that much or, now and then, anywhere.
     pub fn scribble(&mut self, q: usize, rng: &mut Rng) {
         let queue = &self.queues[q];
-        let size = (queue.desc_table().total_size() / 16) as u16;
+        let size = low16(queue.desc_table().total_size() / 16);
         let rings = queue.desc_table_addr().0;
         for i in 0..size {
             let addr = match rng.below(5) {
@@ -295,26 +318,26 @@ impl Driver<'_> {
                 _ => rings + rng.below(0x1_0000),
             };
             let len = match rng.below(4) {
-                0 => rng.below(64) as u32,
-                1 => rng.below(1 << 16) as u32,
-                2 => rng.next() as u32,
+                0 => low32(rng.below(64)),
+                1 => low32(rng.below(1 << 16)),
+                2 => low32(rng.next()),
                 _ => 44,
             };
             let flags = (rng.next() & 7) as u16;
-            let next = rng.below(u64::from(size) + 4) as u16;
+            let next = low16(rng.below(u64::from(size) + 4));
             let d = RawDescriptor::from(Descriptor::new(addr, len, flags, next));
             queue.desc_table().store(i, d).unwrap();
         }
         let avail = queue.avail_addr();
         let idx = u16::from_le(self.mem.read_obj::<u16>(GuestAddress(avail.0 + 2)).unwrap());
-        let n = rng.below(u64::from(size)) as u16 + 1;
+        let n = low16(rng.below(u64::from(size))) + 1;
         for k in 0..n {
             let slot = GuestAddress(avail.0 + 4 + u64::from(idx.wrapping_add(k) % size) * 2);
-            let head = rng.below(u64::from(size) + 8) as u16;
+            let head = low16(rng.below(u64::from(size) + 8));
             self.mem.write_obj(head.to_le(), slot).unwrap();
         }
         let new_idx = if rng.below(8) == 0 {
-            rng.next() as u16
+            low16(rng.next())
         } else {
             idx.wrapping_add(n)
         };

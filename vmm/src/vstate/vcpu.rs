@@ -1,13 +1,18 @@
-//! vCPU threads: the KVM_RUN loop, dispatching PIO/MMIO exits to the buses.
+//! vCPUs: creation and configuration (CPUID, MSRs, LAPIC, the boot vCPU's
+//! PVH entry registers), and their threads: the KVM_RUN loop, dispatching
+//! PIO/MMIO exits to the buses.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use super::vm::KvmVm;
+use crate::arch::{cpuid, regs};
 use crate::bus::{lock, Bus};
 
 /// vCPU threads need little stack: KVM_RUN and register-level device
@@ -99,7 +104,66 @@ pub fn install_kick_handler() -> std::io::Result<()> {
         .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
 }
 
+/// Creating or configuring one vCPU failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("KVM_CREATE_VCPU: {0}")]
+    Create(kvm_ioctls::Error),
+    #[error("{0} CPUID entries are too many")]
+    CpuidTooLong(usize),
+    #[error("KVM_SET_CPUID2: {0}")]
+    SetCpuid(kvm_ioctls::Error),
+    #[error(transparent)]
+    Regs(#[from] regs::Error),
+    #[error("starting its thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// What every vCPU of a VM is created from.
+pub struct VcpuSetup<'a> {
+    /// Number of vCPUs in the VM.
+    pub count: u8,
+    /// KVM_GET_SUPPORTED_CPUID, adjusted per vCPU.
+    pub supported_cpuid: &'a CpuId,
+    /// KVM emulates the LAPIC TSC-deadline timer.
+    pub tsc_deadline: bool,
+    /// The kernel's 32-bit PVH entry point, for the boot vCPU.
+    pub boot_entry: u64,
+    pub pio: &'a Arc<Bus>,
+    pub mmio: &'a Arc<Bus>,
+    pub exit: &'a Arc<ExitState>,
+    /// Stop before the first KVM_RUN instead of entering the guest.
+    pub startup_only: bool,
+}
+
 impl Vcpu {
+    /// Creates vCPU `id` and sets its CPUID, MSRs and LAPIC; vCPU 0 also
+    /// gets the PVH entry registers. Does not run it.
+    pub fn create(vm: &KvmVm, id: u8, setup: &VcpuSetup) -> Result<Vcpu, VcpuError> {
+        let fd = vm
+            .fd()
+            .create_vcpu(u64::from(id))
+            .map_err(VcpuError::Create)?;
+        let mut entries = setup.supported_cpuid.as_slice().to_vec();
+        cpuid::adjust(&mut entries, id, setup.count, setup.tsc_deadline);
+        let c =
+            CpuId::from_entries(&entries).map_err(|_| VcpuError::CpuidTooLong(entries.len()))?;
+        fd.set_cpuid2(&c).map_err(VcpuError::SetCpuid)?;
+        regs::setup_msrs(&fd)?;
+        regs::setup_lapic(&fd)?;
+        if id == 0 {
+            regs::setup_boot_vcpu(&fd, setup.boot_entry)?;
+        }
+        Ok(Vcpu {
+            fd,
+            id,
+            pio: setup.pio.clone(),
+            mmio: setup.mmio.clone(),
+            exit: setup.exit.clone(),
+            startup_only: setup.startup_only,
+        })
+    }
+
     /// Runs the guest until the VM stops. Every outcome is reported through
     /// `self.exit`.
     pub fn run(mut self) {

@@ -1,4 +1,7 @@
+use vm_memory::GuestAddress;
+
 use super::*;
+use crate::vstate::vcpu::VmExit;
 
 #[test]
 fn config_space_is_tag_and_one_request_queue() {
@@ -83,7 +86,10 @@ impl Drop for TempDir {
 fn shared_memory() -> GuestMemoryMmap {
     use crate::arch::ram;
     let r = ram::create(
-        &[(GuestAddress(0), super::super::test_utils::MEM_SIZE)],
+        &[(
+            GuestAddress(0),
+            crate::devices::virtio::test_utils::MEM_SIZE,
+        )],
         ram::Backing::SharedMemfd,
     )
     .unwrap();
@@ -99,7 +105,7 @@ const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
 /// and get a FUSE_INIT answered on the request queue.
 #[test]
 fn fuse_init_round_trip_with_virtiofsd() {
-    use super::super::test_utils::Driver;
+    use crate::devices::virtio::test_utils::Driver;
     // SAFETY: geteuid has no preconditions.
     if !Path::new(VIRTIOFSD).exists() || unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs {VIRTIOFSD} and root");
@@ -167,7 +173,7 @@ fn fuse_init_round_trip_with_virtiofsd() {
 
 /// Sends FUSE_INIT with `unique` on the request queue and waits for the
 /// answer: (error, unique) of the fuse_out_header.
-fn fuse_init(d: &mut super::super::test_utils::Driver, unique: u64) -> (i32, u64) {
+fn fuse_init(d: &mut crate::devices::virtio::test_utils::Driver, unique: u64) -> (i32, u64) {
     // fuse_in_header (40 bytes) + fuse_init_in (64 bytes, protocol 7.36).
     let mut req = Vec::new();
     req.extend_from_slice(&104u32.to_le_bytes()); // len
@@ -177,10 +183,11 @@ fn fuse_init(d: &mut super::super::test_utils::Driver, unique: u64) -> (i32, u64
     req.extend_from_slice(&7u32.to_le_bytes()); // major
     req.extend_from_slice(&31u32.to_le_bytes()); // minor
     req.extend_from_slice(&[0u8; 56]);
-    let inb = d.alloc(req.len() as u32);
+    let req_len = u32::try_from(req.len()).unwrap();
+    let inb = d.alloc(req_len);
     d.write_mem(inb, &req);
     let outb = d.alloc(16 + 64);
-    let head = d.add_chain(1, &[(inb, req.len() as u32, false), (outb, 80, true)]);
+    let head = d.add_chain(1, &[(inb, req_len, false), (outb, 80, true)]);
     d.kick(1);
     let mut used = Vec::new();
     assert!(

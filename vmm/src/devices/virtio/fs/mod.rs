@@ -21,7 +21,6 @@
 //! loop; the socket is shut down when the device is dropped, which ends the
 //! worker.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -30,22 +29,22 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use vhost::vhost_user::message::VhostUserHeaderFlag;
-use vhost::vhost_user::{
-    Frontend, VhostUserFrontend, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
-};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost::vhost_user::{Frontend, VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
+
+use backend::{memory_regions, negotiate, ring_of, Activation, Shared, Wanted, Worker};
 
 use super::block::read_config_bytes;
 use super::{ActivateError, Interrupt, VirtioDevice, TYPE_FS};
 use crate::bus::lock;
 use crate::config::FS_TAG_MAX;
-use crate::vcpu::{ExitState, VmExit};
+use crate::vstate::vcpu::ExitState;
+
+mod backend;
 
 /// hiprio + one request queue.
 pub const NUM_QUEUES: usize = 2;
@@ -99,41 +98,26 @@ pub fn backend_features(driver_acked: u64, protocol: bool) -> u64 {
 }
 
 /// Why a virtio-fs device could not be set up.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum FsError {
     /// The socket did not accept a connection in time.
+    #[error(
+        "cannot connect to vhost-user socket {} within {}: {}",
+        .0.display(),
+        human(*.1),
+        crate::config::io_msg(.2)
+    )]
     Connect(PathBuf, Duration, std::io::Error),
     /// The backend did not finish the first handshake in time.
+    #[error("vhost-user backend on {} did not answer within {}", .0.display(), human(*.1))]
     Timeout(PathBuf, Duration),
     /// A request of the handshake failed.
+    #[error("vhost-user backend on {}: {}", .0.display(), .1)]
     Backend(PathBuf, String),
     /// A host resource (eventfd, thread) could not be created.
+    #[error("{0}")]
     Host(std::io::Error),
 }
-
-impl std::fmt::Display for FsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FsError::Connect(p, t, e) => write!(
-                f,
-                "cannot connect to vhost-user socket {} within {}: {}",
-                p.display(),
-                human(*t),
-                crate::config::io_msg(e)
-            ),
-            FsError::Timeout(p, t) => write!(
-                f,
-                "vhost-user backend on {} did not answer within {}",
-                p.display(),
-                human(*t)
-            ),
-            FsError::Backend(p, m) => write!(f, "vhost-user backend on {}: {m}", p.display()),
-            FsError::Host(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for FsError {}
 
 fn human(d: Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -163,47 +147,6 @@ fn connect(path: &Path, timeout: Duration) -> Result<UnixStream, FsError> {
     }
 }
 
-/// One ring as the driver set it up, with host virtual addresses (what
-/// vhost-user's SET_VRING_ADDR carries).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Ring {
-    size: u16,
-    desc: u64,
-    avail: u64,
-    used: u64,
-    next_avail: u16,
-}
-
-/// What the driver brought up: everything the worker needs to start the
-/// backend.
-#[derive(Clone)]
-struct Activation {
-    /// Keeps the memfd (whose fd the regions name) open.
-    _mem: GuestMemoryMmap,
-    regions: Vec<VhostUserMemoryRegionInfo>,
-    rings: Vec<Ring>,
-    interrupt: Arc<Interrupt>,
-    kicks: Arc<Vec<EventFd>>,
-    features: u64,
-}
-
-/// The state the vCPU side wants; the worker reconciles the backend with it.
-#[derive(Default)]
-struct Wanted {
-    activation: Option<(u64, Activation)>,
-    generation: u64,
-    /// The newest generation the backend has been brought in line with.
-    applied: u64,
-    stop: bool,
-}
-
-struct Shared {
-    wanted: Mutex<Wanted>,
-    /// Signalled whenever `applied` moves.
-    applied: Condvar,
-    wake: EventFd,
-}
-
 /// Longest a device reset waits for the backend to stop its rings.
 const RESET_WAIT: Duration = Duration::from_secs(1);
 
@@ -228,43 +171,6 @@ impl std::fmt::Debug for Fs {
             .field("tag", &self.tag)
             .finish_non_exhaustive()
     }
-}
-
-/// What the handshake at connect time learnt.
-struct Negotiated {
-    features: u64,
-    protocol: bool,
-}
-
-/// SET_OWNER, GET_FEATURES and (if offered) the protocol feature exchange.
-fn negotiate(fe: &mut Frontend) -> Result<Negotiated, String> {
-    fe.set_owner().map_err(|e| format!("SET_OWNER: {e}"))?;
-    let features = fe
-        .get_features()
-        .map_err(|e| format!("GET_FEATURES: {e}"))?;
-    let protocol = features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
-    if protocol {
-        let offered = fe
-            .get_protocol_features()
-            .map_err(|e| format!("GET_PROTOCOL_FEATURES: {e}"))?;
-        let acked = offered & wanted_protocol_features();
-        fe.set_protocol_features(acked)
-            .map_err(|e| format!("SET_PROTOCOL_FEATURES: {e}"))?;
-        if acked.contains(VhostUserProtocolFeatures::MQ) {
-            let n = fe
-                .get_queue_num()
-                .map_err(|e| format!("GET_QUEUE_NUM: {e}"))?;
-            if n < NUM_QUEUES as u64 {
-                return Err(format!(
-                    "it serves {n} queue(s), virtio-fs needs {NUM_QUEUES}"
-                ));
-            }
-        }
-        if acked.contains(VhostUserProtocolFeatures::REPLY_ACK) {
-            fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
-        }
-    }
-    Ok(Negotiated { features, protocol })
 }
 
 impl Fs {
@@ -369,36 +275,6 @@ impl Drop for Fs {
     }
 }
 
-/// Host addresses of a ready queue's rings.
-fn ring_of(mem: &GuestMemoryMmap, q: &Queue) -> Result<Ring, ActivateError> {
-    let hva = |gpa: u64, what: &str| -> Result<u64, ActivateError> {
-        mem.get_host_address(GuestAddress(gpa))
-            .map(|p| p as u64)
-            .map_err(|e| ActivateError::Other(format!("{what} ring at {gpa:#x}: {e}")))
-    };
-    Ok(Ring {
-        size: q.size(),
-        desc: hva(q.desc_table(), "descriptor")?,
-        avail: hva(q.avail_ring(), "available")?,
-        used: hva(q.used_ring(), "used")?,
-        next_avail: q.next_avail(),
-    })
-}
-
-/// The memory table for the backend: every guest RAM region with its fd.
-fn memory_regions(mem: &GuestMemoryMmap) -> Result<Vec<VhostUserMemoryRegionInfo>, ActivateError> {
-    mem.iter()
-        .map(|r| {
-            VhostUserMemoryRegionInfo::from_guest_region(r).map_err(|e| {
-                ActivateError::Other(format!(
-                    "guest RAM at {:#x} cannot be shared ({e}); it must be memfd-backed",
-                    r.start_addr().0
-                ))
-            })
-        })
-        .collect()
-}
-
 impl VirtioDevice for Fs {
     fn device_type(&self) -> u32 {
         TYPE_FS
@@ -499,194 +375,5 @@ impl VirtioDevice for Fs {
     }
 }
 
-/// The vhost-user side, on its own thread.
-struct Worker {
-    fe: Frontend,
-    protocol: bool,
-    shared: Arc<Shared>,
-    exit: Arc<ExitState>,
-    /// "fs TAG: SOCKET", for messages.
-    name: String,
-    /// Generation of the activation the backend runs.
-    running: Option<u64>,
-}
-
-/// What `poll` saw.
-enum Wake {
-    Wanted,
-    Socket(i16),
-}
-
-impl Worker {
-    fn run(mut self) {
-        loop {
-            match self.wait() {
-                Ok(Wake::Wanted) => {
-                    let _ = self.shared.wake.read();
-                    if lock(&self.shared.wanted).stop {
-                        return;
-                    }
-                    if let Err(e) = self.reconcile() {
-                        return self.died(e);
-                    }
-                }
-                Ok(Wake::Socket(revents)) => {
-                    if lock(&self.shared.wanted).stop {
-                        return;
-                    }
-                    return self.died(self.socket_event(revents));
-                }
-                Err(e) => return self.died(format!("poll: {e}")),
-            }
-        }
-    }
-
-    fn wait(&self) -> std::io::Result<Wake> {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.shared.wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.fe.as_raw_fd(),
-                events: libc::POLLIN | libc::POLLRDHUP,
-                revents: 0,
-            },
-        ];
-        loop {
-            // SAFETY: `fds` is a valid array of two pollfds for the call's
-            // duration.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            // Requests first: a stop must win over the hang-up it causes.
-            if fds[0].revents != 0 {
-                return Ok(Wake::Wanted);
-            }
-            if fds[1].revents != 0 {
-                return Ok(Wake::Socket(fds[1].revents));
-            }
-        }
-    }
-
-    /// The socket became readable or hung up while no request was pending.
-    fn socket_event(&self, revents: i16) -> String {
-        let mut b = [0u8; 1];
-        // SAFETY: `b` is a writable 1-byte buffer; MSG_PEEK leaves the
-        // socket's contents alone.
-        let n = unsafe {
-            libc::recv(
-                self.fe.as_raw_fd(),
-                b.as_mut_ptr() as *mut libc::c_void,
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        match n {
-            0 => "the backend closed the connection".into(),
-            n if n > 0 => "the backend sent an unexpected message".into(),
-            _ if revents & (libc::POLLHUP | libc::POLLERR) != 0 => {
-                format!("connection lost ({})", std::io::Error::last_os_error())
-            }
-            _ => format!("socket error: {}", std::io::Error::last_os_error()),
-        }
-    }
-
-    fn died(&self, why: String) {
-        self.exit.request(VmExit::Fatal(format!(
-            "{}: vhost-user backend failed: {why}",
-            self.name
-        )));
-    }
-
-    /// Brings the backend in line with what the driver wants. An error means
-    /// the backend is unusable.
-    fn reconcile(&mut self) -> Result<(), String> {
-        let (generation, wanted) = {
-            let w = lock(&self.shared.wanted);
-            (w.generation, w.activation.clone())
-        };
-        if let Some(g) = self.running {
-            if wanted.as_ref().map(|(wg, _)| *wg) != Some(g) {
-                self.stop()?;
-                self.running = None;
-            }
-        }
-        if let (None, Some((g, a))) = (self.running, wanted) {
-            self.start(&a)?;
-            self.running = Some(g);
-        }
-        let mut w = lock(&self.shared.wanted);
-        w.applied = w.applied.max(generation);
-        self.shared.applied.notify_all();
-        Ok(())
-    }
-
-    fn start(&mut self, a: &Activation) -> Result<(), String> {
-        let fe = &mut self.fe;
-        fe.set_features(a.features)
-            .map_err(|e| format!("SET_FEATURES {:#x}: {e}", a.features))?;
-        fe.set_mem_table(&a.regions)
-            .map_err(|e| format!("SET_MEM_TABLE: {e}"))?;
-        for (i, r) in a.rings.iter().enumerate() {
-            let at = |what: &str, e: vhost::Error| format!("queue {i}: {what}: {e}");
-            fe.set_vring_num(i, r.size)
-                .map_err(|e| at("SET_VRING_NUM", e))?;
-            fe.set_vring_base(i, r.next_avail)
-                .map_err(|e| at("SET_VRING_BASE", e))?;
-            let addr = VringConfigData {
-                queue_max_size: r.size,
-                queue_size: r.size,
-                flags: 0,
-                desc_table_addr: r.desc,
-                used_ring_addr: r.used,
-                avail_ring_addr: r.avail,
-                log_addr: None,
-            };
-            fe.set_vring_addr(i, &addr)
-                .map_err(|e| at("SET_VRING_ADDR", e))?;
-            fe.set_vring_call(i, a.interrupt.evt())
-                .map_err(|e| at("SET_VRING_CALL", e))?;
-            fe.set_vring_kick(i, &a.kicks[i])
-                .map_err(|e| at("SET_VRING_KICK", e))?;
-        }
-        if self.protocol {
-            for i in 0..a.rings.len() {
-                fe.set_vring_enable(i, true)
-                    .map_err(|e| format!("queue {i}: SET_VRING_ENABLE: {e}"))?;
-            }
-        }
-        // Anything the driver queued before the backend had the kick fds.
-        for k in a.kicks.iter() {
-            let _ = k.write(1);
-        }
-        debug!("{}: backend started", self.name);
-        Ok(())
-    }
-
-    /// Device reset: the backend stops both rings (GET_VRING_BASE) and stops
-    /// touching them; the next activation sets everything up again.
-    fn stop(&mut self) -> Result<(), String> {
-        let fe = &mut self.fe;
-        for i in 0..NUM_QUEUES {
-            if self.protocol {
-                fe.set_vring_enable(i, false)
-                    .map_err(|e| format!("queue {i}: SET_VRING_ENABLE 0: {e}"))?;
-            }
-            fe.get_vring_base(i)
-                .map_err(|e| format!("queue {i}: GET_VRING_BASE: {e}"))?;
-        }
-        debug!("{}: backend stopped (device reset)", self.name);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
-#[path = "fs_tests.rs"]
 mod tests;
