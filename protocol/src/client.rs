@@ -39,10 +39,14 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// `ERR reset`: the guest answered with RST.
-    #[error("the guest refused the connection (nothing listening on the port, or its backlog is full)")]
+    #[error(
+        "the guest refused the connection (nothing listening on the port, or its backlog is full)"
+    )]
     Reset,
     /// `ERR timeout`: the guest did not answer the VMM's request in time.
-    #[error("the guest did not answer the connection request in time (guest stalled or overloaded)")]
+    #[error(
+        "the guest did not answer the connection request in time (guest stalled or overloaded)"
+    )]
     Timeout,
     /// `ERR bad-connect`: the VMM did not accept our CONNECT line.
     #[error("the VMM rejected the CONNECT line")]
@@ -949,8 +953,14 @@ mod tests {
         let e = Client::connect_uds_within(&p, crate::AGENT_PORT, Duration::from_millis(100))
             .unwrap_err();
         let text = e.to_string();
-        assert!(matches!(e, ClientError::RetryTimeout { attempts, .. } if attempts > 1), "{e}");
-        assert!(text.contains("attempts") && text.contains("did not answer"), "{text}");
+        assert!(
+            matches!(e, ClientError::RetryTimeout { attempts, .. } if attempts > 1),
+            "{e}"
+        );
+        assert!(
+            text.contains("attempts") && text.contains("did not answer"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ fn exit_path(dir: &Path) -> PathBuf {
 /// Records the container's exit status for `state` (the monitor does this
 /// itself, unless something had to stop it).
 pub fn record_exit(dir: &Path, status: i32) -> Result<()> {
-    Ok(util::write_atomic(&exit_path(dir), format!("{status}\n").as_bytes())?)
+    Ok(util::write_atomic(
+        &exit_path(dir),
+        format!("{status}\n").as_bytes(),
+    )?)
 }
 
 /// The exit status the monitor recorded, if it did.

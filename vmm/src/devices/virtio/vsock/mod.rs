@@ -974,7 +974,10 @@ impl Muxer {
         }
         match (c.state, hdr.op) {
             (State::AwaitingResponse, OP_RST) => {
-                debug!("vsock: the guest refused a connection to its port {}", c.guest_port);
+                debug!(
+                    "vsock: the guest refused a connection to its port {}",
+                    c.guest_port
+                );
                 return self.refuse(data, Refusal::Reset, false);
             }
             (_, OP_RST) => return self.kill(data, false),
