@@ -3,6 +3,9 @@
 
 /// Size of the header on the wire.
 pub const HDR_SIZE: usize = 44;
+/// [`HDR_SIZE`] as a used-ring length.
+pub const HDR_SIZE_U32: u32 = 44;
+const _: () = assert!(HDR_SIZE_U32 as usize == HDR_SIZE);
 /// Largest payload we accept from or send to the guest (Linux's
 /// VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
 pub const MAX_PAYLOAD: u32 = 64 * 1024;
