@@ -80,7 +80,9 @@ fn bulk_guest_to_host_with_slow_reader_respects_our_credit() {
     host.set_nonblocking(true).unwrap();
 
     let total = 3 << 20;
-    let data: Vec<u8> = (0..total).map(|i| (i * 7 % 256) as u8).collect();
+    let data: Vec<u8> = (0..total)
+        .map(|i| u8::try_from(i * 7 % 256).unwrap())
+        .collect();
     let mut sent = 0usize;
     let mut peer_fwd = 0u32;
     let mut peer_alloc = CONN_BUF_SIZE;
@@ -90,7 +92,7 @@ fn bulk_guest_to_host_with_slow_reader_respects_our_credit() {
     while received.len() < total {
         assert!(Instant::now() < end, "stalled at {} bytes", received.len());
         // Send what our credit allows, in packets of up to 16 KiB.
-        let in_flight = sent as u32 - peer_fwd;
+        let in_flight = u32::try_from(sent).unwrap() - peer_fwd;
         let room = peer_alloc.saturating_sub(in_flight) as usize;
         let n = room.min(16384).min(total - sent);
         if n > 0 {
@@ -102,7 +104,7 @@ fn bulk_guest_to_host_with_slow_reader_respects_our_credit() {
             assert_ne!(h.op, OP_RST, "device reset a compliant connection");
             peer_fwd = h.fwd_cnt;
             peer_alloc = h.buf_alloc;
-            assert!(sent as u32 - peer_fwd <= CONN_BUF_SIZE);
+            assert!(u32::try_from(sent).unwrap() - peer_fwd <= CONN_BUF_SIZE);
         }
         // Slow reader: at most 8 KiB per round.
         match host.read(&mut buf) {

@@ -97,7 +97,7 @@ fn a_response_queued_before_the_deadline_wins_over_the_timer() {
     h.len = 0;
     let a = g.tx_alloc(HDR_SIZE as u64);
     g.drv.write_mem(a, &h.to_bytes());
-    g.drv.add_chain(TX, &[(a, HDR_SIZE as u32, false)]);
+    g.drv.add_chain(TX, &[(a, HDR_SIZE_U32, false)]);
     std::thread::sleep(Duration::from_millis(400));
     let ok = g.host_read(&mut s, format!("OK {}\n", req.src_port).len());
     assert_eq!(

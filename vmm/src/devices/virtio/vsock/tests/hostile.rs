@@ -28,7 +28,7 @@ fn packets_for_unknown_connections_get_rst_and_bad_packets_are_dropped() {
     h.len = 100;
     let a = g.tx_alloc(HDR_SIZE as u64);
     g.drv.write_mem(a, &h.to_bytes());
-    g.drv.add_chain(TX, &[(a, HDR_SIZE as u32, false)]);
+    g.drv.add_chain(TX, &[(a, HDR_SIZE_U32, false)]);
     // Short chain, device-writable chain, chain outside memory.
     g.drv.add_chain(TX, &[(a, 10, false)]);
     g.drv.add_chain(TX, &[(a, 44, true)]);
@@ -100,30 +100,30 @@ fn hostile_queue_contents_never_stall_or_break_the_device() {
         for round in 0..1500 {
             for _ in 0..rng.below(8) {
                 let mut h = hdr(
-                    rng.below(9) as u16,
-                    rng.below(2048) as u32,
-                    rng.next() as u32,
+                    low16(rng.below(9)),
+                    low32(rng.below(2048)),
+                    low32(rng.next()),
                 );
                 if rng.below(2) == 0 {
                     (h.src_port, h.dst_port) = (1024, hp);
                 }
                 if rng.below(8) == 0 {
-                    h.type_ = rng.next() as u16;
+                    h.type_ = low16(rng.next());
                     h.dst_cid = rng.next();
                 }
-                h.flags = rng.next() as u32;
-                h.buf_alloc = rng.next() as u32;
-                h.fwd_cnt = rng.next() as u32;
+                h.flags = low32(rng.next());
+                h.buf_alloc = low32(rng.next());
+                h.fwd_cnt = low32(rng.next());
                 // Only RW carries a payload; other ops mostly come without.
                 let n = if h.op == OP_RW || rng.below(4) == 0 {
-                    rng.below(300) as usize
+                    usize_from(rng.below(300))
                 } else {
                     0
                 };
                 let payload = rng.bytes(n);
                 g.send(h, &payload);
             }
-            let q = rng.below(3) as usize;
+            let q = usize_from(rng.below(3));
             if rng.below(2) == 0 {
                 g.drv.scribble(q, &mut rng);
             }
@@ -137,7 +137,7 @@ fn hostile_queue_contents_never_stall_or_break_the_device() {
             let before = used(&g);
             g.drv.kick(q);
             g.drv.kick(TX);
-            let n = rng.below(4096) as usize;
+            let n = usize_from(rng.below(4096));
             let _ = host.write(&rng.bytes(n));
             g.drv.poll(0);
             if used(&g) != before {

@@ -16,7 +16,8 @@ use super::handshake::parse_connect_line;
 use super::muxer::FIRST_HOST_PORT;
 use super::packet::*;
 use super::{Vsock, VsockError};
-use crate::devices::virtio::test_utils::{guest_memory, within, Driver, Rng};
+use crate::cast::usize_from;
+use crate::devices::virtio::test_utils::{guest_memory, low16, low32, within, Driver, Rng};
 use crate::devices::virtio::TYPE_VSOCK;
 
 mod credit;
@@ -25,7 +26,7 @@ mod host;
 mod hostile;
 
 const GUEST_CID: u64 = 3;
-const RX_BUF: u32 = 4096 + HDR_SIZE as u32;
+const RX_BUF: u32 = 4096 + HDR_SIZE_U32;
 const TX_ARENA: u64 = 16 << 20;
 const TX_ARENA_SIZE: u64 = 8 << 20;
 
@@ -90,21 +91,16 @@ impl<'a> G<'a> {
     /// Put a packet on the tx queue (header and payload in separate
     /// descriptors, as Linux does) and kick.
     fn send(&mut self, mut h: Header, payload: &[u8]) {
-        h.len = payload.len() as u32;
+        h.len = u32::try_from(payload.len()).unwrap();
         let ha = self.tx_alloc(HDR_SIZE as u64);
         self.drv.write_mem(ha, &h.to_bytes());
         if payload.is_empty() {
-            self.drv.add_chain(TX, &[(ha, HDR_SIZE as u32, false)]);
+            self.drv.add_chain(TX, &[(ha, HDR_SIZE_U32, false)]);
         } else {
             let pa = self.tx_alloc(payload.len() as u64);
             self.drv.write_mem(pa, payload);
-            self.drv.add_chain(
-                TX,
-                &[
-                    (ha, HDR_SIZE as u32, false),
-                    (pa, payload.len() as u32, false),
-                ],
-            );
+            self.drv
+                .add_chain(TX, &[(ha, HDR_SIZE_U32, false), (pa, h.len, false)]);
         }
         self.drv.kick(TX);
     }
@@ -118,7 +114,7 @@ impl<'a> G<'a> {
         for (head, len) in used {
             let bufs = self.drv.chains.get(&(RX, head)).unwrap().clone();
             let (addr, size, _) = bufs[0];
-            if size < HDR_SIZE as u32 {
+            if size < HDR_SIZE_U32 {
                 // A buffer too small for a header comes back unused.
                 assert_eq!(len, 0);
                 continue;
