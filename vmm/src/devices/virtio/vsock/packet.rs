@@ -3,6 +3,9 @@
 
 /// Size of the header on the wire.
 pub const HDR_SIZE: usize = 44;
+/// [`HDR_SIZE`] as a used-ring length.
+pub const HDR_SIZE_U32: u32 = 44;
+const _: () = assert!(HDR_SIZE_U32 as usize == HDR_SIZE);
 /// Largest payload we accept from or send to the guest (Linux's
 /// VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
 pub const MAX_PAYLOAD: u32 = 64 * 1024;
@@ -135,7 +138,7 @@ pub fn parse_tx(bytes: &[u8], total_len: u64, guest_cid: u64) -> Result<Header, 
         return Err(PacketError::TooShort(bytes.len()));
     };
     if total_len < HDR_SIZE as u64 {
-        return Err(PacketError::TooShort(total_len as usize));
+        return Err(PacketError::TooShort(crate::cast::usize_from(total_len)));
     }
     let raw: &[u8; HDR_SIZE] = raw.try_into().expect("slice of HDR_SIZE bytes");
     let hdr = Header::from_bytes(raw);
@@ -318,9 +321,9 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                *byte = x as u8;
+                *byte = x.to_le_bytes()[0];
             }
-            let n = (i % 65) as usize;
+            let n = crate::cast::usize_from(i % 65);
             let total = match i % 3 {
                 0 => n as u64,
                 1 => x,

@@ -8,6 +8,10 @@ use std::path::Path;
 
 use crate::devices::virtio::chain::retry_eintr;
 
+/// `AF_UNIX` (1) as the address family field's type.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // AF_UNIX is 1.
+const AF_UNIX_FAMILY: libc::sa_family_t = libc::AF_UNIX as libc::sa_family_t;
+
 /// Connect to the stream socket at `path` without blocking: a listener whose
 /// backlog is full yields `WouldBlock` instead of stalling the event loop.
 /// The returned stream is non-blocking.
@@ -21,11 +25,14 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
             format!("unusable socket path {}", path.display()),
         ));
     }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    addr.sun_family = AF_UNIX_FAMILY;
     for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
     let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // At most size_of::<sockaddr_un>() (checked above), so it fits.
+    let len = libc::socklen_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket address too long"))?;
 
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let fd = unsafe {
@@ -46,7 +53,7 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
         libc::connect(
             fd.as_raw_fd(),
             (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
-            len as libc::socklen_t,
+            len,
         ) as isize
     })?;
     Ok(UnixStream::from(fd))
