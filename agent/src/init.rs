@@ -233,10 +233,7 @@ pub fn parse_cmdline(s: &str) -> Cmdline {
 /// Blocks SIGCHLD in the calling thread. Call before any other thread starts,
 /// so every thread inherits the mask and the reaper's sigwait sees them all.
 pub fn block_sigchld() {
-    let set = crate::sys::sigset(&[libc::SIGCHLD]);
-    // SAFETY: `set` is initialized; pthread_sigmask only changes this
-    // thread's mask (the old one is not asked for).
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    husk_sys::SignalSet::of(&[libc::SIGCHLD]).block();
 }
 
 /// Reaps every exited child without blocking; returns (pid, wait status).

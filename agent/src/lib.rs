@@ -8,8 +8,8 @@
 //!   relays, events, OOM watch, stats);
 //! * [`container`]: one OCI container (spec validation, cgroup, container-init);
 //! * [`local`]: `husk-agent container run`, a container without a VM;
-//! * [`log`], [`sysinfo`]: console logging, facts about the guest;
-//! * [`sys`]: descriptor helpers (pipes, SCM_RIGHTS, terminal sizes).
+//! * [`log`], [`sysinfo`]: console logging, facts about the guest
+//!   (descriptor and signal helpers are in `husk_sys`, shared with the host).
 
 pub mod cli;
 pub mod container;
@@ -19,5 +19,4 @@ pub mod log;
 pub mod reaper;
 pub mod runtime;
 pub mod server;
-pub mod sys;
 pub mod sysinfo;

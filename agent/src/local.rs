@@ -5,7 +5,7 @@
 //! the runtime itself print one line on stderr and exit 125.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -132,10 +132,8 @@ pub fn main(args: &[String]) -> ExitCode {
 fn block_signals() {
     let mut signals = FORWARDED.to_vec();
     signals.push(libc::SIGCHLD);
-    let set = crate::sys::sigset(&signals);
-    // SAFETY: `set` is initialized; pthread_sigmask changes only this
-    // (still the only) thread's mask, inherited by later threads.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // Still the only thread: every later one inherits the mask.
+    husk_sys::SignalSet::of(&signals).block();
 }
 
 /// Reads the bundle's config.json (at most [`crate::container::MAX_SPEC`]
@@ -192,10 +190,11 @@ fn run(a: &RunArgs) -> Result<i32, RunError> {
         relay_pty(m).map_err(RunError::Pty)?;
     }
     let fwd = Arc::clone(&c);
+    let forwarded = husk_sys::SignalSet::of(&FORWARDED);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
-            let sig = crate::sys::sigwait(&FORWARDED);
+            let sig = forwarded.wait();
             let _ = fwd.init.signal(sig);
         })
         .map_err(RunError::SignalThread)?;
@@ -217,7 +216,7 @@ fn run(a: &RunArgs) -> Result<i32, RunError> {
 
 /// Copies our stdin to the pty and the pty to our stdout.
 fn relay_pty(master: OwnedFd) -> io::Result<()> {
-    let mut out = crate::sys::dup_cloexec(master.as_raw_fd())?;
+    let mut out = std::fs::File::from(master.try_clone()?);
     let mut inp = std::fs::File::from(master);
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut out);

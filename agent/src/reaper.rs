@@ -36,11 +36,12 @@ pub fn start() -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
+    let sigchld = husk_sys::SignalSet::of(&[libc::SIGCHLD]);
     std::thread::Builder::new()
         .name("reaper".into())
         .stack_size(64 * 1024)
-        .spawn(|| loop {
-            crate::sys::sigwait(&[libc::SIGCHLD]);
+        .spawn(move || loop {
+            sigchld.wait();
             let mut ready = Vec::new();
             {
                 let mut w = waiters();

@@ -96,15 +96,7 @@ impl VsockListener {
 
     /// Makes [`accept`](Self::accept) return `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        // SAFETY: F_GETFL on a descriptor we own.
-        let fl = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL) })?;
-        let fl = if on {
-            fl | libc::O_NONBLOCK
-        } else {
-            fl & !libc::O_NONBLOCK
-        };
-        // SAFETY: F_SETFL on a descriptor we own.
-        cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, fl) }).map(drop)
+        husk_sys::set_nonblocking(&self.fd, on)
     }
 }
 
@@ -158,11 +150,10 @@ impl VsockStream {
 
     /// A second handle on the connection (dup, close-on-exec).
     pub fn try_clone(&self) -> io::Result<VsockStream> {
-        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own.
-        let raw = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(VsockStream { fd })
+        // std duplicates with F_DUPFD_CLOEXEC (lowest free number from 3).
+        Ok(VsockStream {
+            fd: self.fd.try_clone()?,
+        })
     }
 
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {

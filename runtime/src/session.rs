@@ -2,7 +2,7 @@
 //! to this process's descriptors (or a pty handed to the daemon over its
 //! console socket), its exit awaited, the signals we get forwarded.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::mem::ManuallyDrop;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -98,6 +98,11 @@ pub struct Attached {
     raw: Option<(RawFd, libc::termios)>,
 }
 
+/// The window size of terminal `fd`, if it has one set (0x0 is unknown).
+fn tty_size(fd: RawFd) -> Option<husk_sys::WindowSize> {
+    husk_sys::window_size(fd).ok().filter(|w| !w.is_unset())
+}
+
 fn fd_file(fd: RawFd) -> ManuallyDrop<std::fs::File> {
     // SAFETY: fds 0/1/2 (or a pty we own) outlive the relay threads, and
     // ManuallyDrop never closes them.
@@ -166,7 +171,7 @@ pub fn attach(t: &Target, term: &Terminal) -> Result<Attached> {
             // The daemon's side sees exactly the guest's bytes: the guest
             // pty does the line discipline.
             sys::make_raw(slave.as_raw_fd());
-            sys::send_console(sock, master.as_raw_fd(), &name)?;
+            sys::send_console(sock, &master, &name)?;
             drop(master);
             sys::set_ctty(slave.as_raw_fd());
             let (sfd, pty2) = (
@@ -181,7 +186,7 @@ pub fn attach(t: &Target, term: &Terminal) -> Result<Attached> {
         }
         Terminal::Inherit => {
             let pty = open(StdioStream::Pty)?;
-            if sys::isatty(0) {
+            if std::io::stdin().is_terminal() {
                 a.raw = sys::make_raw(0).map(|t| (0, t));
                 a.tty = Some(0);
             }
@@ -199,9 +204,9 @@ pub fn attach(t: &Target, term: &Terminal) -> Result<Attached> {
 impl Attached {
     /// Tells the guest the host terminal's size, if there is one.
     pub fn resize(&self, t: &Target) {
-        if let Some((rows, cols)) = self.tty.and_then(sys::winsize) {
+        if let Some(size) = self.tty.and_then(tty_size) {
             if let Ok(mut c) = t.connect() {
-                let _ = c.resize_pty(&t.guest_id, t.exec_id.as_deref(), rows, cols);
+                let _ = c.resize_pty(&t.guest_id, t.exec_id.as_deref(), size.rows, size.cols);
             }
         }
     }
@@ -244,13 +249,14 @@ pub fn wait(t: &Target) -> Result<ExitInfo> {
 pub fn forward_signals(t: Target, tty: Option<RawFd>) -> Result<()> {
     let set = sys::relay_sigset();
     spawn("signals", move || loop {
-        let sig = sys::wait_signal(&set);
+        let sig = set.wait();
         match sig {
             libc::SIGCHLD | libc::SIGPIPE | libc::SIGURG => {}
             libc::SIGWINCH => {
-                if let Some((rows, cols)) = tty.and_then(sys::winsize) {
+                if let Some(size) = tty.and_then(tty_size) {
                     if let Ok(mut c) = t.connect() {
-                        let _ = c.resize_pty(&t.guest_id, t.exec_id.as_deref(), rows, cols);
+                        let _ =
+                            c.resize_pty(&t.guest_id, t.exec_id.as_deref(), size.rows, size.cols);
                     }
                 }
             }

@@ -3,8 +3,8 @@
 //! pipe as fd 3 and writes one line on it, `ok` once it stands, or
 //! `error: MESSAGE`; the caller waits for that line (bounded).
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{PipeReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,20 +38,6 @@ type Result<T, E = SpawnError> = std::result::Result<T, E>;
 /// The descriptor a helper finds its ready pipe on.
 pub const READY_FD: RawFd = 3;
 
-/// Makes a pipe; both ends close on exec.
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills the two-element array on success.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(SpawnError::Pipe(std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors were just created and are ours alone.
-    let r = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-    // SAFETY: as for the read end.
-    let w = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-    Ok((r, w))
-}
-
 /// Starts `cmd` (the front end's monitor or exec monitor) as a detached
 /// child (own session) with the write end of a ready pipe as its fd 3, and
 /// waits for its "ok" or "error: ..." line (see [`report`]). Returns the
@@ -62,7 +48,8 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 /// stderr to EOF (go-runc does for a terminal create) must not wait for the
 /// container's lifetime.
 pub fn spawn_ready(mut cmd: Command, what: &str, limit: Duration, console: bool) -> Result<i32> {
-    let (r, w) = pipe()?;
+    // Both ends close on exec; the child's pre_exec step reopens the write end.
+    let (r, w) = std::io::pipe().map_err(SpawnError::Pipe)?;
     let wfd = w.as_raw_fd();
     if console {
         cmd.stdin(Stdio::null())
@@ -108,10 +95,9 @@ pub fn spawn_ready(mut cmd: Command, what: &str, limit: Duration, console: bool)
 }
 
 /// Reads the ready pipe: Ok on "ok", Err with the message otherwise.
-fn read_ready(r: OwnedFd, limit: Duration) -> Result<()> {
+fn read_ready(mut f: PipeReader, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     let mut buf = Vec::new();
-    let mut f = std::fs::File::from(r);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -171,26 +157,24 @@ mod tests {
 
     #[test]
     fn ready_lines() {
-        let (r, w) = pipe().unwrap();
-        std::fs::File::from(w).write_all(b"ok\n").unwrap();
+        let (r, mut w) = std::io::pipe().unwrap();
+        w.write_all(b"ok\n").unwrap();
         assert!(read_ready(r, Duration::from_secs(5)).is_ok());
-        let (r, w) = pipe().unwrap();
-        std::fs::File::from(w)
-            .write_all(b"error: bad thing\n")
-            .unwrap();
+        let (r, mut w) = std::io::pipe().unwrap();
+        w.write_all(b"error: bad thing\n").unwrap();
         assert_eq!(
             read_ready(r, Duration::from_secs(5))
                 .unwrap_err()
                 .to_string(),
             "bad thing"
         );
-        let (r, w) = pipe().unwrap();
+        let (r, w) = std::io::pipe().unwrap();
         drop(w);
         assert!(read_ready(r, Duration::from_secs(5))
             .unwrap_err()
             .to_string()
             .contains("without an answer"));
-        let (r, _w) = pipe().unwrap();
+        let (r, _w) = std::io::pipe().unwrap();
         let t = Instant::now();
         assert!(read_ready(r, Duration::from_millis(200))
             .unwrap_err()

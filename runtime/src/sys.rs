@@ -1,10 +1,11 @@
-//! Thin wrappers over the system calls the host side needs: namespaces,
-//! bind mounts, ptys, passing a descriptor over a Unix socket, terminal
-//! modes and signal masks.
+//! Thin wrappers over the system calls only the host side needs:
+//! namespaces, bind mounts, ptys, the console socket, terminal modes and
+//! the set of signals relayed to the guest. Generic descriptor and signal
+//! helpers (shared with the agent) are in `husk_sys`.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -217,61 +218,17 @@ pub fn openpty() -> Result<(OwnedFd, OwnedFd, String)> {
 
 /// Sends `fd` over the Unix socket at `socket` with `name` as the message,
 /// as runc does with a console's pty master (`--console-socket`).
-pub fn send_console(socket: &Path, fd: RawFd, name: &str) -> Result<()> {
+pub fn send_console(socket: &Path, fd: impl AsFd, name: &str) -> Result<()> {
     let sock = UnixStream::connect(socket).map_err(|source| SysError::ConsoleConnect {
         socket: socket.to_path_buf(),
         source,
     })?;
-    let mut data = name.as_bytes().to_vec();
-    if data.is_empty() {
-        data.push(b'/');
-    }
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    #[allow(clippy::cast_possible_truncation)] // 4 bytes
-    let fd_len = std::mem::size_of::<RawFd>() as u32;
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(fd_len) } as usize;
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: an all-zero msghdr is valid; we fill the fields below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: msg_control points at `space` bytes, enough for one header
-    // with one descriptor: the first header is inside it.
-    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    // SAFETY: CMSG_LEN is a pure size computation.
-    let cmsg_len = unsafe { libc::CMSG_LEN(fd_len) } as usize;
-    let header = libc::cmsghdr {
-        cmsg_len,
-        cmsg_level: libc::SOL_SOCKET,
-        cmsg_type: libc::SCM_RIGHTS,
-    };
-    // SAFETY: `c` points at room for the header inside cbuf (a byte
-    // buffer, so written unaligned).
-    unsafe { std::ptr::write_unaligned(c, header) };
-    // SAFETY: the header's data follows it inside cbuf, room for one fd.
-    let data = unsafe { libc::CMSG_DATA(c) };
-    // SAFETY: `data` has room for one descriptor (CMSG_SPACE above).
-    unsafe { std::ptr::write_unaligned(data.cast::<RawFd>(), fd) };
-    loop {
-        // SAFETY: msg and everything it points to are alive for the call.
-        let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if r >= 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(SysError::ConsoleSend {
-                socket: socket.to_path_buf(),
-                source: e,
-            });
-        }
-    }
+    // A descriptor needs at least one data byte to travel with.
+    let data = if name.is_empty() { "/" } else { name };
+    husk_sys::send_fd_with(&sock, fd, data.as_bytes()).map_err(|source| SysError::ConsoleSend {
+        socket: socket.to_path_buf(),
+        source,
+    })
 }
 
 /// Puts the terminal `fd` in raw mode; returns the old settings.
@@ -297,18 +254,6 @@ pub fn restore_term(fd: RawFd, t: &libc::termios) {
     unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) };
 }
 
-/// The window size of terminal `fd` (rows, cols).
-pub fn winsize(fd: RawFd) -> Option<(u16, u16)> {
-    // SAFETY: winsize is plain data filled by the ioctl.
-    let mut w: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes a winsize into w.
-    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w) } != 0 || (w.ws_row == 0 && w.ws_col == 0)
-    {
-        return None;
-    }
-    Some((w.ws_row, w.ws_col))
-}
-
 /// Makes terminal `fd` this session's controlling terminal (the caller is
 /// a session leader), so the kernel sends SIGWINCH on resizes.
 pub fn set_ctty(fd: RawFd) {
@@ -316,18 +261,10 @@ pub fn set_ctty(fd: RawFd) {
     unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
 }
 
-pub fn isatty(fd: RawFd) -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(fd) == 1 }
-}
-
 /// The signals the host side relays to the container: everything a user
 /// or daemon sends, not the synchronous faults.
-pub fn relay_sigset() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data initialised by sigfillset.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: set is a valid sigset_t.
-    unsafe { libc::sigfillset(&mut set) };
+pub fn relay_sigset() -> husk_sys::SignalSet {
+    let mut set = husk_sys::SignalSet::full();
     for s in [
         libc::SIGSEGV,
         libc::SIGBUS,
@@ -339,27 +276,9 @@ pub fn relay_sigset() -> libc::sigset_t {
         libc::SIGKILL,
         libc::SIGSTOP,
     ] {
-        // SAFETY: set is a valid sigset_t, s a valid signal.
-        unsafe { libc::sigdelset(&mut set, s) };
+        set.remove(s);
     }
     set
-}
-
-/// Blocks `set` in the calling thread (and the threads it starts later).
-pub fn block_signals(set: &libc::sigset_t) {
-    // SAFETY: set is a valid sigset_t.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, std::ptr::null_mut()) };
-}
-
-/// Waits for one of the blocked signals in `set`.
-pub fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    loop {
-        // SAFETY: set is valid and blocked; sig receives the number.
-        if unsafe { libc::sigwait(set, &mut sig) } == 0 {
-            return sig;
-        }
-    }
 }
 
 /// For a child between fork and exec: its own session (no terminal
@@ -392,16 +311,23 @@ mod tests {
         let l = UnixListener::bind(&sock).unwrap();
         let (m, _s, name) = openpty().unwrap();
         assert!(name.starts_with("/dev/pts/"), "{name}");
-        send_console(&sock, m.as_raw_fd(), &name).unwrap();
+        send_console(&sock, &m, &name).unwrap();
         let (mut c, _) = l.accept().unwrap();
         let mut got = vec![0u8; 64];
         let n = c.read(&mut got).unwrap();
         assert_eq!(&got[..n], name.as_bytes());
-        assert!(send_console(&dir.join("missing"), m.as_raw_fd(), &name)
+        assert!(send_console(&dir.join("missing"), &m, &name)
             .unwrap_err()
             .to_string()
             .starts_with("--console-socket "));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn relayed_signals_leave_out_the_faults() {
+        let set = relay_sigset();
+        assert!(set.contains(libc::SIGTERM) && set.contains(libc::SIGWINCH));
+        assert!(!set.contains(libc::SIGSEGV) && !set.contains(libc::SIGKILL));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! placement, id maps, pid registration), and release it with `Start`.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -16,7 +16,7 @@ use super::cgroup::Cgroup;
 use super::config::{map_text, IdMap, InitConfig};
 use super::nsinit::{self, Sync};
 use crate::reaper;
-use crate::sys::{recv_fd, send_fd};
+use husk_sys::{recv_fd, send_fd};
 
 /// How long container-init may take to set up (TCG-emulated guests are slow).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -194,9 +194,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Hands the process its stdin, stdout and stderr: a [`Sync::Stdio`]
 /// frame, then one descriptor per byte (SCM_RIGHTS).
 fn send_stdio(st: &mut Started, stdio: &StdioFds) -> Result<(), LaunchError> {
+    let ours = (io::stdin(), io::stdout(), io::stderr());
     let fds = match stdio {
-        StdioFds::Inherit => [0, 1, 2],
-        StdioFds::Fds([i, o, e]) => [i.as_raw_fd(), o.as_raw_fd(), e.as_raw_fd()],
+        StdioFds::Inherit => [ours.0.as_fd(), ours.1.as_fd(), ours.2.as_fd()],
+        StdioFds::Fds([i, o, e]) => [i.as_fd(), o.as_fd(), e.as_fd()],
     };
     write_frame(&mut st.a, &Sync::Stdio).map_err(LaunchError::StdioFrame)?;
     for fd in fds {

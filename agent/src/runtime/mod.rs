@@ -46,7 +46,6 @@ use crate::container::cgroup::{self, Cgroup};
 use crate::container::launch::SpareInit;
 use crate::container::{spec, Container, ContainerError, Launch, Process};
 use crate::log::{info, Phases};
-use crate::sys;
 
 type Res<T> = Result<T, RuntimeError>;
 
@@ -307,7 +306,8 @@ impl Runtime {
         let Some(f) = p.stdio.pty.fd.get() else {
             return Err(RuntimeError::NoTerminal);
         };
-        sys::set_winsize(f.as_raw_fd(), rows, cols).map_err(RuntimeError::Winsize)
+        husk_sys::set_window_size(f.as_raw_fd(), husk_sys::WindowSize { rows, cols })
+            .map_err(RuntimeError::Winsize)
     }
 
     pub fn close_stdin(&self, id: &str, exec_id: Option<&str>) -> Res<()> {

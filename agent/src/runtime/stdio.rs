@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -17,7 +17,6 @@ use super::error::RuntimeError;
 use super::{lock, Res};
 use crate::container::launch::StdioFds;
 use crate::server::Conn;
-use crate::sys;
 
 /// After a process exits, an output stream that is empty but still has a
 /// writer (a daemonized child) no longer holds back the exit report after this.
@@ -40,11 +39,11 @@ impl Output {
         if self.done.load(Ordering::SeqCst) {
             return true;
         }
-        let (hup, avail) = sys::poll_state(f.as_raw_fd());
+        let now = husk_sys::pipe_state(&**f);
         if self.attached.load(Ordering::SeqCst) {
-            self.in_read.load(Ordering::SeqCst) && avail == 0 && since_exit > GRACE
+            self.in_read.load(Ordering::SeqCst) && now.available == 0 && since_exit > GRACE
         } else {
-            avail == 0 && (hup || since_exit > GRACE)
+            now.available == 0 && (now.hung_up || since_exit > GRACE)
         }
     }
 
@@ -97,6 +96,15 @@ pub struct Stdio {
     pub pty: Output,
 }
 
+/// /dev/null, opened for reading or for writing.
+fn devnull(write: bool) -> io::Result<OwnedFd> {
+    Ok(std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")?
+        .into())
+}
+
 impl Stdio {
     /// Pipes for the streams `cfg` asks for (none with a terminal: the pty
     /// master, set later, carries everything); returns the process's ends
@@ -109,19 +117,19 @@ impl Stdio {
             cfg
         };
         let stdin = if cfg.stdin {
-            let (r, w) = sys::pipe(0)?;
-            *lock(&st.stdin) = Some(File::from(w));
-            r
+            let (r, w) = io::pipe()?;
+            *lock(&st.stdin) = Some(File::from(OwnedFd::from(w)));
+            r.into()
         } else {
-            sys::devnull(false)?
+            devnull(false)?
         };
         let out = |on: bool, o: &mut Output| -> io::Result<OwnedFd> {
             if on {
-                let (r, w) = sys::pipe(0)?;
-                let _ = o.fd.set(Arc::new(File::from(r)));
-                Ok(w)
+                let (r, w) = io::pipe()?;
+                let _ = o.fd.set(Arc::new(File::from(OwnedFd::from(r))));
+                Ok(w.into())
             } else {
-                sys::devnull(true)
+                devnull(true)
             }
         };
         let stdout = out(cfg.stdout, &mut st.stdout)?;
@@ -203,8 +211,7 @@ impl Stdio {
         let Some(master) = self.pty.fd.get().cloned() else {
             return;
         };
-        let (Ok(mut w), Ok(mut r)) = (sys::dup_cloexec(master.as_raw_fd()), conn.try_clone_conn())
-        else {
+        let (Ok(mut w), Ok(mut r)) = (master.try_clone(), conn.try_clone_conn()) else {
             return;
         };
         let _ = std::thread::Builder::new()

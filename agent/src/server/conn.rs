@@ -68,6 +68,14 @@ impl Listener {
         }
     }
 
+    /// Makes [`accept`](Self::accept) return `WouldBlock` instead of waiting.
+    pub(super) fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Vsock(l) => l.set_nonblocking(true),
+            Listener::Unix(l) => l.set_nonblocking(true),
+        }
+    }
+
     pub(super) fn accept(&self) -> io::Result<Box<dyn Conn>> {
         Ok(match self {
             Listener::Vsock(l) => Box::new(l.accept()?),

@@ -28,8 +28,8 @@ pub mod dispatch;
 #[cfg(test)]
 mod tests;
 
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, PipeReader, PipeWriter, Read, Write};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +43,6 @@ use self::dispatch::error;
 pub use self::dispatch::handle_body;
 use crate::log::{debug, info};
 use crate::runtime::{Runtime, StreamJob};
-use crate::sys;
 
 /// Most connections served at once; more are answered `busy` and closed.
 pub const MAX_CONNS: usize = 64;
@@ -127,16 +126,14 @@ struct Shared {
     rt: Arc<Runtime>,
     on_shutdown: OnShutdown,
     conns: AtomicUsize,
-    stop_rd: OwnedFd,
-    stop_wr: OwnedFd,
+    stop_rd: PipeReader,
+    stop_wr: PipeWriter,
 }
 
 impl Shared {
     fn stop(&self) {
-        let b = [1u8];
-        // SAFETY: writes one byte from a valid buffer to a pipe we own. A full
-        // pipe (EAGAIN) already means "stop" is pending.
-        unsafe { libc::write(self.stop_wr.as_raw_fd(), b.as_ptr().cast(), 1) };
+        // A full pipe (EAGAIN) already means "stop" is pending.
+        let _ = (&self.stop_wr).write(&[1]);
     }
 }
 
@@ -154,8 +151,10 @@ impl Drop for ConnSlot {
 /// on a setup error. Accept errors are logged and survived. Every
 /// connection's requests are carried out on `rt`.
 pub fn run(listener: Listener, on_shutdown: OnShutdown, rt: Arc<Runtime>) -> io::Result<()> {
-    sys::set_nonblocking(listener.raw_fd())?;
-    let (stop_rd, stop_wr) = sys::pipe(libc::O_NONBLOCK)?;
+    listener.set_nonblocking()?;
+    let (stop_rd, stop_wr) = io::pipe()?;
+    husk_sys::set_nonblocking(&stop_rd, true)?;
+    husk_sys::set_nonblocking(&stop_wr, true)?;
     let shared = Arc::new(Shared {
         rt,
         on_shutdown,

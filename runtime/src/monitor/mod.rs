@@ -107,7 +107,7 @@ pub fn state_json(st: &State, status: Status, pid: i32) -> String {
 pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
     // Every thread started from here on inherits the blocked set, so the
     // signal thread alone receives them.
-    sys::block_signals(&sys::relay_sigset());
+    sys::relay_sigset().block();
     let (tx, rx) = mpsc::channel();
     let dir = store.dir(id);
     let mut sb = Sandbox {
@@ -319,7 +319,7 @@ pub fn exec_session(
     mut ready: Option<OwnedFd>,
     pid_file: Option<&Path>,
 ) -> i32 {
-    sys::block_signals(&sys::relay_sigset());
+    sys::relay_sigset().block();
     let eid = target.exec_id.clone().unwrap_or_default();
     let r = target.connect().map_err(Error::from).and_then(|mut c| {
         c.exec(&target.guest_id, &eid, process, term.stdio())

@@ -328,7 +328,8 @@ fn collect(
     };
     // What the workload wrote before the runtime exited is in the pipe.
     if out_open {
-        set_nonblocking(&out);
+        // Best effort: without it the drain below may block until EOF.
+        let _ = husk_sys::set_nonblocking(&out, true);
         while read_some(&mut out, &mut got, &mut first, t0) {}
     }
     Ok(Ran {
@@ -432,16 +433,6 @@ fn read_some(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
-    }
-}
-
-fn set_nonblocking(f: &impl AsRawFd) {
-    let fd = f.as_raw_fd();
-    // SAFETY: fcntl on a file descriptor we own; no pointers involved.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fl >= 0 {
-        // SAFETY: as above.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
     }
 }
 

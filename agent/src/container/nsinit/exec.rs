@@ -46,12 +46,8 @@ fn reset_signals() {
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
     }
-    // SAFETY: sigset_t is plain data; all-zero is a valid value to fill in.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable sigset_t.
-    unsafe { libc::sigemptyset(&mut set) };
-    // SAFETY: `set` is initialized; the old mask is not asked for.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    // Single-threaded here: the thread's mask is the process's.
+    husk_sys::SignalSet::empty().set_mask();
 }
 
 /// Makes the pty slave our stdio and controlling terminal.

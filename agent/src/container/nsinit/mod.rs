@@ -25,7 +25,6 @@ use thiserror::Error;
 
 use super::config::{InitConfig, NsKind};
 use super::rootfs::MountError;
-use crate::sys;
 
 /// `argv[1]` of container-init.
 pub const ARG: &str = "__container-init";
@@ -180,8 +179,8 @@ fn take_stdio(a: &mut UnixStream) -> Result<(), InitError> {
         other => return Err(unexpected("the stdio", &other)),
     }
     for target in 0..3 {
-        let fd =
-            sys::recv_fd(a).map_err(InitError::io(format!("receive stdio descriptor {target}")))?;
+        let fd = husk_sys::recv_fd(a)
+            .map_err(InitError::io(format!("receive stdio descriptor {target}")))?;
         // SAFETY: dup2 onto a standard descriptor; `fd` stays owned by us
         // and is closed when it drops.
         let rc = unsafe { libc::dup2(fd.as_raw_fd(), target) };

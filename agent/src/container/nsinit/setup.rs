@@ -2,14 +2,13 @@
 //! file system, the console, rlimits, I/O priority and personality.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use super::{cvt, send, InitError, Sync};
 use crate::container::config::InitConfig;
 use crate::container::rootfs;
-use crate::sys;
 
 /// Everything before `Ready`; returns the pty slave if there is a terminal.
 pub(super) fn setup(cfg: &InitConfig, b: &mut UnixStream) -> Result<Option<OwnedFd>, InitError> {
@@ -109,7 +108,8 @@ fn console(cfg: &InitConfig, b: &mut UnixStream) -> Result<OwnedFd, InitError> {
     let rc = unsafe { libc::ioctl(m, libc::TIOCGPTN, &mut n) };
     cvt(rc, "process.terminal: pty number")?;
     if let Some((rows, cols)) = cfg.process.console_size {
-        sys::set_winsize(m, rows, cols).map_err(InitError::io("set the terminal size"))?;
+        husk_sys::set_window_size(m, husk_sys::WindowSize { rows, cols })
+            .map_err(InitError::io("set the terminal size"))?;
     }
     if cfg.rootfs.is_some() {
         let console = Path::new("/dev/console");
@@ -126,6 +126,6 @@ fn console(cfg: &InitConfig, b: &mut UnixStream) -> Result<OwnedFd, InitError> {
         .map_err(InitError::io("bind /dev/console"))?;
     }
     send(b, &Sync::PtyMaster)?;
-    sys::send_fd(b, master.as_raw_fd()).map_err(InitError::io("send the pty master"))?;
+    husk_sys::send_fd(b, &master).map_err(InitError::io("send the pty master"))?;
     Ok(slave)
 }

@@ -1,0 +1,23 @@
+//! husk's one layer of small descriptor and signal helpers over libc, for
+//! what std does not offer: the agent in the guest and the runtime, CLI,
+//! protocol and benchmark on the host all use these (one copy each).
+//!
+//! * [`fd`]: O_NONBLOCK on any descriptor, the state of a pipe's read end.
+//! * [`scm`]: passing a descriptor over a Unix socket (SCM_RIGHTS).
+//! * [`term`]: a terminal's window size.
+//! * [`signal`]: signal sets, blocking them, waiting for one.
+//!
+//! Where std has the thing, use std instead: `std::io::pipe()` for a
+//! close-on-exec pipe, `AsFd::as_fd().try_clone_to_owned()` for a
+//! close-on-exec duplicate, `set_nonblocking` on sockets,
+//! `IsTerminal::is_terminal`.
+
+pub mod fd;
+pub mod scm;
+pub mod signal;
+pub mod term;
+
+pub use fd::{pipe_state, set_nonblocking, PipeState};
+pub use scm::{recv_fd, send_fd, send_fd_with};
+pub use signal::SignalSet;
+pub use term::{set_window_size, window_size, WindowSize};
