@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 pub mod client;
 pub mod container;
 pub mod frame;
+pub mod handshake;
 pub mod id;
 pub mod vsock;
 
