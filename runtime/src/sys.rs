@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -181,39 +181,7 @@ pub fn net_interfaces() -> Vec<String> {
 
 /// A new pty pair: (master, slave, slave path).
 pub fn openpty() -> Result<(OwnedFd, OwnedFd, String)> {
-    let (mut m, mut s) = (-1, -1);
-    // SAFETY: openpty writes two descriptors; the name/termios/winsize
-    // arguments may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut m,
-            &mut s,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    check(r, SysError::Openpty)?;
-    // SAFETY: a fresh descriptor only we own.
-    let m = unsafe { OwnedFd::from_raw_fd(m) };
-    // SAFETY: as for the master.
-    let s = unsafe { OwnedFd::from_raw_fd(s) };
-    for fd in [&m, &s] {
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    let mut buf = [0 as libc::c_char; 128];
-    // SAFETY: buf has the length we pass.
-    let r = unsafe { libc::ptsname_r(m.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
-    let name = if r == 0 {
-        // SAFETY: ptsname_r NUL-terminated buf.
-        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
-    } else {
-        String::new()
-    };
-    Ok((m, s, name))
+    husk_sys::term::openpty().map_err(SysError::Openpty)
 }
 
 /// Sends `fd` over the Unix socket at `socket` with `name` as the message,

@@ -5,7 +5,7 @@
 //! `winsize` we pass; a number that is not open fails with EBADF.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A terminal's size in character cells.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,35 +51,54 @@ pub fn set_window_size(fd: RawFd, size: WindowSize) -> io::Result<()> {
     Ok(())
 }
 
+/// A new pty pair, both ends close-on-exec: (master, slave, the slave's
+/// path, empty if ptsname_r fails).
+pub fn openpty() -> io::Result<(OwnedFd, OwnedFd, String)> {
+    let (mut m, mut s) = (-1, -1);
+    // SAFETY: openpty writes two descriptors; the name/termios/winsize
+    // arguments may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor only we own.
+    let m = unsafe { OwnedFd::from_raw_fd(m) };
+    // SAFETY: as for the master.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    for fd in [&m, &s] {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let mut buf = [0 as libc::c_char; 128];
+    // SAFETY: buf has the length we pass.
+    let r = unsafe { libc::ptsname_r(m.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    let name = if r == 0 {
+        // SAFETY: ptsname_r NUL-terminated buf.
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        String::new()
+    };
+    Ok((m, s, name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-    fn pty_pair() -> (OwnedFd, OwnedFd) {
-        let (mut m, mut s) = (-1, -1);
-        // SAFETY: openpty writes two descriptors; name, termios and winsize
-        // may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
-        // SAFETY: openpty succeeded: `m` is a fresh descriptor nothing else owns.
-        let m = unsafe { OwnedFd::from_raw_fd(m) };
-        // SAFETY: as for `m`.
-        let s = unsafe { OwnedFd::from_raw_fd(s) };
-        (m, s)
-    }
 
     #[test]
     fn size_set_on_the_master_is_seen_on_the_slave() {
-        let (m, s) = pty_pair();
+        let (m, s, name) = openpty().unwrap();
+        assert!(name.starts_with("/dev/pts/"), "{name}");
         assert!(window_size(s.as_raw_fd()).unwrap().is_unset());
         let size = WindowSize { rows: 24, cols: 80 };
         set_window_size(m.as_raw_fd(), size).unwrap();
