@@ -14,6 +14,10 @@ use crate::state::StateError;
 use crate::state::{State, Status, Store};
 use crate::util;
 
+/// How long `kill -9` and `delete` give the agent to take the signal: a VM
+/// that does not answer in time is stopped anyway.
+const STOP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Sends `sig` to the container's process (`all`: every process of it).
 pub fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<()> {
     check_id(id)?;
@@ -26,7 +30,7 @@ pub fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<()> {
     let t = target_of(store, &st, None);
     // SIGKILL must end the container within seconds, VM answering or not.
     let limit = if sig == libc::SIGKILL {
-        Duration::from_secs(5)
+        STOP_CALL_TIMEOUT
     } else {
         crate::session::CALL_TIMEOUT
     };
@@ -89,7 +93,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     }
     if status != Status::Stopped {
         // A VM that does not answer quickly is stopped anyway below.
-        if let Ok(mut c) = target_of(store, &st, None).connect_within(Duration::from_secs(5)) {
+        if let Ok(mut c) = target_of(store, &st, None).connect_within(STOP_CALL_TIMEOUT) {
             let _ = c.signal(&st.guest_id, None, libc::SIGKILL, true);
         }
         if !wait_gone(st.monitor_pid, st.monitor_start, Duration::from_secs(10)) {
