@@ -70,6 +70,13 @@ pub const AGENT_PORT: u32 = 1024;
 /// Unix-socket backend that is `<uds>_1025` ([`client::ReadyListener`]).
 pub const READY_PORT: u32 = 1025;
 
+/// How long a host waiting for the [`READY_PORT`] signal goes without it
+/// before it also polls [`AGENT_PORT`] (for an agent that sends none). Not
+/// sooner: the agent listens a moment before it signals, so an early poll
+/// races the signal (and costs a booting guest a REQUEST and a RST per
+/// try).
+pub const READY_FALLBACK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Largest frame body (the JSON after the 4-byte length prefix), in bytes.
 pub const MAX_FRAME: usize = 1 << 20;
 

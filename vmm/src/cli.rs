@@ -276,6 +276,7 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
                 // Connect once the agent says it listens: every earlier
                 // attempt costs the booting guest a REQUEST and a RST.
                 let deadline = Instant::now() + timeout;
+                let poll_from = Instant::now() + husk_protocol::READY_FALLBACK_AFTER;
                 let (mut c, how) = loop {
                     match ready.wait(Duration::from_millis(250)) {
                         Ok(true) => {
@@ -288,8 +289,12 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
                             break (c, "by polling (ready socket failed)");
                         }
                     }
-                    // No signal yet: try now and then anyway (an agent
-                    // without one is still found).
+                    // No signal for a while: try now and then anyway (an
+                    // agent without one is still found).
+                    let now = Instant::now();
+                    if now < poll_from && now < deadline {
+                        continue;
+                    }
                     match Client::connect_uds(&uds, AGENT_PORT, timeout) {
                         Ok(c) => break (c, "by polling, without a ready signal"),
                         Err(e) if Instant::now() >= deadline => return Err(e),

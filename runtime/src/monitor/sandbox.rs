@@ -184,8 +184,9 @@ pub(super) fn vm_config(
     }
 }
 
-/// How often the agent is tried without its ready signal (an agent that
-/// does not send one still gets found).
+/// How often the agent is tried without its ready signal, once
+/// [`husk_protocol::READY_FALLBACK_AFTER`] has passed (an agent that does
+/// not send one still gets found).
 const BOOT_FALLBACK_POLL: Duration = Duration::from_millis(250);
 
 /// Waits for the agent's ready signal, then for its answer; fails at once
@@ -201,7 +202,7 @@ pub(super) fn boot_wait(
     let deadline = start + cfg.boot_timeout;
     let mut last = "no ready signal yet".to_string();
     let mut signalled = false;
-    let mut next_try = start + BOOT_FALLBACK_POLL;
+    let mut next_try = start + husk_protocol::READY_FALLBACK_AFTER;
     let timed_out = |last: &str| Error::BootTimeout {
         secs: cfg.boot_timeout.as_secs(),
         last: last.to_string(),
