@@ -328,6 +328,11 @@ impl Client {
         )
     }
 
+    /// [`Request::ConfigureNetwork`].
+    pub fn configure_network(&mut self, network: crate::net::Network) -> Result<()> {
+        self.ok(Request::ConfigureNetwork { network })
+    }
+
     /// [`Request::StartContainer`].
     pub fn start_container(&mut self, id: &str) -> Result<()> {
         self.ok(Request::StartContainer { id: id.into() })

@@ -44,6 +44,7 @@ pub mod container;
 pub mod frame;
 pub mod handshake;
 pub mod id;
+pub mod net;
 pub mod vsock;
 
 pub use container::{
@@ -161,6 +162,11 @@ pub enum Request {
     },
     /// Start a created container's process. [`Response::Ok`].
     StartContainer { id: String },
+    /// Set up the sandbox's network (see [`net`]): the guest NICs named,
+    /// addressed and routed in the sandbox network namespace, which every
+    /// container whose spec asks for a network namespace joins. Once per
+    /// VM, before the first container. [`Response::Ok`].
+    ConfigureNetwork { network: net::Network },
     /// Run another process in a running container (its namespaces, cgroup
     /// and seccomp filter). Started at once; [`Response::Created`].
     Exec {
@@ -292,6 +298,7 @@ impl Request {
             Request::Shutdown => "shutdown",
             Request::CreateContainer { .. } => "create_container",
             Request::StartContainer { .. } => "start_container",
+            Request::ConfigureNetwork { .. } => "configure_network",
             Request::Exec { .. } => "exec",
             Request::Signal { .. } => "signal",
             Request::Wait { .. } => "wait",
