@@ -6,6 +6,7 @@
 //! * [`scm`]: passing a descriptor over a Unix socket (SCM_RIGHTS).
 //! * [`term`]: a terminal's window size.
 //! * [`signal`]: signal sets, blocking them, waiting for one.
+//! * [`tun`]: tap descriptors (create, vnet header, offloads).
 //!
 //! Where std has the thing, use std instead: `std::io::pipe()` for a
 //! close-on-exec pipe, `AsFd::as_fd().try_clone_to_owned()` for a
@@ -16,6 +17,7 @@ pub mod fd;
 pub mod scm;
 pub mod signal;
 pub mod term;
+pub mod tun;
 
 pub use fd::{pipe_state, set_nonblocking, PipeState};
 pub use scm::{recv_fd, send_fd, send_fd_with};
