@@ -26,6 +26,12 @@ pub const DNS_PORT: u32 = 53;
 /// Largest DNS message relayed (a TCP DNS message's limit).
 pub const MAX_DNS_MESSAGE: usize = 65535;
 
+/// Where, in the guest, the agent bind-mounts the sandbox network
+/// namespace ([`crate::Request::ConfigureNetwork`] sets it up): the host
+/// writes this path into a container spec's network namespace entry, so
+/// the container joins it as any namespace path is joined.
+pub const SANDBOX_NETNS: &str = "/run/husk-net/sandbox";
+
 /// Most interfaces per sandbox (husk-vmm has room for 19 virtio devices).
 pub const MAX_INTERFACES: usize = 8;
 /// Most addresses per interface.
