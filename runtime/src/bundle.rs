@@ -74,9 +74,10 @@ pub struct Bundle {
     pub memory_mib: u64,
     /// `process.terminal`.
     pub terminal: bool,
-    /// The spec's network namespace: None = the host's, Some(None) = a new
-    /// one, Some(Some(path)) = that one.
-    pub netns: Option<Option<PathBuf>>,
+    /// The spec's network namespace on the host, which the monitor joins
+    /// (and whose interfaces reach the VM): None = a new one, Some(path) =
+    /// that one. A spec without one (the host's own) is refused.
+    pub netns: Option<PathBuf>,
 }
 
 /// Reads and checks `<dir>/config.json`.
@@ -177,8 +178,10 @@ fn process_and_root(at: &At, dir: &Path, spec: &oci::Spec) -> Result<(bool, Path
 
 /// Namespaces: a VM has its own kernel, so a container cannot join a
 /// namespace of the host — except the network one, which the host side
-/// (the monitor) joins so that the daemon's network hooks see it.
-fn netns_of(at: &At, spec: &oci::Spec) -> Result<Option<Option<PathBuf>>> {
+/// (the monitor) joins so that the daemon's network hooks see it. Without
+/// a network namespace the container would share the host's network
+/// stack (`--network host`), which a VM cannot.
+fn netns_of(at: &At, spec: &oci::Spec) -> Result<Option<PathBuf>> {
     let mut netns = None;
     if let Some(nss) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
         for (i, ns) in nss.iter().enumerate() {
@@ -196,7 +199,15 @@ fn netns_of(at: &At, spec: &oci::Spec) -> Result<Option<Option<PathBuf>>> {
             }
         }
     }
-    Ok(netns)
+    netns.ok_or_else(|| {
+        at.bad(
+            "linux.namespaces",
+            "no network namespace: the container would use the host's network stack \
+             (--network host), which a microVM cannot share; give it a network \
+             namespace of its own (--network none for loopback only)"
+                .into(),
+        )
+    })
 }
 
 /// vCPUs and memory (MiB) from linux.resources, overridable by the
@@ -451,7 +462,7 @@ mod tests {
             2.min(u32::try_from(std::thread::available_parallelism().unwrap().get()).unwrap())
         );
         assert_eq!(b.memory_mib, 512 + VM_OVERHEAD_MIB);
-        assert_eq!(b.netns, Some(Some(PathBuf::from("/run/netns/x"))));
+        assert_eq!(b.netns, Some(PathBuf::from("/run/netns/x")));
         let names: Vec<_> = b
             .shares
             .iter()
@@ -509,6 +520,14 @@ mod tests {
                     s
                 },
                 "linux.namespaces[0].path: joining the host's pid namespace",
+            ),
+            (
+                {
+                    let mut s = spec();
+                    s["linux"]["namespaces"] = json!([{"type": "pid"}]);
+                    s
+                },
+                "linux.namespaces: no network namespace: the container would use the host's network stack (--network host)",
             ),
             (
                 {

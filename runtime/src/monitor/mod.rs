@@ -230,9 +230,7 @@ fn setup(
     cfg.check()?;
 
     sys::unshare_mounts()?;
-    if let Some(ns) = &b.netns {
-        sys::enter_netns(ns.as_deref())?;
-    }
+    sys::enter_netns(b.netns.as_deref())?;
     let share = sandbox::mount_shares(&sb.dir, &b)?;
     let ready = sb.start_helpers(&cfg, &b, &share, &sock_dir(&store.root, id), phase)?;
     let mut agent = sandbox::boot_wait(sb, &cfg, &b, &ready)?;
@@ -293,7 +291,7 @@ fn warn_no_network(id: &str, b: &Bundle, term: &Terminal) {
         .into_iter()
         .filter(|i| i != "lo")
         .collect();
-    if b.netns.is_some() && !ifs.is_empty() {
+    if !ifs.is_empty() {
         let msg = format!(
             "networking is not supported by husk yet: the container has loopback only \
              ({} in its network namespace on the host {} not connected to the microVM; \
