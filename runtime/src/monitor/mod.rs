@@ -250,7 +250,7 @@ fn setup(
         hk.create_runtime().as_deref().unwrap_or_default(),
         &json,
     )?;
-    warn_no_network(id, &b, &opts.term);
+    warn_no_network(id, &opts.term);
 
     let target = Target {
         vsock: sb.vsock.clone(),
@@ -286,7 +286,7 @@ fn setup(
 
 /// Says, in the log and on the container's stderr, that the host
 /// interfaces of the container's network namespace do not reach the VM.
-fn warn_no_network(id: &str, b: &Bundle, term: &Terminal) {
+fn warn_no_network(id: &str, term: &Terminal) {
     let ifs: Vec<String> = sys::net_interfaces()
         .into_iter()
         .filter(|i| i != "lo")
