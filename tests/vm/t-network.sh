@@ -1,0 +1,94 @@
+# Containers in husk microVMs join the daemon's network: Docker's default
+# bridge (a published port answers on the lab host and on the container's
+# IP; a container fetches from a server on the host and from another husk
+# container by IP), a user-defined network (containers reach each other by
+# name through Docker's embedded DNS, forwarded over vsock), --network host
+# refused with husk's one-line reason, and Podman's CNI bridge with a
+# published port. After each group: no husk-vmm, virtiofsd or monitor left,
+# and no husk tap in any network namespace the daemons still have.
+# shellcheck shell=sh
+# shellcheck disable=SC2086  # $P is a command prefix ("podman --runtime PATH"), split into words on purpose
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+. "$here/daemons.sh"
+[ -s "$BUSYBOX_TAR" ] || fail "$BUSYBOX_TAR missing: run through tests/lab/run (the lab's L1 has the image)"
+command -v dockerd >/dev/null || fail "dockerd not installed (the lab's L1 has it)"
+HUSK=$(command -v husk) || fail "husk not on PATH"
+tmp=$(mktemp -d); out=$tmp/out
+srv=
+trap '[ -n "$srv" ] && kill $srv 2>/dev/null; docker rm -f $(docker ps -aq 2>/dev/null) >/dev/null 2>&1; docker network rm husknet >/dev/null 2>&1; podman rm -f -a >/dev/null 2>&1; daemons_cleanup; rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/www" "$tmp/hostwww"
+echo husk-page >"$tmp/www/index.html"
+echo host-page >"$tmp/hostwww/index.html"
+
+on_fail() {
+    find /run/docker /var/run/docker /run/containers /var/lib/containers -name husk.log -o -name console.log -o -name vmm.log 2>/dev/null \
+        | while IFS= read -r f; do echo "--- $f:"; tail -n 15 "$f"; done
+    echo "--- husk processes: $(husk_leftovers)"
+    tail -n 20 "$DAEMONS_DIR/dockerd.log"
+}
+# fetch WHAT URL WANT: poll URL from the lab host (up to 60 s: the server
+# in the VM is starting) until it serves WANT.
+fetch() {
+    _i=0
+    until [ "$(wget -qO- -T 5 "$2" 2>/dev/null)" = "$3" ]; do
+        _i=$((_i + 1)); [ $_i -lt 60 ] || { on_fail >&2; fail "$1: $2 did not serve '$3' within 60 s"; }
+        sleep 1
+    done
+    note "$1: $2 served '$3'"
+}
+# no_taps WHAT: no husk tap left in any network namespace Docker or Podman keep
+no_taps() {
+    for ns in /run/docker/netns/* /run/netns/*; do
+        [ -e "$ns" ] || continue
+        if nsenter --net="$ns" cat /proc/net/dev 2>/dev/null | grep -q 'husk-tap'; then
+            fail "$1: a husk tap is left in $ns"
+        fi
+    done
+}
+clean() { wait_no_husk "$1"; no_taps "$1"; }
+
+start_dockerd --add-runtime "husk=$HUSK" || fail "dockerd did not start"
+docker_import_busybox || fail "docker import of busybox failed"
+
+# -- the default bridge
+expect_run "docker run -d -p 8080:80 httpd" 0 "" docker run -d --runtime husk --name web -p 8080:80 \
+    -v "$tmp/www:/www:ro" busybox httpd -f -p 80 -h /www
+fetch "published port" http://127.0.0.1:8080/ husk-page
+ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' web)
+[ -n "$ip" ] || fail "docker inspect gives web no IP address"
+fetch "the container's own IP" "http://$ip/" husk-page
+gw=$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')
+busybox httpd -f -p "$gw:8090" -h "$tmp/hostwww" & srv=$!
+expect_run "a husk container fetches from the host (gateway $gw) and from web ($ip)" 0 "host-page
+husk-page" docker run --rm --runtime husk busybox sh -c "wget -qO- -T 20 http://$gw:8090/ && wget -qO- -T 20 http://$ip/"
+expect_run "the container sees eth0 with its address and lo" 0 "" docker run --rm --runtime husk busybox \
+    sh -c 'ip -o addr show eth0 | grep -q "inet 172\." && ip -o link show lo | grep -q UP && ! ls /sys/class/net | grep -q husk'
+kill $srv; srv=
+expect_run "docker rm -f web" 0 web docker rm -f web
+clean "after the default bridge"
+
+# -- a user-defined network: by name
+expect_run "docker network create husknet" 0 "" docker network create husknet
+expect_run "docker run -d --network husknet httpd" 0 "" docker run -d --runtime husk --network husknet --name web2 \
+    -v "$tmp/www:/www:ro" busybox httpd -f -p 80 -h /www
+expect_run "a husk container reaches web2 by name" 0 husk-page docker run --rm --runtime husk --network husknet busybox \
+    sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- -T 10 http://web2/ 2>/dev/null && exit 0; sleep 2; done; nslookup web2; exit 1'
+expect_run "docker rm -f web2" 0 web2 docker rm -f web2
+expect_run "docker network rm husknet" 0 husknet docker network rm husknet
+clean "after the user-defined network"
+
+# -- what a microVM cannot do
+expect_run "--network host is refused" 125 "" docker run --rm --runtime husk --network host busybox true
+grep -q "host's network stack" "$out.err" || fail "--network host: error does not say why: $(cat "$out.err")"
+clean "after --network host"
+stop_dockerd
+
+# -- Podman: the CNI bridge and a published port
+podman_import_busybox || fail "podman import of busybox failed"
+P="podman --runtime $HUSK"
+expect_run "podman run -d -p 8081:80 httpd" 0 "" $P run -d --name pweb -p 8081:80 -v "$tmp/www:/www:ro" \
+    busybox httpd -f -p 80 -h /www
+fetch "podman: published port" http://127.0.0.1:8081/ husk-page
+expect_run "podman rm -f" 0 "" $P rm -f -t 0 pweb
+clean "after podman"
