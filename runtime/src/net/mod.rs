@@ -1,0 +1,3 @@
+//! The host side of the sandbox's network.
+
+pub mod netlink;
