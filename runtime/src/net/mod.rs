@@ -2,11 +2,13 @@
 //! on a thread inside the container's network namespace, reads the
 //! interfaces a daemon or CNI plugin made there ([`scan`]), makes one tap
 //! per interface joined to it by tc redirects ([`connect_tap`], undone by
-//! [`disconnect`]) for husk-vmm's virtio-net devices.
+//! [`disconnect`]) for husk-vmm's virtio-net devices, and relays the
+//! guest's DNS queries to the namespace's resolver ([`serve_dns`]).
 //!
 //! Every function acts on the network namespace of the calling thread: it
 //! opens its netlink sockets (and the tap) on that thread.
 
+pub mod dns;
 pub mod netlink;
 mod scan;
 mod tap;
@@ -15,6 +17,7 @@ use std::io;
 
 use husk_protocol::net::NetworkError;
 
+pub use dns::{dns_forward_address, serve_dns, DnsRelay};
 pub use netlink::NetlinkError;
 pub use scan::{scan, OperState, Scan, ScannedInterface, Skipped};
 pub use tap::{connect_tap, disconnect, TapLink, TAP_PREFIX};
