@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod host_config;
 pub mod log;
 pub mod monitor;
+pub mod net;
 pub mod session;
 pub mod spawn;
 pub mod state;
