@@ -140,6 +140,20 @@ pub enum Error {
         id: String,
         source: Box<Error>,
     },
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    /// The network namespace already has another husk container's taps.
+    #[error(
+        "linux.namespaces: network namespace {} belongs to another husk container \
+         (--network container:...): its interfaces are in that container's microVM; \
+         only containers of one pod can share a network",
+        path.display()
+    )]
+    SharedNetns { path: PathBuf },
+    #[error("the DNS relay's socket {}: {source}", path.display())]
+    DnsSocket { path: PathBuf, source: io::Error },
+    #[error("configure the network of container {id} in the microVM: {source}")]
+    ConfigureNetwork { id: String, source: ClientError },
     #[error("create container {id} in the microVM: {source}")]
     CreateInVm { id: String, source: ClientError },
     #[error("events: {0}")]

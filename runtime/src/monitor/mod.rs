@@ -30,6 +30,7 @@ use crate::state::{State, Status, Store};
 use crate::util;
 use crate::{hooks, sys};
 
+mod network;
 mod sandbox;
 
 use sandbox::Sandbox;
@@ -115,6 +116,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         vsock: PathBuf::new(),
         helpers: vec![],
         tx,
+        net: network::Plan::default(),
     };
     let t0 = Instant::now();
     let setup = setup(store, id, &mut sb, &opts, t0);
@@ -231,13 +233,13 @@ fn setup(
 
     sys::unshare_mounts()?;
     sys::enter_netns(b.netns.as_deref())?;
+    network::refuse_shared(&b)?;
     let share = sandbox::mount_shares(&sb.dir, &b)?;
-    let ready = sb.start_helpers(&cfg, &b, &share, &sock_dir(&store.root, id), phase)?;
-    let mut agent = sandbox::boot_wait(sb, &cfg, &b, &ready)?;
-    drop(ready);
 
     // createRuntime and prestart hooks see the monitor as the container's
-    // process: its network namespace is the container's on the host.
+    // process: its network namespace is the container's on the host. They
+    // run before the VM is made, since the VM's network is made from what
+    // they put there (Docker's network hook adds the interfaces).
     let hk = b.spec.hooks().clone().unwrap_or_default();
     let json = state_json(&st, Status::Creating, st.monitor_pid);
     hooks::run(
@@ -250,7 +252,29 @@ fn setup(
         hk.create_runtime().as_deref().unwrap_or_default(),
         &json,
     )?;
-    warn_no_network(id, &opts.term);
+    sb.net = network::prepare(id, &b)?;
+    phase("network prepared");
+
+    let ready = sb.start_helpers(&cfg, &b, &share, &sock_dir(&store.root, id), phase)?;
+    // husk-vmm has the taps now: they go away with it.
+    sb.net.taps.clear();
+    let network = sb.net.network.clone();
+    if let Some(addr) = network.as_ref().and_then(|n| n.dns_forward) {
+        network::serve_dns(&sb.vsock, addr)?;
+    }
+    let mut agent = sandbox::boot_wait(sb, &cfg, &b, &ready)?;
+    drop(ready);
+    let mut guest_spec = b.guest_spec.clone();
+    if let Some(n) = network {
+        agent
+            .configure_network(n)
+            .map_err(|source| Error::ConfigureNetwork {
+                id: id.to_string(),
+                source,
+            })?;
+        network::join_sandbox_netns(&mut guest_spec);
+        phase("network configured in the microVM");
+    }
 
     let target = Target {
         vsock: sb.vsock.clone(),
@@ -260,7 +284,7 @@ fn setup(
     let (_, warnings) = agent
         .create_container(
             &st.guest_id,
-            b.guest_spec.clone(),
+            guest_spec,
             RootfsSource::VirtioFs {
                 tag: bundle::SHARE_TAG.into(),
                 subdir: Some(bundle::ROOTFS_DIR.into()),
@@ -282,30 +306,6 @@ fn setup(
     st.status = Status::Created;
     store.save(&st)?;
     Ok((st, target, attached, agent))
-}
-
-/// Says, in the log and on the container's stderr, that the host
-/// interfaces of the container's network namespace do not reach the VM.
-fn warn_no_network(id: &str, term: &Terminal) {
-    let ifs: Vec<String> = sys::net_interfaces()
-        .into_iter()
-        .filter(|i| i != "lo")
-        .collect();
-    if !ifs.is_empty() {
-        let msg = format!(
-            "networking is not supported by husk yet: the container has loopback only \
-             ({} in its network namespace on the host {} not connected to the microVM; \
-             use --network none to say so)",
-            ifs.join(", "),
-            if ifs.len() == 1 { "is" } else { "are" }
-        );
-        crate::warn!("container {id}: {msg}");
-        // The user sees it too: one line on the container's stderr, before
-        // any of its own output (a terminal's output goes over the pty).
-        if matches!(term, Terminal::No) {
-            let _ = std::io::stderr().write_all(format!("husk: warning: {msg}\n").as_bytes());
-        }
-    }
 }
 
 /// An exec'd process: attach, forward signals, wait; returns its status.

@@ -3,6 +3,7 @@
 //! started with the microVM's typed configuration, watched while they run,
 //! and the wait for the guest agent.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,9 @@ pub(super) struct Sandbox {
     /// virtiofsd and husk-vmm, in the order they started.
     pub(super) helpers: Vec<(&'static str, i32)>,
     pub(super) tx: mpsc::Sender<Ev>,
+    /// The VM's network: taps until husk-vmm has them, tc redirects to
+    /// remove at the end.
+    pub(super) net: super::network::Plan,
 }
 
 impl Sandbox {
@@ -86,6 +90,7 @@ impl Sandbox {
             // threads hold them until they exit).
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
+        self.net.teardown();
     }
 }
 
@@ -139,9 +144,30 @@ impl Sandbox {
         // Before the VMM starts, so the agent's ready signal cannot be missed.
         let ready = ReadyListener::bind(&self.vsock).map_err(Error::ReadySocket)?;
         let vm_json = self.dir.join("vm.json");
-        vm_config(cfg, b, &self.vsock, &self.dir, &fs_sock).write_json_file(&vm_json)?;
+        let mut vm = vm_config(cfg, b, &self.vsock, &self.dir, &fs_sock);
+        let net = self.net.vm_devices();
+        if !net.is_empty() {
+            vm.net = Some(net);
+        }
+        vm.write_json_file(&vm_json)?;
         let mut vmm_cmd = Command::new(&cfg.vmm);
         vmm_cmd.arg("run").arg("--config").arg(&vm_json);
+        // The taps, by the numbers vm.json names: inherited by husk-vmm
+        // alone (they are close-on-exec for everything else).
+        let taps: Vec<RawFd> = self.net.taps.iter().map(AsRawFd::as_raw_fd).collect();
+        let inherit = move || {
+            for fd in &taps {
+                // SAFETY: fcntl(2) is async-signal-safe; `fd` is open (the
+                // monitor holds it until husk-vmm runs).
+                if unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) } < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        };
+        // SAFETY: `inherit` only makes async-signal-safe calls and does not
+        // allocate.
+        unsafe { vmm_cmd.pre_exec(inherit) };
         if log::debug_enabled() {
             // husk-vmm's boot phases in vmm.log.
             vmm_cmd.env("HUSK_VMM_TIMING", "1");
