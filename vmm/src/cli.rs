@@ -159,6 +159,7 @@ fn run_input(a: RunArgs) -> Result<ConfigInput, ConfigError> {
         memory: a.memory,
         disks,
         fs,
+        net: None,
         vsock_uds: a.vsock_uds,
         vsock_cid: a.vsock_cid,
         serial: a.serial,
