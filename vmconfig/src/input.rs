@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use husk_protocol::net::MacAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::{err, io_msg, ConfigError, DEFAULT_FS_QUEUE_SIZE, MAX_FS_QUEUE_SIZE};
@@ -123,6 +124,105 @@ impl std::str::FromStr for FsConfig {
     }
 }
 
+/// A virtio-net device on a tap: either a descriptor husk-vmm inherits
+/// (`tap_fd`, the usual way: the host opens the tap in the container's
+/// network namespace and passes it without close-on-exec) or a tap husk-vmm
+/// opens by name in its own network namespace (`tap_name`). Exactly one of
+/// the two. JSON: `{"tap_fd": 3, "mac": "02:42:ac:11:00:02", "mtu": 1500}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// An inherited descriptor of a tap opened with
+    /// `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_fd: Option<i32>,
+    /// A tap to open (or create) by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_name: Option<String>,
+    /// The guest NIC's MAC (the host interface's, so the agent finds it).
+    pub mac: MacAddr,
+    /// The MTU the guest is told (`VIRTIO_NET_F_MTU`); none: the guest's
+    /// default (1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+impl NetConfig {
+    /// A device on the inherited tap descriptor `fd`.
+    pub fn tap_fd(fd: i32, mac: MacAddr, mtu: Option<u32>) -> NetConfig {
+        NetConfig {
+            tap_fd: Some(fd),
+            tap_name: None,
+            mac,
+            mtu,
+        }
+    }
+
+    /// How errors name this device: `fd N` or `tap NAME`.
+    pub fn describe(&self) -> String {
+        match (&self.tap_fd, &self.tap_name) {
+            (Some(fd), _) => format!("fd {fd}"),
+            (None, Some(name)) => format!("tap {name}"),
+            (None, None) => format!("mac {}", self.mac),
+        }
+    }
+}
+
+const NET_SYNTAX: &str = "expected fd=N,mac=MAC[,mtu=N] or tap=NAME,mac=MAC[,mtu=N]";
+
+impl std::str::FromStr for NetConfig {
+    type Err = ConfigError;
+
+    /// `fd=N,mac=MAC[,mtu=N]` or `tap=NAME,mac=MAC[,mtu=N]`, keys in any
+    /// order. Values are checked by [`crate::VmConfig::from_input`].
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let (mut fd, mut tap, mut mac, mut mtu) = (None, None, None, None);
+        for item in s.split(',') {
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(err(
+                    "net",
+                    format!("'{item}' in '{s}' is not KEY=VALUE ({NET_SYNTAX})"),
+                ));
+            };
+            let slot = match k {
+                "fd" => &mut fd,
+                "tap" => &mut tap,
+                "mac" => &mut mac,
+                "mtu" => &mut mtu,
+                _ => {
+                    return Err(err(
+                        "net",
+                        format!("unknown key '{k}' in '{s}' ({NET_SYNTAX})"),
+                    ))
+                }
+            };
+            if slot.replace(v).is_some() {
+                return Err(err("net", format!("'{k}' given twice in '{s}'")));
+            }
+        }
+        let Some(mac) = mac else {
+            return Err(err("net", format!("no mac= in '{s}' ({NET_SYNTAX})")));
+        };
+        let mac = mac
+            .parse()
+            .map_err(|e: String| err("net", format!("{e} in '{s}'")))?;
+        let tap_fd = fd.map(|v| net_number("fd", v, s)).transpose()?;
+        let mtu = mtu.map(|v| net_number("mtu", v, s)).transpose()?;
+        Ok(NetConfig {
+            tap_fd,
+            tap_name: tap.map(str::to_string),
+            mac,
+            mtu,
+        })
+    }
+}
+
+/// `v`, the value of `key` in the `--net` spec `s`, as a number.
+fn net_number<T: std::str::FromStr>(key: &str, v: &str, s: &str) -> Result<T, ConfigError> {
+    v.parse()
+        .map_err(|_| err("net", format!("{key} '{v}' in '{s}' is not a number")))
+}
+
 /// Where the guest's serial console goes. In JSON and on the command line
 /// it is one string, `stdout`, `none` or `file:PATH`: its `Display` (what a
 /// host puts in [`ConfigInput::serial`]) and `FromStr`.
@@ -187,6 +287,8 @@ pub struct ConfigInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs: Option<Vec<FsConfig>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Vec<NetConfig>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock_uds: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock_cid: Option<u64>,
@@ -227,6 +329,7 @@ impl ConfigInput {
             memory: over.memory.or(self.memory),
             disks: over.disks.or(self.disks),
             fs: over.fs.or(self.fs),
+            net: over.net.or(self.net),
             vsock_uds: over.vsock_uds.or(self.vsock_uds),
             vsock_cid: over.vsock_cid.or(self.vsock_cid),
             serial: over.serial.or(self.serial),

@@ -14,16 +14,21 @@
 //! | virtio-blk disks     | `"disks": [{"path", "read_only"}]`            | `--disk PATH[,ro]` |
 //! | virtio-fs shares     | `"fs": [{"tag", "socket", "queue_size"}]`     | `--fs tag=T,socket=P` |
 //! | virtio-vsock         | `"vsock_uds": PATH`, `"vsock_cid": CID`       | `--vsock-uds`, `--vsock-cid` |
+//! | virtio-net NICs      | `"net": [{"tap_fd", "mac", "mtu"}]` or `{"tap_name", "mac", "mtu"}` | `--net fd=N,mac=MAC[,mtu=N]`, `--net tap=NAME,mac=MAC[,mtu=N]` |
 //! | serial console       | `"serial": "stdout" \| "none" \| "file:PATH"` | `--serial`    |
 //!
-//! A network device would be one more optional list beside `disks` and
-//! `fs` (unknown fields are refused, so an older husk-vmm says so).
+//! A NIC's `tap_fd` is a descriptor husk-vmm inherits: the host opens the
+//! tap (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`) and passes it without
+//! close-on-exec. NICs are attached after every other virtio device, so
+//! adding one moves no other device's slot. Unknown fields are refused, so
+//! an older husk-vmm says which one it does not know.
 
 mod input;
 mod validate;
 
 pub use husk_protocol::container::{check_share_tag, ShareTagError};
-pub use input::{ConfigInput, DiskConfig, FsConfig, SerialConfig};
+pub use husk_protocol::net::MacAddr;
+pub use input::{ConfigInput, DiskConfig, FsConfig, NetConfig, SerialConfig};
 pub use validate::{VmConfig, VsockConfig};
 
 /// The guest kernel and initramfs a host installs (`HUSK_KERNEL`,

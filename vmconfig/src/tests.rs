@@ -494,3 +494,197 @@ fn share_tags_follow_the_protocols_rule() {
     }
     assert!(fs("husk").is_ok());
 }
+
+fn mac(s: &str) -> MacAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn net_specs() {
+    let n: NetConfig = "fd=5,mac=02:42:ac:11:00:02".parse().unwrap();
+    assert_eq!(n, NetConfig::tap_fd(5, mac("02:42:ac:11:00:02"), None));
+    let n: NetConfig = "mtu=9000,mac=02:00:00:00:00:01,tap=tap0".parse().unwrap();
+    assert_eq!(
+        (n.tap_fd, n.tap_name.as_deref(), n.mtu),
+        (None, Some("tap0"), Some(9000))
+    );
+    assert_eq!(n.describe(), "tap tap0");
+    let bad = |s: &str| s.parse::<NetConfig>().unwrap_err().to_string();
+    assert_eq!(
+        bad("fd=3"),
+        "net: no mac= in 'fd=3' (expected fd=N,mac=MAC[,mtu=N] or tap=NAME,mac=MAC[,mtu=N])"
+    );
+    assert_eq!(
+        bad("fd=3,mac=02:00:00:00:00:01,fd=4"),
+        "net: 'fd' given twice in 'fd=3,mac=02:00:00:00:00:01,fd=4'"
+    );
+    assert!(bad("fd=3,mac=02:00:00:00:00:01,queues=2").starts_with("net: unknown key 'queues'"));
+    assert!(bad("fd=3,mac").starts_with("net: 'mac' in 'fd=3,mac' is not KEY=VALUE"));
+    assert_eq!(
+        bad("fd=x,mac=02:00:00:00:00:01"),
+        "net: fd 'x' in 'fd=x,mac=02:00:00:00:00:01' is not a number"
+    );
+    assert_eq!(
+        bad("fd=3,mac=02:00:00:00:00:01,mtu=-1"),
+        "net: mtu '-1' in 'fd=3,mac=02:00:00:00:00:01,mtu=-1' is not a number"
+    );
+    assert!(
+        bad("fd=3,mac=02:00:00:00:01").contains("is not a MAC address"),
+        "{}",
+        bad("fd=3,mac=02:00:00:00:01")
+    );
+}
+
+#[test]
+fn net_values_are_checked() {
+    let net = |nets: Vec<NetConfig>| {
+        cfg(ConfigInput {
+            net: Some(nets),
+            ..Default::default()
+        })
+    };
+    let m = mac("02:42:ac:11:00:02");
+    let c = net(vec![NetConfig::tap_fd(3, m, Some(1500))]).unwrap();
+    assert_eq!(c.net, [NetConfig::tap_fd(3, m, Some(1500))]);
+    assert_eq!(c.virtio_devices(), 1);
+    assert!(!c.shared_memory());
+    assert_eq!(
+        net(vec![NetConfig::tap_fd(2, m, None)]).unwrap_err(),
+        "net: fd 2 is not an inherited descriptor (3 or above)"
+    );
+    assert_eq!(
+        net(vec![NetConfig::tap_fd(-1, m, None)]).unwrap_err(),
+        "net: fd -1 is not an inherited descriptor (3 or above)"
+    );
+    for bad in [
+        "01:00:5e:00:00:01",
+        "ff:ff:ff:ff:ff:ff",
+        "00:00:00:00:00:00",
+    ] {
+        assert_eq!(
+            net(vec![NetConfig::tap_fd(3, mac(bad), None)]).unwrap_err(),
+            format!("net: mac {bad} is not a unicast address")
+        );
+    }
+    for mtu in [0, 67, 65536] {
+        assert_eq!(
+            net(vec![NetConfig::tap_fd(3, m, Some(mtu))]).unwrap_err(),
+            format!("net: mtu {mtu} for mac {m} is not in 68..=65535")
+        );
+    }
+    assert!(net(vec![NetConfig::tap_fd(3, m, Some(68))]).is_ok());
+    assert!(net(vec![NetConfig::tap_fd(3, m, Some(65535))]).is_ok());
+    let m2 = mac("02:42:ac:11:00:03");
+    assert_eq!(
+        net(vec![
+            NetConfig::tap_fd(3, m, None),
+            NetConfig::tap_fd(3, m2, None)
+        ])
+        .unwrap_err(),
+        "net: fd 3 is given twice"
+    );
+    assert_eq!(
+        net(vec![
+            NetConfig::tap_fd(3, m, None),
+            NetConfig::tap_fd(4, m, None)
+        ])
+        .unwrap_err(),
+        format!("net: mac {m} is given twice")
+    );
+    let by_name = |name: &str, mac: MacAddr| NetConfig {
+        tap_fd: None,
+        tap_name: Some(name.into()),
+        mac,
+        mtu: None,
+    };
+    assert!(net(vec![by_name("tap0", m), NetConfig::tap_fd(3, m2, None)]).is_ok());
+    assert_eq!(
+        net(vec![by_name("tap0", m), by_name("tap0", m2)]).unwrap_err(),
+        "net: tap tap0 is given twice"
+    );
+    assert_eq!(
+        net(vec![by_name("a b", m)]).unwrap_err(),
+        "net: tap name 'a b' has characters other than [A-Za-z0-9._@-]"
+    );
+    let mut both = by_name("tap0", m);
+    both.tap_fd = Some(3);
+    assert_eq!(
+        net(vec![both]).unwrap_err(),
+        format!("net: mac {m}: both a tap fd and a tap name")
+    );
+    let mut neither = by_name("tap0", m);
+    neither.tap_name = None;
+    assert_eq!(
+        net(vec![neither]).unwrap_err(),
+        format!("net: mac {m}: no tap fd or tap name")
+    );
+    // NICs count towards the virtio device limit.
+    let many = (0..20)
+        .map(|i| NetConfig::tap_fd(3 + i, MacAddr([2, 0, 0, 0, 0, low(i)]), None))
+        .collect();
+    assert_eq!(
+        net(many).unwrap_err(),
+        "net: 20 virtio devices requested, at most 19 fit"
+    );
+    let c = cfg(ConfigInput {
+        fs: Some(vec![FsConfig::new("a", "/s")]),
+        net: Some(vec![NetConfig::tap_fd(3, m, None)]),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.virtio_devices(), 2);
+}
+
+fn low(i: i32) -> u8 {
+    u8::try_from(i).unwrap()
+}
+
+#[test]
+fn net_in_json() {
+    let d = tmpdir("netjson");
+    let p = d.join("vm.json");
+    std::fs::write(
+        &p,
+        r#"{"net": [{"tap_fd": 3, "mac": "02:42:ac:11:00:02", "mtu": 1500},
+                    {"tap_name": "tap1", "mac": "02:42:ac:11:00:03"}]}"#,
+    )
+    .unwrap();
+    let f = ConfigInput::from_json_file(&p).unwrap();
+    let net = f.net.clone().unwrap();
+    assert_eq!(
+        net[0],
+        NetConfig::tap_fd(3, mac("02:42:ac:11:00:02"), Some(1500))
+    );
+    assert_eq!(net[1].tap_name.as_deref(), Some("tap1"));
+    assert_eq!(cfg(f).unwrap().net, net);
+    // What a host writes: unset fields left out.
+    let built = ConfigInput {
+        net: Some(vec![NetConfig::tap_fd(7, mac("02:00:00:00:00:01"), None)]),
+        ..Default::default()
+    };
+    let json = built.to_json().unwrap();
+    assert_eq!(json, r#"{"net":[{"tap_fd":7,"mac":"02:00:00:00:00:01"}]}"#);
+    assert_eq!(serde_json::from_str::<ConfigInput>(&json).unwrap(), built);
+    for (bad, what) in [
+        (
+            r#"{"net": [{"tap_fd": 3, "mac": "02:00:00:00:00:01", "queues": 2}]}"#,
+            "unknown field `queues`",
+        ),
+        (r#"{"net": [{"tap_fd": 3}]}"#, "missing field `mac`"),
+        (
+            r#"{"net": [{"tap_fd": 3, "mac": "02:00:00:00:01"}]}"#,
+            "is not a MAC address",
+        ),
+    ] {
+        std::fs::write(&p, bad).unwrap();
+        let e = ConfigInput::from_json_file(&p).unwrap_err().to_string();
+        assert!(e.starts_with("config: ") && e.contains(what), "{e}");
+    }
+    let merged = ConfigInput {
+        net: Some(vec![NetConfig::tap_fd(3, mac("02:00:00:00:00:02"), None)]),
+        ..Default::default()
+    }
+    .merge(built.clone());
+    assert_eq!(merged.net, built.net);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    err, io_msg, ConfigError, ConfigInput, DiskConfig, FsConfig, SerialConfig, DEFAULT_CMDLINE,
-    DEFAULT_INITRD, DEFAULT_KERNEL, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS, DEFAULT_VSOCK_CID,
-    MAX_FS_QUEUE_SIZE, MAX_MEMORY_MIB, MAX_VCPUS, MAX_VIRTIO_DEVICES, MIN_MEMORY_MIB,
-    UNIX_PATH_MAX,
+    err, io_msg, ConfigError, ConfigInput, DiskConfig, FsConfig, NetConfig, SerialConfig,
+    DEFAULT_CMDLINE, DEFAULT_INITRD, DEFAULT_KERNEL, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS,
+    DEFAULT_VSOCK_CID, MAX_FS_QUEUE_SIZE, MAX_MEMORY_MIB, MAX_VCPUS, MAX_VIRTIO_DEVICES,
+    MIN_MEMORY_MIB, UNIX_PATH_MAX,
 };
 
 /// A validated VM configuration.
@@ -22,6 +22,8 @@ pub struct VmConfig {
     pub memory_mib: u64,
     pub disks: Vec<DiskConfig>,
     pub fs: Vec<FsConfig>,
+    /// virtio-net devices, attached after every other virtio device.
+    pub net: Vec<NetConfig>,
     pub vsock: Option<VsockConfig>,
     pub serial: SerialConfig,
 }
@@ -37,9 +39,9 @@ impl VmConfig {
         self.memory_mib << 20
     }
 
-    /// Number of virtio-mmio devices (disks, file systems, vsock).
+    /// Number of virtio-mmio devices (disks, file systems, vsock, NICs).
     pub fn virtio_devices(&self) -> usize {
-        self.disks.len() + self.fs.len() + usize::from(self.vsock.is_some())
+        self.disks.len() + self.fs.len() + usize::from(self.vsock.is_some()) + self.net.len()
     }
 
     /// Whether guest RAM must be shareable with another process (a
@@ -86,10 +88,17 @@ impl VmConfig {
             (None, Some(_)) => return Err(err("vsock-cid", "given without --vsock-uds")),
             (None, None) => None,
         };
-        let devices = disks.len() + fs.len() + usize::from(vsock.is_some());
+        let net = input.net.unwrap_or_default();
+        check_nets(&net)?;
+        let devices = disks.len() + fs.len() + usize::from(vsock.is_some()) + net.len();
         if devices > MAX_VIRTIO_DEVICES {
+            let field = match (net.is_empty(), fs.is_empty()) {
+                (false, _) => "net",
+                (true, false) => "fs",
+                (true, true) => "disk",
+            };
             return Err(err(
-                if fs.is_empty() { "disk" } else { "fs" },
+                field,
                 format!("{devices} virtio devices requested, at most {MAX_VIRTIO_DEVICES} fit"),
             ));
         }
@@ -113,6 +122,7 @@ impl VmConfig {
             memory_mib,
             disks,
             fs,
+            net,
             vsock,
             serial,
         })
@@ -230,6 +240,53 @@ fn check_vsock(uds: &Path, cid: u64) -> Result<(), ConfigError> {
                 parent.display()
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Each NIC's fields, and no tap descriptor, tap name or MAC twice.
+fn check_nets(nets: &[NetConfig]) -> Result<(), ConfigError> {
+    let field = "net";
+    for (i, n) in nets.iter().enumerate() {
+        let mac = n.mac;
+        match (n.tap_fd, &n.tap_name) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    field,
+                    format!("mac {mac}: both a tap fd and a tap name"),
+                ))
+            }
+            (None, None) => return Err(err(field, format!("mac {mac}: no tap fd or tap name"))),
+            (Some(fd), None) if fd < 3 => {
+                return Err(err(
+                    field,
+                    format!("fd {fd} is not an inherited descriptor (3 or above)"),
+                ))
+            }
+            (Some(_), None) => {}
+            (None, Some(name)) => husk_protocol::net::check_ifname(name)
+                .map_err(|e| err(field, format!("tap name {e}")))?,
+        }
+        if mac.0[0] & 1 != 0 || mac.0 == [0; 6] {
+            return Err(err(field, format!("mac {mac} is not a unicast address")));
+        }
+        use husk_protocol::net::{MAX_MTU, MIN_MTU};
+        if let Some(mtu) = n.mtu.filter(|m| !(MIN_MTU..=MAX_MTU).contains(m)) {
+            return Err(err(
+                field,
+                format!("mtu {mtu} for mac {mac} is not in {MIN_MTU}..={MAX_MTU}"),
+            ));
+        }
+        let earlier = &nets[..i];
+        if n.tap_fd.is_some() && earlier.iter().any(|o| o.tap_fd == n.tap_fd) {
+            return Err(err(field, format!("{} is given twice", n.describe())));
+        }
+        if n.tap_name.is_some() && earlier.iter().any(|o| o.tap_name == n.tap_name) {
+            return Err(err(field, format!("{} is given twice", n.describe())));
+        }
+        if earlier.iter().any(|o| o.mac == mac) {
+            return Err(err(field, format!("mac {mac} is given twice")));
+        }
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use husk_protocol::client::{Client, ReadyListener};
 use husk_protocol::AGENT_PORT;
 
-use crate::config::{ConfigError, ConfigInput, DiskConfig, FsConfig, VmConfig};
+use crate::config::{ConfigError, ConfigInput, DiskConfig, FsConfig, NetConfig, VmConfig};
 use crate::timing;
 use crate::vcpu::VmExit;
 use crate::vm::{self, format_tail, Outcome, Vm};
@@ -21,6 +21,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // One value per process, parsed once.
 pub enum Cmd {
     /// Boot a VM and run it until the guest reboots, powers off or fails.
     Run(RunArgs),
@@ -60,6 +61,12 @@ pub struct RunArgs {
     /// (repeatable); queue_size defaults to 1024.
     #[arg(long = "fs", value_name = "tag=TAG,socket=PATH[,queue_size=N]")]
     pub fs: Vec<String>,
+    /// virtio-net NIC on a tap (repeatable): fd=N is a descriptor husk-vmm
+    /// inherits (opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, passed without
+    /// close-on-exec), tap=NAME a tap it opens in its own network
+    /// namespace. Attached after every other virtio device.
+    #[arg(long = "net", value_name = "fd=N|tap=NAME,mac=MAC[,mtu=N]")]
+    pub net: Vec<String>,
     /// Host Unix socket of the virtio-vsock device.
     #[arg(long, value_name = "PATH")]
     pub vsock_uds: Option<PathBuf>,
@@ -150,6 +157,7 @@ fn run_input(a: RunArgs) -> Result<ConfigInput, ConfigError> {
     };
     let disks = parse_all::<DiskConfig>(&a.disks)?;
     let fs = parse_all::<FsConfig>(&a.fs)?;
+    let net = parse_all::<NetConfig>(&a.net)?;
     Ok(file.merge(ConfigInput {
         kernel: a.kernel,
         initrd: a.initrd,
@@ -159,6 +167,7 @@ fn run_input(a: RunArgs) -> Result<ConfigInput, ConfigError> {
         memory: a.memory,
         disks,
         fs,
+        net,
         vsock_uds: a.vsock_uds,
         vsock_cid: a.vsock_cid,
         serial: a.serial,
@@ -427,6 +436,60 @@ mod tests {
             [("rootfs", 1024), ("data", 64)]
         );
         assert!(disks[0].read_only && !disks[1].read_only);
+        let Cmd::Run(a) = parse(&[
+            "run",
+            "--net",
+            "fd=3,mac=02:42:ac:11:00:02,mtu=1500",
+            "--net",
+            "tap=tap1,mac=02:42:ac:11:00:03",
+        ])
+        .cmd
+        else {
+            panic!("not run")
+        };
+        let net = run_input(a).unwrap().net.unwrap();
+        assert_eq!(
+            net.iter().map(NetConfig::describe).collect::<Vec<_>>(),
+            ["fd 3", "tap tap1"]
+        );
+        assert_eq!((net[0].mtu, net[1].mtu), (Some(1500), None));
+    }
+
+    #[test]
+    fn net_from_the_config_file_and_flags() {
+        let p = std::env::temp_dir().join(format!("husk-cli-net-{}.json", std::process::id()));
+        std::fs::write(
+            &p,
+            r#"{"net": [{"tap_fd": 3, "mac": "02:42:ac:11:00:02", "mtu": 1500}]}"#,
+        )
+        .unwrap();
+        let Cmd::Run(a) = parse(&["run", "--config", p.to_str().unwrap()]).cmd else {
+            panic!()
+        };
+        let net = run_input(a).unwrap().net.unwrap();
+        assert_eq!((net[0].tap_fd, net[0].mtu), (Some(3), Some(1500)));
+        let Cmd::Run(a) = parse(&[
+            "run",
+            "--config",
+            p.to_str().unwrap(),
+            "--net",
+            "fd=4,mac=02:42:ac:11:00:09",
+        ])
+        .cmd
+        else {
+            panic!()
+        };
+        let net = run_input(a).unwrap().net.unwrap();
+        assert_eq!(net.len(), 1, "flags replace the file's list");
+        assert_eq!(net[0].tap_fd, Some(4));
+        std::fs::remove_file(&p).unwrap();
+        let Cmd::Run(a) = parse(&["run", "--net", "fd=3"]).cmd else {
+            panic!()
+        };
+        assert!(run_input(a)
+            .unwrap_err()
+            .to_string()
+            .starts_with("net: no mac= in 'fd=3'"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Wiring the virtio-mmio devices (disks first, then vsock, then file
-//! systems) into the VM:
+//! systems, then NICs, so that adding a NIC moves no other device) into
+//! the VM:
 //! MMIO window on the bus, queue-notify ioeventfds, irqfd, event loop.
 
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,8 @@ use crate::arch::layout::{virtio_slot, VIRTIO_MMIO_SIZE};
 use crate::bus::{self, Bus};
 use crate::config::VmConfig;
 use crate::devices::virtio::{
-    Block, BlockError, Fs, FsError, VirtioDevice, VirtioMmioDevice, Vsock, VsockError,
+    Block, BlockError, Fs, FsError, Net, NetError, VirtioDevice, VirtioMmioDevice, Vsock,
+    VsockError,
 };
 use crate::vm::Subscriber;
 use crate::vstate::vcpu::ExitState;
@@ -30,6 +32,8 @@ pub enum DeviceError {
     Vsock(VsockError),
     #[error(transparent)]
     Fs(FsError),
+    #[error(transparent)]
+    Net(NetError),
     #[error("virtio-mmio: {0}")]
     Transport(std::io::Error),
     #[error("KVM_IOEVENTFD (queue {queue}): {source}")]
@@ -43,9 +47,9 @@ pub enum DeviceError {
     Bus(bus::Error),
 }
 
-/// Virtio device `index` (in attach order: disks, vsock, file systems) could
-/// not be set up; `name` says which ("disk: PATH", "vsock-uds: PATH",
-/// "fs: tag TAG").
+/// Virtio device `index` (in attach order: disks, vsock, file systems,
+/// NICs) could not be set up; `name` says which ("disk: PATH",
+/// "vsock-uds: PATH", "fs: tag TAG", "net: fd N", "net: tap NAME").
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {source}")]
 pub struct AttachError {
@@ -104,6 +108,19 @@ fn create_devices(
             dev.map(|d| Box::new(d) as _).map_err(DeviceError::Fs),
         )?;
     }
+    for n in &config.net {
+        // Validated: 68..=65535.
+        let mtu = n.mtu.and_then(|m| u16::try_from(m).ok());
+        let dev = match (n.tap_fd, &n.tap_name) {
+            (Some(fd), _) => Net::from_tap_fd(fd, n.mac, mtu),
+            (None, Some(name)) => Net::from_tap_name(name, n.mac, mtu),
+            (None, None) => unreachable!("validated: a NIC has a tap fd or a tap name"),
+        };
+        add(
+            format!("net: {}", n.describe()),
+            dev.map(|d| Box::new(d) as _).map_err(DeviceError::Net),
+        )?;
+    }
     Ok(devices)
 }
 
@@ -152,4 +169,42 @@ pub fn attach(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigInput, DiskConfig, NetConfig};
+    use vmm_sys_util::tempfile::TempFile;
+
+    fn config(disk: &TempFile, net: Vec<NetConfig>) -> VmConfig {
+        let input = ConfigInput {
+            disks: Some(vec![DiskConfig {
+                path: disk.as_path().to_path_buf(),
+                read_only: true,
+            }]),
+            net: Some(net),
+            ..Default::default()
+        };
+        VmConfig::from_input(input, |_| None).unwrap()
+    }
+
+    #[test]
+    fn a_nic_that_cannot_be_set_up_is_named_by_its_fd() {
+        let disk = TempFile::new().unwrap();
+        let exit = Arc::new(ExitState::new().unwrap());
+        let mac = "02:42:ac:11:00:02".parse().unwrap();
+        let c = config(&disk, vec![NetConfig::tap_fd(1_000_000, mac, None)]);
+        let Err(e) = create_devices(&c, &exit) else {
+            panic!("a NIC on a closed fd was created")
+        };
+        // After the disk: NICs come last, so the other slots stay put.
+        assert_eq!(e.index, 1);
+        assert!(matches!(e.source, DeviceError::Net(_)));
+        assert!(
+            e.to_string()
+                .starts_with("net: fd 1000000: fd 1000000 is not open"),
+            "{e}"
+        );
+    }
 }

@@ -5,8 +5,9 @@
 //!   (queue notification eventfds, device backend fds).
 //! * [`VirtioDevice`] is what a device implements to sit behind it:
 //!   [`Block`] (virtio-blk on a raw file), [`Vsock`] (virtio-vsock with a
-//!   Firecracker-style Unix-socket backend) and [`Fs`] (virtio-fs, a
-//!   vhost-user frontend: another process serves its queues).
+//!   Firecracker-style Unix-socket backend), [`Fs`] (virtio-fs, a
+//!   vhost-user frontend: another process serves its queues) and [`Net`]
+//!   (virtio-net on a tap descriptor, served in user space).
 //!
 //! Threading: the VMM wraps a `VirtioMmioDevice` in `Arc<Mutex<_>>`; vCPU
 //! threads call the `BusDevice` methods (register accesses, activation, reset:
@@ -17,6 +18,7 @@ mod block;
 mod chain;
 mod fs;
 mod mmio;
+mod net;
 #[cfg(test)]
 mod test_utils;
 mod vsock;
@@ -32,8 +34,11 @@ use vmm_sys_util::eventfd::EventFd;
 pub use block::{Block, BlockError};
 pub use fs::{Fs, FsError, CONNECT_TIMEOUT as FS_CONNECT_TIMEOUT};
 pub use mmio::{VirtioMmioDevice, MMIO_WINDOW_SIZE};
+pub use net::{Net, NetCounters, NetError};
 pub use vsock::{Vsock, VsockError};
 
+/// virtio device id of a network device (spec §5.1).
+pub const TYPE_NET: u32 = 1;
 /// virtio device id of a block device (spec §5.2).
 pub const TYPE_BLOCK: u32 = 2;
 /// virtio device id of a socket device (spec §5.10).

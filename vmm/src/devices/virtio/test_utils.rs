@@ -22,6 +22,13 @@ use crate::devices::BusDevice;
 pub const MEM_SIZE: usize = 32 << 20;
 /// Guest buffers are carved from here up.
 const BUF_BASE: u64 = 0x10_0000;
+/// Queue `i`'s rings sit at `0x1_0000 * (i + 1)`: the descriptor table
+/// and used ring where `MockSplitQueue` puts them, the avail ring here
+/// past the table. (The mock puts its used ring `len` bytes after the
+/// avail ring's entries instead of `2 * len`: on the mock's own layout,
+/// used-ring writes land on avail slots `len / 2..`, which long tests
+/// reach.)
+const AVAIL_OFFSET: u64 = 0x8000;
 /// The descriptor flags as the u16 a descriptor holds.
 const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
@@ -55,6 +62,9 @@ impl<'a> Driver<'a> {
         let dev = Arc::new(Mutex::new(
             VirtioMmioDevice::new(mem.clone(), device).unwrap(),
         ));
+        // Room for the descriptor table, the mock's rings and, at
+        // AVAIL_OFFSET, the avail ring, within the 64 KiB of each queue.
+        assert!(sizes.iter().all(|&n| n <= 1024), "test queues up to 1024");
         let queues = sizes
             .iter()
             .enumerate()
@@ -79,6 +89,8 @@ impl<'a> Driver<'a> {
         for q in self.queues.iter_mut() {
             let size = low16(q.desc_table().total_size() / 16);
             *q = MockSplitQueue::create(self.mem, q.desc_table_addr(), size);
+            // Flags and index of a fresh avail ring.
+            self.mem.write_obj(0u32, avail_of(q)).unwrap();
         }
         self.next_desc.iter_mut().for_each(|d| *d = 0);
         self.used_seen.iter_mut().for_each(|d| *d = 0);
@@ -130,7 +142,7 @@ impl<'a> Driver<'a> {
             let max = self.read32(0x34);
             assert!(max > 0);
             self.write32(0x38, max);
-            let (d, a, u) = (q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0);
+            let (d, a, u) = (q.desc_table_addr().0, avail_of(q).0, q.used_addr().0);
             self.write32(0x80, low32(d));
             self.write32(0x84, (d >> 32) as u32);
             self.write32(0x90, low32(a));
@@ -197,7 +209,7 @@ impl<'a> Driver<'a> {
                 .store(start + low16(i as u64), *d)
                 .unwrap();
         }
-        let avail = queue.avail_addr();
+        let avail = avail_of(queue);
         let idx = u16::from_le(self.mem.read_obj::<u16>(GuestAddress(avail.0 + 2)).unwrap());
         let slot = GuestAddress(avail.0 + 4 + (idx % size) as u64 * 2);
         self.mem.write_obj(start.to_le(), slot).unwrap();
@@ -206,6 +218,11 @@ impl<'a> Driver<'a> {
             .unwrap();
         self.chains.insert((q, start), bufs.to_vec());
         start
+    }
+
+    /// Where queue `q`'s avail ring is (flags, idx, then the ring).
+    pub fn avail_addr(&self, q: usize) -> GuestAddress {
+        avail_of(&self.queues[q])
     }
 
     pub fn kick(&self, q: usize) {
@@ -259,6 +276,11 @@ impl<'a> Driver<'a> {
         self.mem.read_slice(&mut v, addr).unwrap();
         v
     }
+}
+
+/// The avail ring of a test queue (see [`AVAIL_OFFSET`]).
+fn avail_of(q: &MockSplitQueue<'_, GuestMemoryMmap>) -> GuestAddress {
+    GuestAddress(q.desc_table_addr().0 + AVAIL_OFFSET)
 }
 
 /// The low 8 bits of `x` (what `as u8` keeps).
@@ -328,7 +350,7 @@ impl Driver<'_> {
             let d = RawDescriptor::from(Descriptor::new(addr, len, flags, next));
             queue.desc_table().store(i, d).unwrap();
         }
-        let avail = queue.avail_addr();
+        let avail = avail_of(queue);
         let idx = u16::from_le(self.mem.read_obj::<u16>(GuestAddress(avail.0 + 2)).unwrap());
         let n = low16(rng.below(u64::from(size))) + 1;
         for k in 0..n {
