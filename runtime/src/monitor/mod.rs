@@ -10,7 +10,6 @@
 //! container. When the container exits (or the VM or virtiofsd dies) it
 //! records the exit status, stops the helpers and exits.
 
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;

@@ -79,7 +79,7 @@ pub(super) fn refuse_shared(b: &Bundle) -> Result<()> {
 pub(super) fn prepare(id: &str, b: &Bundle) -> Result<Plan> {
     let scan = net::scan()?;
     for s in &scan.skipped {
-        crate::warn!("container {id}: network: {s}");
+        crate::warn!("container {id}: network: {} not connected to the microVM: {}", s.what, s.reason);
     }
     let mut plan = Plan::default();
     if scan.interfaces.is_empty() {
