@@ -1,5 +1,6 @@
 //! The guest side of the sandbox's network.
 //!
-//! Parts: [`netlink`] (a generic rtnetlink client).
+//! Parts: [`netlink`] (a generic rtnetlink client), [`dns`].
 
+pub mod dns;
 pub mod netlink;
