@@ -7,6 +7,7 @@
 //! * [`runtime`]: the containers behind the protocol (registry, stdio
 //!   relays, events, OOM watch, stats);
 //! * [`container`]: one OCI container (spec validation, cgroup, container-init);
+//! * [`net`]: the sandbox's network (guest NICs, its namespace, DNS forwarder);
 //! * [`local`]: `husk-agent container run`, a container without a VM;
 //! * [`log`], [`sysinfo`]: console logging, facts about the guest
 //!   (descriptor and signal helpers are in `husk_sys`, shared with the host).
@@ -16,6 +17,7 @@ pub mod container;
 pub mod init;
 pub mod local;
 pub mod log;
+pub mod net;
 pub mod reaper;
 pub mod runtime;
 pub mod server;

@@ -10,6 +10,7 @@ use thiserror::Error;
 use super::rootfs::RootfsError;
 use crate::container::cgroup::CgroupError;
 use crate::container::{ContainerError, SpecError};
+use crate::net::NetError;
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -73,6 +74,9 @@ pub enum RuntimeError {
     /// Freezing or thawing the cgroup failed.
     #[error(transparent)]
     Freeze(CgroupError),
+    /// Configuring the sandbox's network failed (or was refused).
+    #[error(transparent)]
+    Network(NetError),
 }
 
 impl RuntimeError {
@@ -96,6 +100,7 @@ impl RuntimeError {
             | E::Signal(_) => ErrorCode::InvalidState,
             E::BadSignal(_) | E::Spec(_) | E::Create(_) | E::Update(_) => ErrorCode::BadRequest,
             E::Rootfs(e) => e.code(),
+            E::Network(e) => e.code(),
             E::Pipes(_) | E::Winsize(_) | E::Start(_) | E::Destroy(_) | E::Freeze(_) => {
                 ErrorCode::Internal
             }

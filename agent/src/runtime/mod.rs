@@ -12,6 +12,8 @@
 //! * [`oom`]: OOM-kill watching;
 //! * [`stats`]: cgroup counters;
 //! * [`stream`]: what a connection becomes after `AttachStdio` or `Events`;
+//! * the sandbox's network ([`crate::net`]), configured once, which
+//!   container specs may then name as their network namespace;
 //! * [`error`]: why a request failed, with its protocol error code.
 
 pub mod error;
@@ -32,6 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use husk_protocol::container::{ContainerState, ContainerStats, ContainerStatus, ExecState};
+use husk_protocol::net::Network;
 use husk_protocol::{oci, ExitInfo, RootfsSource, StdioConfig, StdioStream};
 
 pub use self::error::RuntimeError;
@@ -62,6 +65,7 @@ pub struct Runtime {
     env: OnceLock<spec::Env>,
     shares: Arc<Shares>,
     spare: Arc<SpareInit>,
+    net: crate::net::Sandbox,
 }
 
 impl Runtime {
@@ -79,6 +83,11 @@ impl Runtime {
     /// [`SpareInit::prepare`]).
     pub fn prepare_spare(&self) {
         self.spare.prepare();
+    }
+
+    /// Sets up the sandbox's network (once; see [`crate::net`]).
+    pub fn configure_network(&self, network: &Network) -> Res<()> {
+        self.net.configure(network).map_err(RuntimeError::Network)
     }
 
     fn exit_report(&self, id: &str, proc_: &Arc<Proc>, cg: Cgroup, e: &ExitShared) -> ExitReport {
@@ -130,6 +139,7 @@ impl Runtime {
             .unwrap_or(false);
         let phases = Phases::start(format!("container {id}: create"));
         // Validate first: a bad spec must not even mount the rootfs.
+        crate::net::check_spec(spec, self.net.is_configured())?;
         spec::plan_create(id, spec, Path::new("/"), self.env())?;
         let root = rootfs::mount(&self.shares, self.env(), id, src)?;
         phases.mark("rootfs mounted");
@@ -479,6 +489,29 @@ mod tests {
         assert!(rt.containers.is_empty());
         // The id was freed again.
         assert!(rt.containers.reserve("c").is_ok());
+    }
+
+    #[test]
+    fn the_sandbox_netns_is_refused_until_configured() {
+        let rt = Runtime::default();
+        let spec: oci::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [
+                {"type": "mount"},
+                {"type": "network", "path": husk_protocol::net::SANDBOX_NETNS}
+            ]}
+        }))
+        .unwrap();
+        let src = RootfsSource::Path { path: "/".into() };
+        let e = info(rt.create("c", &spec, &src, StdioConfig::default()));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                ErrorCode::BadRequest,
+                "linux.namespaces[1].path: the sandbox network is not configured"
+            )
+        );
+        assert!(crate::net::check_spec(&spec, true).is_ok());
     }
 
     #[test]

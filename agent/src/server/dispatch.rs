@@ -112,7 +112,8 @@ pub fn handle_body(body: &[u8], rt: &Runtime) -> Reply {
     }
 }
 
-/// Carries out a container request (blocking: `Wait` returns at the exit).
+/// Carries out a container request, or the sandbox's network configuration
+/// (blocking: `Wait` returns at the exit).
 fn container_request(req: Request, rt: &Runtime) -> Option<Result<Response, ErrorInfo>> {
     let ok = |r: Result<(), RuntimeError>| r.map(|()| Response::Ok);
     let res = match req {
@@ -153,6 +154,7 @@ fn container_request(req: Request, rt: &Runtime) -> Option<Result<Response, Erro
         Request::Resume { id } => ok(rt.pause(&id, false)),
         Request::UpdateResources { id, resources } => ok(rt.update(&id, &resources)),
         Request::Remove { id, force } => ok(rt.remove(&id, force)),
+        Request::ConfigureNetwork { network } => ok(rt.configure_network(&network)),
         _ => return None,
     };
     Some(res.map_err(ErrorInfo::from))

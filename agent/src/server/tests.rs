@@ -209,3 +209,23 @@ fn conn_survives_truncated_frame() {
     drop(a);
     assert_eq!(h.join().unwrap(), Outcome::Closed);
 }
+
+#[test]
+fn a_bad_network_is_a_bad_request_naming_the_field() {
+    let r = reply_to(&body(
+        r#"{"version":1,"id":9,"request":{"type":"configure_network","network":{
+            "interfaces":[{"name":"eth0","mac":"02:42:ac:11:00:02","mtu":1500}],
+            "routes":[{"gateway":"172.17.0.1","device":"eth9"}]}}}"#,
+    ));
+    assert_eq!(r.id, 9);
+    match r.response {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert_eq!(
+                e.message,
+                "network.routes[0].device: 'eth9' is not one of the interfaces"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

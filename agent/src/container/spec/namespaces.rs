@@ -204,6 +204,11 @@ fn sysctls(linux: &Linux, namespaces: &[Ns]) -> Result<Vec<(String, String)>, Sp
         no_nul(v, &field)?;
         match sysctl_ns(k) {
             Some(ns) if has_new(namespaces, ns) => {}
+            // A joined network namespace takes them too, as runc allows:
+            // the VM's sandbox namespace, which its containers share as a
+            // pod's do (Docker sets net.ipv4.ip_unprivileged_port_start
+            // and net.ipv4.ping_group_range for every container).
+            Some(NsKind::Net) if namespaces.iter().any(|n| n.kind == NsKind::Net) => {}
             Some(ns) => {
                 return Err(SpecError::NeedsNamespace {
                     field,

@@ -227,3 +227,21 @@ fn exec_joins_the_container() {
         .all(|n| n.path.as_deref() == Some(&*format!("/proc/42/ns/{}", n.kind.proc_name()))));
     assert_eq!(e.namespaces.len(), 3);
 }
+
+#[test]
+fn net_sysctls_go_with_a_joined_network_namespace() {
+    let mut v = base();
+    v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_unprivileged_port_start": "0"});
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "network", "path": "/run/husk-net/sandbox"}));
+    let p = plan(v).unwrap();
+    assert_eq!(
+        p.init.sysctls,
+        vec![(
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "0".to_string()
+        )]
+    );
+}
