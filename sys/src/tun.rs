@@ -61,7 +61,15 @@ pub fn open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/net/tun")?;
+        .open("/dev/net/tun")
+        .map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::NotFound {
+                " (the tun module is not loaded: modprobe tun)"
+            } else {
+                ""
+            };
+            io::Error::new(e.kind(), format!("/dev/net/tun: {e}{hint}"))
+        })?;
     let mut req = IfReq {
         flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
         ..IfReq::default()

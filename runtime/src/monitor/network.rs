@@ -79,7 +79,11 @@ pub(super) fn refuse_shared(b: &Bundle) -> Result<()> {
 pub(super) fn prepare(id: &str, b: &Bundle) -> Result<Plan> {
     let scan = net::scan()?;
     for s in &scan.skipped {
-        crate::warn!("container {id}: network: {} not connected to the microVM: {}", s.what, s.reason);
+        crate::warn!(
+            "container {id}: network: {} not connected to the microVM: {}",
+            s.what,
+            s.reason
+        );
     }
     let mut plan = Plan::default();
     if scan.interfaces.is_empty() {
@@ -91,9 +95,7 @@ pub(super) fn prepare(id: &str, b: &Bundle) -> Result<Plan> {
             plan.linked.push(itf.name.clone());
             plan.taps.push(link.fd);
         }
-        let dns = resolv_conf(b)
-            .as_deref()
-            .and_then(net::dns_forward_address);
+        let dns = resolv_conf(b).as_deref().and_then(net::dns_forward_address);
         Ok(scan.to_network(dns)?)
     })();
     match r {
