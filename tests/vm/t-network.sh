@@ -27,11 +27,22 @@ on_fail() {
     echo "--- husk processes: $(husk_leftovers)"
     tail -n 20 "$DAEMONS_DIR/dockerd.log"
 }
+# http_body http://HOST[:PORT]/PATH: the body of a GET, within 5 s. Bash's
+# /dev/tcp, not wget: L1's busybox is static glibc, whose wget crashes in
+# the name service lookup it makes even for a numeric address.
+http_body() {
+    # shellcheck disable=SC2016  # expanded by the inner bash
+    timeout 5 bash -c 'h=${1#http://}; hp=${h%%/*}; path=/${h#*/}; host=${hp%:*}; port=80
+        case $hp in *:*) port=${hp##*:} ;; esac
+        exec 3<>"/dev/tcp/$host/$port" || exit 1
+        printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$path" "$hp" >&3
+        sed "1,/^\r\{0,1\}\$/d" <&3' _ "$1"
+}
 # fetch WHAT URL WANT: poll URL from the lab host (up to 60 s: the server
 # in the VM is starting) until it serves WANT.
 fetch() {
     _i=0
-    until [ "$(wget -qO- -T 5 "$2" 2>/dev/null)" = "$3" ]; do
+    until [ "$(http_body "$2" 2>/dev/null)" = "$3" ]; do
         _i=$((_i + 1)); [ $_i -lt 60 ] || { on_fail >&2; fail "$1: $2 did not serve '$3' within 60 s"; }
         sleep 1
     done
