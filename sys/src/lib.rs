@@ -7,6 +7,8 @@
 //! * [`term`]: a terminal's window size.
 //! * [`signal`]: signal sets, blocking them, waiting for one.
 //! * [`tun`]: tap descriptors (create, vnet header, offloads).
+//! * `netlink` (feature `netlink`): a synchronous netlink client with
+//!   deadlines, bounds and the kernel's own error texts.
 //!
 //! Where std has the thing, use std instead: `std::io::pipe()` for a
 //! close-on-exec pipe, `AsFd::as_fd().try_clone_to_owned()` for a
@@ -14,6 +16,8 @@
 //! `IsTerminal::is_terminal`.
 
 pub mod fd;
+#[cfg(feature = "netlink")]
+pub mod netlink;
 pub mod scm;
 pub mod signal;
 pub mod term;
