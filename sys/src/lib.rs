@@ -2,6 +2,7 @@
 //! what std does not offer: the agent in the guest and the runtime, CLI,
 //! protocol and benchmark on the host all use these (one copy each).
 //!
+//! * [`deadline`]: filling a buffer from a stream by a deadline.
 //! * [`fd`]: O_NONBLOCK on any descriptor, the state of a pipe's read end.
 //! * [`scm`]: passing a descriptor over a Unix socket (SCM_RIGHTS).
 //! * [`term`]: a terminal's window size.
@@ -15,6 +16,7 @@
 //! close-on-exec duplicate, `set_nonblocking` on sockets,
 //! `IsTerminal::is_terminal`.
 
+pub mod deadline;
 pub mod fd;
 #[cfg(feature = "netlink")]
 pub mod netlink;
