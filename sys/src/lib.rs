@@ -2,18 +2,24 @@
 //! what std does not offer: the agent in the guest and the runtime, CLI,
 //! protocol and benchmark on the host all use these (one copy each).
 //!
+//! * [`deadline`]: filling a buffer from a stream by a deadline.
 //! * [`fd`]: O_NONBLOCK on any descriptor, the state of a pipe's read end.
 //! * [`scm`]: passing a descriptor over a Unix socket (SCM_RIGHTS).
 //! * [`term`]: a terminal's window size.
 //! * [`signal`]: signal sets, blocking them, waiting for one.
 //! * [`tun`]: tap descriptors (create, vnet header, offloads).
+//! * `netlink` (feature `netlink`): a synchronous netlink client with
+//!   deadlines, bounds and the kernel's own error texts.
 //!
 //! Where std has the thing, use std instead: `std::io::pipe()` for a
 //! close-on-exec pipe, `AsFd::as_fd().try_clone_to_owned()` for a
 //! close-on-exec duplicate, `set_nonblocking` on sockets,
 //! `IsTerminal::is_terminal`.
 
+pub mod deadline;
 pub mod fd;
+#[cfg(feature = "netlink")]
+pub mod netlink;
 pub mod scm;
 pub mod signal;
 pub mod term;

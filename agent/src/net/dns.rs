@@ -199,36 +199,19 @@ fn left(deadline: Instant, total: Duration) -> Result<Duration, RelayError> {
     Ok(t)
 }
 
-/// Fills `buf` from `conn` before `deadline`.
+/// Fills `buf` from `conn` before `deadline` (`total` after the start).
 fn read_by(
     conn: &mut dyn HostStream,
     buf: &mut [u8],
     deadline: Instant,
     total: Duration,
 ) -> Result<(), RelayError> {
-    let mut off = 0;
-    while off < buf.len() {
-        conn.set_timeouts(left(deadline, total)?)
-            .map_err(RelayError::Recv)?;
-        match conn.read(&mut buf[off..]) {
-            Ok(0) => {
-                return Err(RelayError::Recv(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the host closed the connection",
-                )))
-            }
-            Ok(n) => off += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(RelayError::Recv(e)),
+    husk_sys::deadline::read_exact_by(conn, buf, deadline, |c, t| c.set_timeouts(t)).map_err(|e| {
+        match e.kind() {
+            io::ErrorKind::TimedOut => RelayError::Deadline(total),
+            _ => RelayError::Recv(e),
         }
-    }
-    Ok(())
+    })
 }
 
 /// The forwarder's receive loop, on a thread of its own.

@@ -1,7 +1,9 @@
 //! The rtnetlink messages that configure the guest's network: find a link
 //! by MAC, rename, set its MTU, move it, bring it up or down, add
-//! addresses and routes. Each returns the kernel's errno; the caller names
-//! the interface and the step.
+//! addresses and routes. Each returns the kernel's refusal (its errno and
+//! explanation); the caller names the interface and the step. Additions
+//! create and never replace (`NLM_F_CREATE | NLM_F_EXCL`): an address or
+//! route that is there already is an error (`EEXIST`).
 //!
 //! The agent sends and reads its few messages through types of its own
 //! ([`Rt`], [`Link`]) rather than `RouteNetlinkMessage`: that enum brings
@@ -9,14 +11,14 @@
 //! control, bridges, tunnels, ...), about 0.6 MB of agent binary, which
 //! every VM's initramfs carries.
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use husk_protocol::net::{IpNet, MacAddr, Route};
+use husk_sys::netlink::{Netlink, NetlinkError};
 use netlink_packet_core::{
     parse_string, parse_u32, DecodeError, Emitable, NetlinkDeserializable, NetlinkHeader,
-    NetlinkSerializable, NlaBuffer, NlasIterator,
+    NetlinkSerializable, NlaBuffer, NlasIterator, NLM_F_CREATE, NLM_F_EXCL,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -26,8 +28,6 @@ use netlink_packet_route::route::{
     RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::AddressFamily;
-
-use super::netlink::Netlink;
 
 /// The requests the agent sends.
 #[derive(Debug, Clone)]
@@ -109,22 +109,25 @@ impl NetlinkDeserializable for Link {
     }
 }
 
+/// Most links one dump may bring (a guest has a handful).
+pub const MAX_LINKS: usize = 4096;
+
 /// Every link of the socket's namespace.
-pub fn links(nl: &mut Netlink) -> io::Result<Vec<Link>> {
-    nl.dump(Rt::GetLink(LinkMessage::default()))
+pub fn links(nl: &mut Netlink) -> Result<Vec<Link>, NetlinkError> {
+    nl.dump(Rt::GetLink(LinkMessage::default()), MAX_LINKS)
 }
 
 /// A change of link `index` (by name when `index` is 0 and `attrs` has
 /// `IfName`).
-fn set_link(nl: &mut Netlink, index: u32, attrs: Vec<LinkAttribute>) -> io::Result<()> {
+fn set_link(nl: &mut Netlink, index: u32, attrs: Vec<LinkAttribute>) -> Result<(), NetlinkError> {
     let mut m = LinkMessage::default();
     m.header.index = index;
     m.attributes = attrs;
-    nl.request(Rt::SetLink(m))
+    nl.request(Rt::SetLink(m), 0)
 }
 
 /// Brings link `index` up or down.
-pub fn set_up(nl: &mut Netlink, index: u32, up: bool) -> io::Result<()> {
+pub fn set_up(nl: &mut Netlink, index: u32, up: bool) -> Result<(), NetlinkError> {
     let mut m = LinkMessage::default();
     m.header.index = index;
     m.header.flags = if up {
@@ -133,28 +136,33 @@ pub fn set_up(nl: &mut Netlink, index: u32, up: bool) -> io::Result<()> {
         LinkFlags::empty()
     };
     m.header.change_mask = LinkFlags::Up;
-    nl.request(Rt::SetLink(m))
+    nl.request(Rt::SetLink(m), 0)
 }
 
 /// Brings up the link named `name` (`lo`).
-pub fn set_up_by_name(nl: &mut Netlink, name: &str) -> io::Result<()> {
+pub fn set_up_by_name(nl: &mut Netlink, name: &str) -> Result<(), NetlinkError> {
     let mut m = LinkMessage::default();
     m.header.flags = LinkFlags::Up;
     m.header.change_mask = LinkFlags::Up;
     m.attributes.push(LinkAttribute::IfName(name.into()));
-    nl.request(Rt::SetLink(m))
+    nl.request(Rt::SetLink(m), 0)
 }
 
-pub fn rename(nl: &mut Netlink, index: u32, name: &str) -> io::Result<()> {
+pub fn rename(nl: &mut Netlink, index: u32, name: &str) -> Result<(), NetlinkError> {
     set_link(nl, index, vec![LinkAttribute::IfName(name.into())])
 }
 
-pub fn set_mtu(nl: &mut Netlink, index: u32, mtu: u32) -> io::Result<()> {
+pub fn set_mtu(nl: &mut Netlink, index: u32, mtu: u32) -> Result<(), NetlinkError> {
     set_link(nl, index, vec![LinkAttribute::Mtu(mtu)])
 }
 
 /// Moves link `index` into the network namespace `ns`, named `name` there.
-pub fn move_to(nl: &mut Netlink, index: u32, ns: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+pub fn move_to(
+    nl: &mut Netlink,
+    index: u32,
+    ns: BorrowedFd<'_>,
+    name: &str,
+) -> Result<(), NetlinkError> {
     set_link(
         nl,
         index,
@@ -183,7 +191,7 @@ fn broadcast(a: Ipv4Addr, prefix: u8) -> Option<Ipv4Addr> {
 
 /// Adds `net` to link `index` (IPv6 without duplicate address detection,
 /// so that it is usable at once: the host checked the address on its side).
-pub fn add_address(nl: &mut Netlink, index: u32, net: IpNet) -> io::Result<()> {
+pub fn add_address(nl: &mut Netlink, index: u32, net: IpNet) -> Result<(), NetlinkError> {
     let mut m = AddressMessage::default();
     m.header.family = family(net.addr);
     m.header.prefix_len = net.prefix;
@@ -202,7 +210,7 @@ pub fn add_address(nl: &mut Netlink, index: u32, net: IpNet) -> io::Result<()> {
             m.attributes.push(AddressAttribute::Address(net.addr));
         }
     }
-    nl.request(Rt::NewAddress(m))
+    nl.request(Rt::NewAddress(m), NLM_F_CREATE | NLM_F_EXCL)
 }
 
 /// The route message for `r` through link `oif`, in the main table.
@@ -233,8 +241,11 @@ pub fn route_message(r: &Route, oif: u32) -> RouteMessage {
     m
 }
 
-pub fn add_route(nl: &mut Netlink, r: &Route, oif: u32) -> io::Result<()> {
-    nl.request(Rt::NewRoute(route_message(r, oif)))
+pub fn add_route(nl: &mut Netlink, r: &Route, oif: u32) -> Result<(), NetlinkError> {
+    nl.request(
+        Rt::NewRoute(route_message(r, oif)),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
 }
 
 /// How a route reads in an error: `default via 172.17.0.1`, `10.0.0.0/8`.

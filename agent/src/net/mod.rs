@@ -11,14 +11,14 @@
 //! A failure midway is reported as is (naming the interface and the step):
 //! the host then stops the VM, which is the sandbox, so nothing is undone.
 //!
-//! Parts: [`netlink`] (a generic rtnetlink client), [`links`] (the
-//! messages), [`netns`] (making and entering the namespace), [`dns`].
+//! Parts: [`links`] (the rtnetlink messages, sent with the netlink client
+//! shared with the host side, [`husk_sys::netlink`]), [`netns`] (making
+//! and entering the namespace), [`dns`].
 //!
 //! [`Request::ConfigureNetwork`]: husk_protocol::Request::ConfigureNetwork
 
 pub mod dns;
 pub mod links;
-pub mod netlink;
 pub mod netns;
 #[cfg(test)]
 mod tests;
@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 
 use husk_protocol::net::{Interface, IpNet, Network, NetworkError, SANDBOX_NETNS};
 use husk_protocol::{oci, ErrorCode};
+use husk_sys::netlink::{Netlink, NetlinkError};
 use oci_spec::runtime::LinuxNamespaceType;
 use thiserror::Error;
 
 use self::links::Link;
-use self::netlink::Netlink;
 use crate::container::SpecError;
 use crate::log::{info, Phases};
 
@@ -67,14 +67,37 @@ pub enum NetError {
     },
     /// A step failed: `what` names the interface and the step.
     #[error("{what}: {source}")]
-    Op { what: String, source: io::Error },
+    Op { what: String, source: StepError },
+}
+
+/// What a step failed with: a system call, or the kernel's answer to a
+/// netlink request (its errno, and its explanation when it gave one).
+#[derive(Debug, Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+}
+
+impl StepError {
+    /// The errno of the failure (`EEXIST`, ...), whichever kind it is.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            StepError::Io(e) => e.raw_os_error(),
+            StepError::Netlink(e) => e.errno(),
+        }
+    }
 }
 
 impl NetError {
-    /// Wraps an I/O error of step `what`.
-    pub fn op(what: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
+    /// Wraps an error of step `what`.
+    pub fn op<E: Into<StepError>>(what: impl Into<String>) -> impl FnOnce(E) -> NetError {
         let what = what.into();
-        move |source| NetError::Op { what, source }
+        move |source| NetError::Op {
+            what,
+            source: source.into(),
+        }
     }
 
     /// The protocol's code for the error.
@@ -164,10 +187,10 @@ impl Sandbox {
 /// Every step, in order.
 fn configure(n: &Network, sb: &Sandbox, phases: &Phases) -> Result<Configured, NetError> {
     let ns = netns::create(&sb.netns_path)?;
-    let mut sand = netns::run_in(ns.as_fd(), "open netlink in the sandbox", Netlink::open)?;
+    let mut sand = netns::run_in(ns.as_fd(), "open netlink in the sandbox", Netlink::route)?;
     links::set_up_by_name(&mut sand, "lo").map_err(NetError::op("lo: set up"))?;
     phases.mark("sandbox namespace made");
-    let mut root = Netlink::open().map_err(NetError::op("open netlink"))?;
+    let mut root = Netlink::route().map_err(NetError::op("open netlink"))?;
     let nics = wait_for_nics(&mut root, &n.interfaces, sb.nic_wait)?;
     phases.mark("NICs found");
     for (i, (itf, nic)) in n.interfaces.iter().zip(&nics).enumerate() {
@@ -186,7 +209,7 @@ fn configure(n: &Network, sb: &Sandbox, phases: &Phases) -> Result<Configured, N
         let tmp = tmp_name(i);
         let Some(l) = moved.iter().find(|l| l.name == tmp) else {
             return Err(NetError::op(format!("{}: find {tmp}", itf.name))(
-                io::ErrorKind::NotFound.into(),
+                io::Error::from(io::ErrorKind::NotFound),
             ));
         };
         set_up_interface(&mut sand, itf, l.index, &tmp)?;
@@ -288,9 +311,10 @@ fn start_dns(
     let what = format!("dns_forward: bind {sa}");
     let bind = || netns::run_in(ns, &what, move || UdpSocket::bind(sa));
     let sock = match bind() {
-        Err(NetError::Op { source, .. })
-            if source.kind() == io::ErrorKind::AddrNotAvailable && !addr.is_loopback() =>
-        {
+        Err(NetError::Op {
+            source: StepError::Io(e),
+            ..
+        }) if e.kind() == io::ErrorKind::AddrNotAvailable && !addr.is_loopback() => {
             let host = IpNet {
                 addr,
                 prefix: if addr.is_ipv4() { 32 } else { 128 },

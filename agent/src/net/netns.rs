@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::NetError;
+use super::{NetError, StepError};
 
 /// The calling thread's network namespace, as the kernel shows it.
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
@@ -31,7 +31,7 @@ fn on_thread<T: Send>(
         h.join().unwrap_or_else(|_| {
             Err(NetError::Op {
                 what: what.into(),
-                source: io::Error::other("the thread panicked"),
+                source: io::Error::other("the thread panicked").into(),
             })
         })
     })
@@ -95,16 +95,16 @@ fn bind_mount_here(path: &Path) -> Result<(), NetError> {
 fn c_path(p: &Path) -> Result<std::ffi::CString, NetError> {
     std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| NetError::Op {
         what: format!("{}", p.display()),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "NUL in the path"),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "NUL in the path").into(),
     })
 }
 
 /// Runs `f` on a thread that has joined the network namespace `ns`: for
 /// opening sockets there.
-pub fn run_in<T: Send>(
+pub fn run_in<T: Send, E: Into<StepError>>(
     ns: BorrowedFd<'_>,
     what: &str,
-    f: impl FnOnce() -> io::Result<T> + Send,
+    f: impl FnOnce() -> Result<T, E> + Send,
 ) -> Result<T, NetError> {
     let fd = ns.as_raw_fd();
     on_thread(what, move || {

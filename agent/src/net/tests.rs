@@ -11,6 +11,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use husk_protocol::net::{Interface, IpNet, MacAddr, Network, Route};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
@@ -97,7 +98,8 @@ fn veth(nl: &mut Netlink, name: &str, m: MacAddr, peer: &str) {
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
         ]),
     ];
-    nl.request(RouteNetlinkMessage::NewLink(l)).unwrap();
+    nl.request(RouteNetlinkMessage::NewLink(l), NLM_F_CREATE | NLM_F_EXCL)
+        .unwrap();
     links::set_up_by_name(nl, peer).unwrap();
 }
 
@@ -105,12 +107,15 @@ fn veth(nl: &mut Netlink, name: &str, m: MacAddr, peer: &str) {
 /// container joins it (open the path, setns).
 fn join(path: &Path) -> Netlink {
     let f = File::open(path).unwrap();
-    netns::run_in(f.as_fd(), "join", Netlink::open).unwrap()
+    netns::run_in(f.as_fd(), "join", Netlink::route).unwrap()
 }
 
 fn addresses(nl: &mut Netlink, index: u32) -> Vec<IpNet> {
     let all: Vec<RouteNetlinkMessage> = nl
-        .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))
+        .dump(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            1024,
+        )
         .unwrap();
     let mut out = Vec::new();
     for m in all {
@@ -145,7 +150,7 @@ fn ip(a: &RouteAddress) -> Option<IpAddr> {
 
 fn routes(nl: &mut Netlink) -> Vec<RouteRow> {
     let all: Vec<RouteNetlinkMessage> = nl
-        .dump(RouteNetlinkMessage::GetRoute(RouteMessage::default()))
+        .dump(RouteNetlinkMessage::GetRoute(RouteMessage::default()), 1024)
         .unwrap();
     let mut out = Vec::new();
     for m in all {
@@ -226,7 +231,7 @@ fn two_nics() -> Network {
 }
 
 fn make_nics(n: &Network) -> Netlink {
-    let mut root = Netlink::open().unwrap();
+    let mut root = Netlink::route().unwrap();
     // The kernel's names, swapped.
     veth(&mut root, "eth1", n.interfaces[0].mac, "peer0");
     veth(&mut root, "eth0", n.interfaces[1].mac, "peer1");
@@ -328,9 +333,15 @@ fn failures_name_the_interface_and_the_step() {
         make_nics(&n);
         let sb = Sandbox::new(dir.join("sandbox"));
         let e = sb.configure(&n).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "eth0: add address 172.17.0.2/16: File exists (os error 17)"
+        // The kernel's explanation, where it gives one, follows the errno.
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("eth0: add address 172.17.0.2/16: File exists (os error 17)"),
+            "{msg}"
+        );
+        assert!(
+            matches!(&e, NetError::Op { source, .. } if source.errno() == Some(libc::EEXIST)),
+            "{e:?}"
         );
         assert_eq!(e.code(), ErrorCode::Internal);
         // No second try, even after a failure.

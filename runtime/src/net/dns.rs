@@ -10,7 +10,7 @@
 //! write and wait has a deadline, sizes are checked before anything is
 //! allocated, and an answer whose id is not the query's is ignored.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -254,27 +254,7 @@ fn readable(listener: &UnixListener, wait: Duration) -> io::Result<bool> {
 
 /// Fills `buf` from `stream` by `deadline`.
 fn read_exact_by(stream: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "query not in time"));
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf[got..]) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    husk_sys::deadline::read_exact_by(stream, buf, deadline, |s, t| s.set_read_timeout(Some(t)))
 }
 
 #[cfg(test)]

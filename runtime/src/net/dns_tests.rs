@@ -2,6 +2,7 @@
 
 use super::*;
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::mpsc;

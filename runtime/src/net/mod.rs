@@ -9,7 +9,6 @@
 //! opens its netlink sockets (and the tap) on that thread.
 
 pub mod dns;
-pub mod netlink;
 mod scan;
 mod tap;
 
@@ -18,7 +17,7 @@ use std::io;
 use husk_protocol::net::NetworkError;
 
 pub use dns::{dns_forward_address, serve_dns, DnsRelay};
-pub use netlink::NetlinkError;
+pub use husk_sys::netlink::NetlinkError;
 pub use scan::{scan, OperState, Scan, ScannedInterface, Skipped};
 pub use tap::{connect_tap, disconnect, TapLink, TAP_PREFIX};
 
@@ -70,12 +69,8 @@ impl NetError {
 const MAX_DUMP: usize = 4096;
 
 /// An rtnetlink socket in the calling thread's network namespace.
-fn route_socket() -> Result<netlink::Netlink, NetError> {
-    netlink::Netlink::open(
-        netlink_sys::protocols::NETLINK_ROUTE,
-        netlink::DEFAULT_TIMEOUT,
-    )
-    .map_err(NetError::Open)
+fn route_socket() -> Result<husk_sys::netlink::Netlink, NetError> {
+    husk_sys::netlink::Netlink::route().map_err(NetError::Open)
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use netlink_packet_route::tc::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
-use super::netlink::Netlink;
 use super::scan::ScannedInterface;
 use super::{route_socket, NetError};
+use husk_sys::netlink::Netlink;
 
 /// Name prefix of husk's taps (`husk-tap0`, ...); [`super::scan`] skips them.
 pub const TAP_PREFIX: &str = "husk-tap";
@@ -135,7 +135,7 @@ pub(crate) fn link_index(nl: &mut Netlink, name: &str) -> Result<u32, NetError> 
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(name.into()));
     let replies = nl
-        .request(RouteNetlinkMessage::GetLink(m), 0, 1)
+        .request_replies(RouteNetlinkMessage::GetLink(m), 0, 1)
         .map_err(NetError::op("rtnetlink: get link", name))?;
     match replies.as_slice() {
         [RouteNetlinkMessage::NewLink(l)] => Ok(l.header.index),
@@ -158,8 +158,7 @@ fn set_link(nl: &mut Netlink, index: u32, dev: &str, mtu: Option<u32>) -> Result
     } else {
         "rtnetlink: set up"
     };
-    nl.request(RouteNetlinkMessage::SetLink(m), 0, 0)
-        .map(drop)
+    nl.request(RouteNetlinkMessage::SetLink(m), 0)
         .map_err(NetError::op(op, dev))
 }
 
@@ -176,16 +175,13 @@ fn add_ingress(nl: &mut Netlink, index: u32, dev: &str) -> Result<(), NetError> 
     nl.request(
         RouteNetlinkMessage::NewQueueDiscipline(m),
         NLM_F_CREATE | NLM_F_EXCL,
-        0,
     )
-    .map(drop)
     .map_err(NetError::op("tc: add ingress qdisc", dev))
 }
 
 fn del_ingress(nl: &mut Netlink, index: u32, dev: &str) -> Result<(), NetError> {
     let m = ingress_message(tc_index(index, dev)?);
-    nl.request(RouteNetlinkMessage::DelQueueDiscipline(m), 0, 0)
-        .map(drop)
+    nl.request(RouteNetlinkMessage::DelQueueDiscipline(m), 0)
         .map_err(NetError::op("tc: delete ingress qdisc", dev))
 }
 
@@ -195,7 +191,7 @@ pub(crate) fn ingress_qdiscs(
     index: u32,
     dev: &str,
 ) -> Result<Vec<TcMessage>, NetError> {
-    let all = nl
+    let all: Vec<RouteNetlinkMessage> = nl
         .dump(
             RouteNetlinkMessage::GetQueueDiscipline(TcMessage::with_index(tc_index(index, dev)?)),
             super::MAX_DUMP,
@@ -256,8 +252,6 @@ fn add_redirect(nl: &mut Netlink, (from, dev): (u32, &str), to: u32) -> Result<(
     nl.request(
         RouteNetlinkMessage::NewTrafficFilter(m),
         NLM_F_CREATE | NLM_F_EXCL,
-        0,
     )
-    .map(drop)
     .map_err(NetError::op("tc: add redirect filter", dev))
 }

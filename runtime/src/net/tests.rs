@@ -26,9 +26,9 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use husk_protocol::net::{IpNet, MacAddr};
 
-use super::netlink::Netlink;
 use super::tap::{ingress_qdiscs, link_index};
 use super::*;
+use husk_sys::netlink::Netlink;
 
 thread_local! {
     /// The step of `connect_tap` to fail on this thread (see `tap::inject`).
@@ -74,7 +74,7 @@ fn set_up(nl: &mut Netlink, name: &str) {
     m.header.index = link_index(nl, name).unwrap();
     m.header.flags = LinkFlags::Up;
     m.header.change_mask = LinkFlags::Up;
-    nl.request(RouteNetlinkMessage::SetLink(m), 0, 0).unwrap();
+    nl.request(RouteNetlinkMessage::SetLink(m), 0).unwrap();
 }
 
 /// `eth0` (MTU 1400) and `peer0`, both up.
@@ -91,12 +91,8 @@ fn add_veth(nl: &mut Netlink) {
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
-    nl.request(
-        RouteNetlinkMessage::NewLink(m),
-        NLM_F_CREATE | NLM_F_EXCL,
-        0,
-    )
-    .unwrap();
+    nl.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+        .unwrap();
     set_up(nl, "eth0");
     set_up(nl, "peer0");
 }
@@ -119,7 +115,6 @@ fn add_address(nl: &mut Netlink, dev: &str, net: &str) {
     nl.request(
         RouteNetlinkMessage::NewAddress(a),
         NLM_F_CREATE | NLM_F_EXCL,
-        0,
     )
     .unwrap();
 }
@@ -141,12 +136,8 @@ fn add_default_route(nl: &mut Netlink, dev: &str, gateway: &str) {
     r.attributes
         .push(RouteAttribute::Oif(link_index(nl, dev).unwrap()));
     r.attributes.push(RouteAttribute::Priority(100));
-    nl.request(
-        RouteNetlinkMessage::NewRoute(r),
-        NLM_F_CREATE | NLM_F_EXCL,
-        0,
-    )
-    .unwrap();
+    nl.request(RouteNetlinkMessage::NewRoute(r), NLM_F_CREATE | NLM_F_EXCL)
+        .unwrap();
 }
 
 /// The namespace of the tests: the veth pair, eth0 with an IPv4 and an
@@ -166,7 +157,7 @@ fn docker_like() -> ScannedInterface {
 }
 
 fn link_names(nl: &mut Netlink) -> Vec<String> {
-    let all = nl
+    let all: Vec<RouteNetlinkMessage> = nl
         .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), 100)
         .unwrap();
     all.into_iter()
@@ -188,7 +179,7 @@ fn redirects(nl: &mut Netlink, dev: &str) -> Vec<u32> {
         major: 0xffff,
         minor: 0,
     };
-    let all = nl
+    let all: Vec<RouteNetlinkMessage> = nl
         .dump(RouteNetlinkMessage::GetTrafficFilter(q), 100)
         .unwrap();
     let mut to = Vec::new();
@@ -434,7 +425,6 @@ fn a_failed_connect_leaves_nothing_behind() {
         nl.request(
             RouteNetlinkMessage::NewQueueDiscipline(q),
             NLM_F_CREATE | NLM_F_EXCL,
-            0,
         )
         .unwrap();
         let e = connect_tap(&eth0, 3).unwrap_err();
