@@ -28,8 +28,8 @@ on_fail() {
     tail -n 20 "$DAEMONS_DIR/dockerd.log"
 }
 # http_body http://HOST[:PORT]/PATH: the body of a GET, within 5 s. Bash's
-# /dev/tcp, not wget: L1's busybox is static glibc, whose wget crashes in
-# the name service lookup it makes even for a numeric address.
+# /dev/tcp, not wget: L1's busybox 1.35 wget crashes (SIGSEGV) when the
+# connection is refused, as it is until the server in the VM listens.
 http_body() {
     # shellcheck disable=SC2016  # expanded by the inner bash
     timeout 5 bash -c 'h=${1#http://}; hp=${h%%/*}; path=/${h#*/}; host=${hp%:*}; port=80
@@ -38,6 +38,11 @@ http_body() {
         printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$path" "$hp" >&3
         sed "1,/^\r\{0,1\}\$/d" <&3' _ "$1"
 }
+# GET: shell code for a container; `get HOST PORT` prints the last line of
+# the body of HOST:PORT's / and fails if it is empty (busybox nc, not wget:
+# the image's static busybox wget crashes with SIGSEGV).
+# shellcheck disable=SC2016  # expanded by the container's sh
+GET='get() { _b=$(printf "GET / HTTP/1.0\r\n\r\n" | nc -w 20 "$1" "$2" | tail -n 1); [ -n "$_b" ] && echo "$_b"; }'
 # fetch WHAT URL WANT: poll URL from the lab host (up to 60 s: the server
 # in the VM is starting) until it serves WANT.
 fetch() {
@@ -69,10 +74,11 @@ fetch "published port" http://127.0.0.1:8080/ husk-page
 ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' web)
 [ -n "$ip" ] || fail "docker inspect gives web no IP address"
 fetch "the container's own IP" "http://$ip/" husk-page
-gw=$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')
+gw=$(docker inspect -f '{{.NetworkSettings.Gateway}}' web)
+[ -n "$gw" ] || fail "docker inspect gives web no gateway"
 busybox httpd -f -p "$gw:8090" -h "$tmp/hostwww" & srv=$!
 expect_run "a husk container fetches from the host (gateway $gw) and from web ($ip)" 0 "host-page
-husk-page" docker run --rm --runtime husk busybox sh -c "wget -qO- -T 20 http://$gw:8090/ && wget -qO- -T 20 http://$ip/"
+husk-page" docker run --rm --runtime husk busybox sh -c "$GET; get $gw 8090 && get $ip 80"
 expect_run "the container sees eth0 with its address and lo" 0 "" docker run --rm --runtime husk busybox \
     sh -c 'ip -o addr show eth0 | grep -q "inet 172\." && ip -o link show lo | grep -q UP && ! ls /sys/class/net | grep -q husk'
 kill $srv; srv=
@@ -84,7 +90,7 @@ expect_run "docker network create husknet" 0 "" docker network create husknet
 expect_run "docker run -d --network husknet httpd" 0 "" docker run -d --runtime husk --network husknet --name web2 \
     -v "$tmp/www:/www:ro" busybox httpd -f -p 80 -h /www
 expect_run "a husk container reaches web2 by name" 0 husk-page docker run --rm --runtime husk --network husknet busybox \
-    sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- -T 10 http://web2/ 2>/dev/null && exit 0; sleep 2; done; nslookup web2; exit 1'
+    sh -c "$GET"'; for i in 1 2 3 4 5 6 7 8 9 10; do get web2 80 2>/dev/null && exit 0; sleep 2; done; nslookup web2; exit 1'
 expect_run "docker rm -f web2" 0 web2 docker rm -f web2
 expect_run "docker network rm husknet" 0 husknet docker network rm husknet
 clean "after the user-defined network"
