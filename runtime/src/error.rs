@@ -150,6 +150,15 @@ pub enum Error {
         path.display()
     )]
     SharedNetns { path: PathBuf },
+    /// The network namespace to join is the host's own (Docker's
+    /// `--network host` names it rather than leaving the namespace out).
+    #[error(
+        "linux.namespaces: network namespace {} is the host's: the container would use the \
+         host's network stack (--network host), which a microVM cannot share; give it a \
+         network namespace of its own (--network none for loopback only)",
+        path.display()
+    )]
+    HostNetns { path: PathBuf },
     #[error("the DNS relay's socket {}: {source}", path.display())]
     DnsSocket { path: PathBuf, source: io::Error },
     #[error("configure the network of container {id} in the microVM: {source}")]

@@ -57,13 +57,18 @@ impl Plan {
     }
 }
 
-/// A namespace that already has a husk tap belongs to another husk
-/// container (`--network container:OTHER`): its interfaces are in that
-/// container's VM. Only a pod (one VM) can share them.
+/// Called in the joined namespace. The host's own namespace (Docker's
+/// `--network host` names it: /var/run/docker/netns/default) cannot be
+/// given to a VM. A namespace that already has a husk tap belongs to
+/// another husk container (`--network container:OTHER`): its interfaces
+/// are in that container's VM. Only a pod (one VM) can share them.
 pub(super) fn refuse_shared(b: &Bundle) -> Result<()> {
     let Some(path) = &b.netns else {
         return Ok(());
     };
+    if is_hosts_netns() {
+        return Err(Error::HostNetns { path: path.clone() });
+    }
     if crate::sys::net_interfaces()
         .iter()
         .any(|i| i.starts_with(net::TAP_PREFIX))
@@ -71,6 +76,17 @@ pub(super) fn refuse_shared(b: &Bundle) -> Result<()> {
         return Err(Error::SharedNetns { path: path.clone() });
     }
     Ok(())
+}
+
+/// Whether this thread's network namespace is the one of PID 1 (the
+/// host's, or that of the container husk itself runs in).
+fn is_hosts_netns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    match (id("/proc/thread-self/ns/net"), id("/proc/1/ns/net")) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Reads the namespace's interfaces and joins each to a new tap; decides
