@@ -3,7 +3,8 @@
 # IP; a container fetches from a server on the host and from another husk
 # container by IP), a user-defined network (containers reach each other by
 # name through Docker's embedded DNS, forwarded over vsock), --network host
-# refused with husk's one-line reason, and Podman's CNI bridge with a
+# refused with husk's one-line reason, --network none gives lo only, kill -9
+# of the monitor takes the VM with it, and Podman's CNI bridge with a
 # published port. After each group: no husk-vmm, virtiofsd or monitor left,
 # and no husk tap in any network namespace the daemons still have.
 # shellcheck shell=sh
@@ -55,7 +56,7 @@ fetch() {
 }
 # no_taps WHAT: no husk tap left in any network namespace Docker or Podman keep
 no_taps() {
-    for ns in /run/docker/netns/* /run/netns/*; do
+    for ns in /proc/1/ns/net /run/docker/netns/* /run/netns/*; do
         [ -e "$ns" ] || continue
         if nsenter --net="$ns" cat /proc/net/dev 2>/dev/null | grep -q 'husk-tap'; then
             fail "$1: a husk tap is left in $ns"
@@ -99,6 +100,22 @@ clean "after the user-defined network"
 expect_run "--network host is refused" 125 "" docker run --rm --runtime husk --network host busybox true
 grep -q "host's network stack" "$out.err" || fail "--network host: error does not say why: $(cat "$out.err")"
 clean "after --network host"
+expect_run "--network none: lo only" 0 lo docker run --rm --runtime husk --network none busybox ls /sys/class/net
+clean "after --network none"
+
+# -- kill -9 of the monitor (the pid Docker waits on): the VM, its helpers
+#    and the tap go with it, and Docker's own cleanup still works.
+expect_run "docker run -d (to be killed)" 0 "" docker run -d --runtime husk --name k9 busybox sleep 600
+mon=$(docker inspect -f '{{.State.Pid}}' k9)
+[ "${mon:-0}" -gt 0 ] || fail "docker inspect gives k9 no pid"
+kill -9 "$mon"
+i=0
+until [ "$(docker inspect -f '{{.State.Running}}' k9)" = false ]; do
+    i=$((i + 1)); [ $i -lt 150 ] || fail "k9 still running 30 s after kill -9 of its monitor ($mon)"
+    sleep 0.2
+done
+expect_run "docker rm -f k9" 0 k9 docker rm -f k9
+clean "after kill -9 of the monitor"
 stop_dockerd
 
 # -- Podman: the CNI bridge and a published port
