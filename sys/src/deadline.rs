@@ -39,17 +39,20 @@ pub fn read_exact_by<R: Read + ?Sized>(
                 ))
             }
             Ok(n) => got += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if is_wait_over(&e) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Whether a read ended only because its wait did (a socket timeout,
+/// `EAGAIN`, a signal): the caller tries again if its deadline allows.
+pub fn is_wait_over(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 #[cfg(test)]

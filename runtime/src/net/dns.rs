@@ -178,13 +178,7 @@ impl DnsRelay {
                     return Ok(buf);
                 }
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if husk_sys::deadline::is_wait_over(&e) => {}
                 Err(e) => return Err(e),
             }
         }
