@@ -2,8 +2,11 @@
 //! by MAC, rename, set its MTU, move it, bring it up or down, add
 //! addresses and routes. Each returns the kernel's refusal (its errno and
 //! explanation); the caller names the interface and the step. Additions
-//! create and never replace (`NLM_F_CREATE | NLM_F_EXCL`): an address or
-//! route that is there already is an error (`EEXIST`).
+//! create and never replace: an address or route that is there already is
+//! an error (`EEXIST`). Routes are appended (`NLM_F_CREATE | NLM_F_APPEND`,
+//! as CNI adds them): a second default route through another NIC at the
+//! same metric, which a container on two Podman networks has, is added
+//! after the first rather than refused.
 //!
 //! The agent sends and reads its few messages through types of its own
 //! ([`Rt`], [`Link`]) rather than `RouteNetlinkMessage`: that enum brings
@@ -18,7 +21,7 @@ use husk_protocol::net::{IpNet, MacAddr, Route};
 use husk_sys::netlink::{Netlink, NetlinkError};
 use netlink_packet_core::{
     parse_string, parse_u32, DecodeError, Emitable, NetlinkDeserializable, NetlinkHeader,
-    NetlinkSerializable, NlaBuffer, NlasIterator, NLM_F_CREATE, NLM_F_EXCL,
+    NetlinkSerializable, NlaBuffer, NlasIterator, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -244,7 +247,7 @@ pub fn route_message(r: &Route, oif: u32) -> RouteMessage {
 pub fn add_route(nl: &mut Netlink, r: &Route, oif: u32) -> Result<(), NetlinkError> {
     nl.request(
         Rt::NewRoute(route_message(r, oif)),
-        NLM_F_CREATE | NLM_F_EXCL,
+        NLM_F_CREATE | NLM_F_APPEND,
     )
 }
 

@@ -213,6 +213,14 @@ fn two_nics() -> Network {
                 device: "eth1".into(),
                 metric: None,
             },
+            // A second default route at the same metric (two Podman
+            // networks): appended, not refused.
+            Route {
+                dest: None,
+                gateway: Some("10.1.0.1".parse().unwrap()),
+                device: "eth1".into(),
+                metric: Some(10),
+            },
             Route {
                 dest: Some(net("fd01::/64")),
                 gateway: None,
@@ -286,6 +294,7 @@ fn nics_are_configured_in_the_sandbox_namespace() {
                 index[1],
                 None,
             ),
+            (None, Some("10.1.0.1".parse().unwrap()), index[1], Some(10)),
             (Some(net("fd01::/64")), None, index[0], Some(1024)),
             (None, Some("fd00::1".parse().unwrap()), index[0], Some(1024)),
         ];
