@@ -5,7 +5,7 @@
 # name through Docker's embedded DNS, forwarded over vsock), --network host
 # refused with husk's one-line reason, --network none gives lo only, kill -9
 # of the monitor takes the VM with it, and Podman's CNI bridge with a
-# published port. After each group: no husk-vmm, virtiofsd or monitor left,
+# published port and a second network (two NICs). After each group: no husk-vmm, virtiofsd or monitor left,
 # and no husk tap in any network namespace the daemons still have.
 # shellcheck shell=sh
 # shellcheck disable=SC2086  # $P is a command prefix ("podman --runtime PATH"), split into words on purpose
@@ -17,7 +17,7 @@ command -v dockerd >/dev/null || fail "dockerd not installed (the lab's L1 has i
 HUSK=$(command -v husk) || fail "husk not on PATH"
 tmp=$(mktemp -d); out=$tmp/out
 srv=
-trap '[ -n "$srv" ] && kill $srv 2>/dev/null; docker rm -f $(docker ps -aq 2>/dev/null) >/dev/null 2>&1; docker network rm husknet >/dev/null 2>&1; podman rm -f -a >/dev/null 2>&1; daemons_cleanup; rm -rf "$tmp"' EXIT
+trap '[ -n "$srv" ] && kill $srv 2>/dev/null; docker rm -f $(docker ps -aq 2>/dev/null) >/dev/null 2>&1; docker network rm husknet >/dev/null 2>&1; podman rm -f -a >/dev/null 2>&1; podman network rm pnet2 >/dev/null 2>&1; daemons_cleanup; rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/www" "$tmp/hostwww"
 echo husk-page >"$tmp/www/index.html"
 echo host-page >"$tmp/hostwww/index.html"
@@ -118,11 +118,18 @@ expect_run "docker rm -f k9" 0 k9 docker rm -f k9
 clean "after kill -9 of the monitor"
 stop_dockerd
 
-# -- Podman: the CNI bridge and a published port
+# -- Podman: the CNI bridge and a published port; two networks, two NICs
 podman_import_busybox || fail "podman import of busybox failed"
 P="podman --runtime $HUSK"
-expect_run "podman run -d -p 8081:80 httpd" 0 "" $P run -d --name pweb -p 8081:80 -v "$tmp/www:/www:ro" \
-    busybox httpd -f -p 80 -h /www
+expect_run "podman network create pnet2" 0 pnet2 $P network create pnet2
+expect_run "podman run -d -p 8081:80 --network podman,pnet2 httpd" 0 "" $P run -d --name pweb -p 8081:80 \
+    --network podman,pnet2 -v "$tmp/www:/www:ro" busybox httpd -f -p 80 -h /www
 fetch "podman: published port" http://127.0.0.1:8081/ husk-page
+ip2=$($P inspect -f '{{(index .NetworkSettings.Networks "pnet2").IPAddress}}' pweb)
+[ -n "$ip2" ] || fail "podman inspect gives pweb no address on pnet2"
+fetch "podman: the second NIC's address on pnet2" "http://$ip2/" husk-page
+expect_run "podman: the container has two NICs with addresses" 0 2 $P exec pweb \
+    sh -c 'ip -o -4 addr show | grep -vc " lo "'
 expect_run "podman rm -f" 0 "" $P rm -f -t 0 pweb
+expect_run "podman network rm pnet2" 0 pnet2 $P network rm pnet2
 clean "after podman"
