@@ -17,7 +17,7 @@ const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 
 /// Runs `f` on a thread in a fresh network namespace; prints why and
 /// returns if that cannot be had.
-fn in_netns(what: &str, f: impl FnOnce() + Send + 'static) {
+pub(super) fn in_netns(what: &str, f: impl FnOnce() + Send + 'static) {
     let r = std::thread::spawn(move || {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
