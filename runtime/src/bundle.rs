@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use husk_protocol::oci;
+use husk_vm_config::NetBackend;
 use serde_json::Value;
 
 use crate::state::resolve;
@@ -50,6 +51,9 @@ pub const MIN_MEMORY_MIB: u64 = 128;
 /// Added to a spec's memory limit: the guest kernel and agent.
 pub const VM_OVERHEAD_MIB: u64 = 64;
 pub use husk_vm_config::MAX_VCPUS;
+/// The annotation that picks who serves the container's NICs: "virtio"
+/// (husk-vmm, in user space) or "vhost" (the host kernel's vhost-net).
+pub const NET_BACKEND_ANNOTATION: &str = "io.husk.net.backend";
 
 /// One host path served to the guest through the share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +82,8 @@ pub struct Bundle {
     /// (and whose interfaces reach the VM): None = a new one, Some(path) =
     /// that one. A spec without one (the host's own) is refused.
     pub netns: Option<PathBuf>,
+    /// Who serves the VM's NICs ([`NET_BACKEND_ANNOTATION`]).
+    pub net_backend: NetBackend,
 }
 
 /// Reads and checks `<dir>/config.json`.
@@ -128,6 +134,7 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
     let (terminal, rootfs) = process_and_root(&at, dir, &spec)?;
     let netns = netns_of(&at, &spec)?;
     let (vcpus, memory_mib) = vm_size(&at, &spec)?;
+    let net_backend = net_backend(&at, &spec)?;
     let shares = share_mounts(&at, dir, &mut v, &rootfs)?;
     scrub_for_guest(&mut v);
     let guest_spec: oci::Spec =
@@ -142,6 +149,7 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
         memory_mib,
         terminal,
         netns,
+        net_backend,
     })
 }
 
@@ -269,6 +277,20 @@ fn vm_size(at: &At, spec: &oci::Spec) -> Result<(u32, u64)> {
             })?;
     }
     Ok((vcpus, memory_mib.max(MIN_MEMORY_MIB)))
+}
+
+/// The NICs' backend from the [`NET_BACKEND_ANNOTATION`] annotation;
+/// absent: the default ([`NetBackend::Virtio`]).
+fn net_backend(at: &At, spec: &oci::Spec) -> Result<NetBackend> {
+    let Some(s) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(NET_BACKEND_ANNOTATION))
+    else {
+        return Ok(NetBackend::default());
+    };
+    s.parse()
+        .map_err(|e| at.bad(&format!("annotations.{NET_BACKEND_ANNOTATION}"), e))
 }
 
 /// Mounts: bind sources go into the share (the spec in `v` then names them
@@ -545,6 +567,14 @@ mod tests {
                 },
                 "annotations.io.husk.vcpus: \"99\"",
             ),
+            (
+                {
+                    let mut s = spec();
+                    s["annotations"] = json!({"io.husk.net.backend": "kernel"});
+                    s
+                },
+                "annotations.io.husk.net.backend: \"kernel\" is not \"virtio\" or \"vhost\"",
+            ),
         ];
         for (v, want) in cases {
             let e = from_value(&t.0, v).unwrap_err().to_string();
@@ -561,9 +591,32 @@ mod tests {
         s["linux"]["resources"] = json!({});
         let b = from_value(&t.0, s).unwrap();
         assert_eq!((b.vcpus, b.memory_mib), (1, DEFAULT_MEMORY_MIB));
+        assert_eq!(b.net_backend, NetBackend::Virtio);
         assert_eq!(cpuset_count("0-3,8"), Ok(5));
         assert!(cpuset_count("3-1").is_err());
         assert_eq!(guest_cgroup_path("/docker/abc"), "/docker/abc");
+    }
+
+    #[test]
+    fn net_backend_annotation() {
+        let t = bundle_dir("netbackend");
+        for (value, want) in [("vhost", NetBackend::Vhost), ("virtio", NetBackend::Virtio)] {
+            let mut s = spec();
+            s["annotations"] = json!({ NET_BACKEND_ANNOTATION: value });
+            assert_eq!(from_value(&t.0, s).unwrap().net_backend, want, "{value}");
+        }
+        let mut s = spec();
+        s["annotations"] = json!({"io.husk.vcpus": "1"});
+        assert_eq!(from_value(&t.0, s).unwrap().net_backend, NetBackend::Virtio);
+        let mut s = spec();
+        s["annotations"] = json!({ NET_BACKEND_ANNOTATION: "" });
+        let e = from_value(&t.0, s).unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "config.json: annotations.io.husk.net.backend: \"\" is not \"virtio\" or \"vhost\""
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -124,11 +124,60 @@ impl std::str::FromStr for FsConfig {
     }
 }
 
+/// Who moves a NIC's frames between the tap and the guest's queues. JSON
+/// and `--net`: `"virtio"` or `"vhost"`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetBackend {
+    /// husk-vmm itself, in user space (its event loop reads and writes the
+    /// tap). Needs nothing from the host.
+    #[default]
+    Virtio,
+    /// The host kernel's vhost-net (`/dev/vhost-net`, module `vhost_net`):
+    /// a kernel thread serves the queues on the tap; husk-vmm only sets it
+    /// up and serves the config space.
+    Vhost,
+}
+
+impl NetBackend {
+    /// Whether this is the user-space device (the default).
+    pub fn is_virtio(&self) -> bool {
+        *self == NetBackend::Virtio
+    }
+
+    /// The name in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetBackend::Virtio => "virtio",
+            NetBackend::Vhost => "vhost",
+        }
+    }
+}
+
+impl fmt::Display for NetBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for NetBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "virtio" => Ok(NetBackend::Virtio),
+            "vhost" => Ok(NetBackend::Vhost),
+            _ => Err(format!("{s:?} is not \"virtio\" or \"vhost\"")),
+        }
+    }
+}
+
 /// A virtio-net device on a tap: either a descriptor husk-vmm inherits
 /// (`tap_fd`, the usual way: the host opens the tap in the container's
 /// network namespace and passes it without close-on-exec) or a tap husk-vmm
 /// opens by name in its own network namespace (`tap_name`). Exactly one of
-/// the two. JSON: `{"tap_fd": 3, "mac": "02:42:ac:11:00:02", "mtu": 1500}`.
+/// the two. JSON: `{"tap_fd": 3, "mac": "02:42:ac:11:00:02", "mtu": 1500,
+/// "backend": "vhost"}`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
@@ -145,6 +194,10 @@ pub struct NetConfig {
     /// default (1500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Who serves the queues; absent: [`NetBackend::Virtio`] (and left out
+    /// when it is that).
+    #[serde(default, skip_serializing_if = "NetBackend::is_virtio")]
+    pub backend: NetBackend,
 }
 
 impl NetConfig {
@@ -155,7 +208,13 @@ impl NetConfig {
             tap_name: None,
             mac,
             mtu,
+            backend: NetBackend::default(),
         }
+    }
+
+    /// The same device served by `backend`.
+    pub fn with_backend(self, backend: NetBackend) -> NetConfig {
+        NetConfig { backend, ..self }
     }
 
     /// How errors name this device: `fd N` or `tap NAME`.
@@ -168,15 +227,17 @@ impl NetConfig {
     }
 }
 
-const NET_SYNTAX: &str = "expected fd=N,mac=MAC[,mtu=N] or tap=NAME,mac=MAC[,mtu=N]";
+const NET_SYNTAX: &str =
+    "expected fd=N,mac=MAC[,mtu=N][,backend=virtio|vhost] or tap=NAME,mac=MAC[,mtu=N][,backend=virtio|vhost]";
 
 impl std::str::FromStr for NetConfig {
     type Err = ConfigError;
 
-    /// `fd=N,mac=MAC[,mtu=N]` or `tap=NAME,mac=MAC[,mtu=N]`, keys in any
-    /// order. Values are checked by [`crate::VmConfig::from_input`].
+    /// `fd=N,mac=MAC[,mtu=N][,backend=B]` or
+    /// `tap=NAME,mac=MAC[,mtu=N][,backend=B]` (B: `virtio` or `vhost`), keys
+    /// in any order. Values are checked by [`crate::VmConfig::from_input`].
     fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let (mut fd, mut tap, mut mac, mut mtu) = (None, None, None, None);
+        let (mut fd, mut tap, mut mac, mut mtu, mut backend) = (None, None, None, None, None);
         for item in s.split(',') {
             let Some((k, v)) = item.split_once('=') else {
                 return Err(err(
@@ -189,6 +250,7 @@ impl std::str::FromStr for NetConfig {
                 "tap" => &mut tap,
                 "mac" => &mut mac,
                 "mtu" => &mut mtu,
+                "backend" => &mut backend,
                 _ => {
                     return Err(err(
                         "net",
@@ -208,11 +270,19 @@ impl std::str::FromStr for NetConfig {
             .map_err(|e: String| err("net", format!("{e} in '{s}'")))?;
         let tap_fd = fd.map(|v| net_number("fd", v, s)).transpose()?;
         let mtu = mtu.map(|v| net_number("mtu", v, s)).transpose()?;
+        let backend = backend
+            .map(|v| {
+                v.parse()
+                    .map_err(|e: String| err("net", format!("backend {e} in '{s}'")))
+            })
+            .transpose()?
+            .unwrap_or_default();
         Ok(NetConfig {
             tap_fd,
             tap_name: tap.map(str::to_string),
             mac,
             mtu,
+            backend,
         })
     }
 }

@@ -512,7 +512,8 @@ fn net_specs() {
     let bad = |s: &str| s.parse::<NetConfig>().unwrap_err().to_string();
     assert_eq!(
         bad("fd=3"),
-        "net: no mac= in 'fd=3' (expected fd=N,mac=MAC[,mtu=N] or tap=NAME,mac=MAC[,mtu=N])"
+        "net: no mac= in 'fd=3' (expected fd=N,mac=MAC[,mtu=N][,backend=virtio|vhost] \
+         or tap=NAME,mac=MAC[,mtu=N][,backend=virtio|vhost])"
     );
     assert_eq!(
         bad("fd=3,mac=02:00:00:00:00:01,fd=4"),
@@ -533,6 +534,33 @@ fn net_specs() {
         "{}",
         bad("fd=3,mac=02:00:00:00:01")
     );
+    let n: NetConfig = "fd=5,backend=vhost,mac=02:42:ac:11:00:02".parse().unwrap();
+    assert_eq!(
+        n,
+        NetConfig::tap_fd(5, mac("02:42:ac:11:00:02"), None).with_backend(NetBackend::Vhost)
+    );
+    let n: NetConfig = "fd=5,backend=virtio,mac=02:42:ac:11:00:02".parse().unwrap();
+    assert_eq!(n.backend, NetBackend::Virtio);
+    assert_eq!(
+        bad("fd=3,mac=02:00:00:00:00:01,backend=kernel"),
+        "net: backend \"kernel\" is not \"virtio\" or \"vhost\" in \
+         'fd=3,mac=02:00:00:00:00:01,backend=kernel'"
+    );
+    assert_eq!(
+        bad("fd=3,mac=02:00:00:00:00:01,backend=vhost,backend=virtio"),
+        "net: 'backend' given twice in 'fd=3,mac=02:00:00:00:00:01,backend=vhost,backend=virtio'"
+    );
+}
+
+#[test]
+fn net_backend_names() {
+    for (b, name) in [(NetBackend::Virtio, "virtio"), (NetBackend::Vhost, "vhost")] {
+        assert_eq!(b.to_string(), name);
+        assert_eq!(name.parse::<NetBackend>().unwrap(), b);
+        assert_eq!(serde_json::to_string(&b).unwrap(), format!("\"{name}\""));
+    }
+    assert_eq!(NetBackend::default(), NetBackend::Virtio);
+    assert!("Vhost".parse::<NetBackend>().is_err());
 }
 
 #[test]
@@ -596,6 +624,7 @@ fn net_values_are_checked() {
         tap_name: Some(name.into()),
         mac,
         mtu: None,
+        backend: NetBackend::Vhost,
     };
     assert!(net(vec![by_name("tap0", m), NetConfig::tap_fd(3, m2, None)]).is_ok());
     assert_eq!(
@@ -665,12 +694,28 @@ fn net_in_json() {
     let json = built.to_json().unwrap();
     assert_eq!(json, r#"{"net":[{"tap_fd":7,"mac":"02:00:00:00:00:01"}]}"#);
     assert_eq!(serde_json::from_str::<ConfigInput>(&json).unwrap(), built);
+    let vhost = ConfigInput {
+        net: Some(vec![
+            NetConfig::tap_fd(7, mac("02:00:00:00:00:01"), None).with_backend(NetBackend::Vhost)
+        ]),
+        ..Default::default()
+    };
+    let json = vhost.to_json().unwrap();
+    assert_eq!(
+        json,
+        r#"{"net":[{"tap_fd":7,"mac":"02:00:00:00:00:01","backend":"vhost"}]}"#
+    );
+    assert_eq!(serde_json::from_str::<ConfigInput>(&json).unwrap(), vhost);
     for (bad, what) in [
         (
             r#"{"net": [{"tap_fd": 3, "mac": "02:00:00:00:00:01", "queues": 2}]}"#,
             "unknown field `queues`",
         ),
         (r#"{"net": [{"tap_fd": 3}]}"#, "missing field `mac`"),
+        (
+            r#"{"net": [{"tap_fd": 3, "mac": "02:00:00:00:00:01", "backend": "kernel"}]}"#,
+            "unknown variant `kernel`, expected `virtio` or `vhost`",
+        ),
         (
             r#"{"net": [{"tap_fd": 3, "mac": "02:00:00:00:01"}]}"#,
             "is not a MAC address",

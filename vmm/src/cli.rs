@@ -64,8 +64,13 @@ pub struct RunArgs {
     /// virtio-net NIC on a tap (repeatable): fd=N is a descriptor husk-vmm
     /// inherits (opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, passed without
     /// close-on-exec), tap=NAME a tap it opens in its own network
-    /// namespace. Attached after every other virtio device.
-    #[arg(long = "net", value_name = "fd=N|tap=NAME,mac=MAC[,mtu=N]")]
+    /// namespace. backend=vhost has the host kernel's vhost-net serve the
+    /// queues (needs /dev/vhost-net); the default, virtio, serves them in
+    /// husk-vmm. Attached after every other virtio device.
+    #[arg(
+        long = "net",
+        value_name = "fd=N|tap=NAME,mac=MAC[,mtu=N][,backend=virtio|vhost]"
+    )]
     pub net: Vec<String>,
     /// Host Unix socket of the virtio-vsock device.
     #[arg(long, value_name = "PATH")]

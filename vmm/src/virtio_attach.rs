@@ -11,9 +11,9 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::arch::layout::{virtio_slot, VIRTIO_MMIO_SIZE};
 use crate::bus::{self, Bus};
-use crate::config::VmConfig;
+use crate::config::{NetBackend, VmConfig};
 use crate::devices::virtio::{
-    Block, BlockError, Fs, FsError, Net, NetError, VirtioDevice, VirtioMmioDevice, Vsock,
+    Block, BlockError, Fs, FsError, Net, NetError, VhostNet, VirtioDevice, VirtioMmioDevice, Vsock,
     VsockError,
 };
 use crate::vm::Subscriber;
@@ -62,8 +62,10 @@ pub struct AttachError {
 type NamedDevice = (String, Box<dyn VirtioDevice>);
 
 /// The configured devices, in attach order, each with its name for errors.
+/// `mem` is the guest's RAM (vhost-net devices map it).
 fn create_devices(
     config: &VmConfig,
+    mem: &GuestMemoryMmap,
     exit: &Arc<ExitState>,
 ) -> Result<Vec<NamedDevice>, AttachError> {
     let mut devices: Vec<NamedDevice> = Vec::new();
@@ -111,14 +113,24 @@ fn create_devices(
     for n in &config.net {
         // Validated: 68..=65535.
         let mtu = n.mtu.and_then(|m| u16::try_from(m).ok());
-        let dev = match (n.tap_fd, &n.tap_name) {
-            (Some(fd), _) => Net::from_tap_fd(fd, n.mac, mtu),
-            (None, Some(name)) => Net::from_tap_name(name, n.mac, mtu),
-            (None, None) => unreachable!("validated: a NIC has a tap fd or a tap name"),
+        let dev = match (n.backend, n.tap_fd, &n.tap_name) {
+            (NetBackend::Virtio, Some(fd), _) => {
+                Net::from_tap_fd(fd, n.mac, mtu).map(|d| Box::new(d) as _)
+            }
+            (NetBackend::Virtio, None, Some(name)) => {
+                Net::from_tap_name(name, n.mac, mtu).map(|d| Box::new(d) as _)
+            }
+            (NetBackend::Vhost, Some(fd), _) => {
+                VhostNet::from_tap_fd(fd, n.mac, mtu, mem).map(|d| Box::new(d) as _)
+            }
+            (NetBackend::Vhost, None, Some(name)) => {
+                VhostNet::from_tap_name(name, n.mac, mtu, mem).map(|d| Box::new(d) as _)
+            }
+            (_, None, None) => unreachable!("validated: a NIC has a tap fd or a tap name"),
         };
         add(
             format!("net: {}", n.describe()),
-            dev.map(|d| Box::new(d) as _).map_err(DeviceError::Net),
+            dev.map_err(DeviceError::Net),
         )?;
     }
     Ok(devices)
@@ -161,7 +173,7 @@ pub fn attach(
     em: &mut EventManager<Subscriber>,
     exit: &Arc<ExitState>,
 ) -> Result<(), AttachError> {
-    for (index, (name, dev)) in create_devices(config, exit)?.into_iter().enumerate() {
+    for (index, (name, dev)) in create_devices(config, mem, exit)?.into_iter().enumerate() {
         attach_one(vm, mem, index, dev, mmio, em).map_err(|source| AttachError {
             index,
             name,
@@ -195,12 +207,23 @@ mod tests {
         let exit = Arc::new(ExitState::new().unwrap());
         let mac = "02:42:ac:11:00:02".parse().unwrap();
         let c = config(&disk, vec![NetConfig::tap_fd(1_000_000, mac, None)]);
-        let Err(e) = create_devices(&c, &exit) else {
+        let mem = GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 1 << 20)]).unwrap();
+        let Err(e) = create_devices(&c, &mem, &exit) else {
             panic!("a NIC on a closed fd was created")
         };
         // After the disk: NICs come last, so the other slots stay put.
         assert_eq!(e.index, 1);
         assert!(matches!(e.source, DeviceError::Net(_)));
+        assert!(
+            e.to_string()
+                .starts_with("net: fd 1000000: fd 1000000 is not open"),
+            "{e}"
+        );
+        // The same on the vhost-net backend: the tap is checked first.
+        let nic = NetConfig::tap_fd(1_000_000, mac, None).with_backend(NetBackend::Vhost);
+        let Err(e) = create_devices(&config(&disk, vec![nic]), &mem, &exit) else {
+            panic!("a vhost-net NIC on a closed fd was created")
+        };
         assert!(
             e.to_string()
                 .starts_with("net: fd 1000000: fd 1000000 is not open"),

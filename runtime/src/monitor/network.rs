@@ -12,7 +12,7 @@ use std::path::Path;
 
 use husk_protocol::net::{Network, DNS_PORT, SANDBOX_NETNS};
 use husk_protocol::oci;
-use husk_vm_config::NetConfig;
+use husk_vm_config::{NetBackend, NetConfig};
 
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
@@ -30,11 +30,13 @@ pub(super) struct Plan {
     pub taps: Vec<OwnedFd>,
     /// The interfaces joined to a tap, to let go of at the end.
     pub linked: Vec<String>,
+    /// Who serves the NICs (the bundle's `io.husk.net.backend`).
+    pub backend: NetBackend,
 }
 
 impl Plan {
     /// husk-vmm's virtio-net devices: one per tap, with the interface's MAC
-    /// and MTU.
+    /// and MTU, on the chosen backend.
     pub(super) fn vm_devices(&self) -> Vec<NetConfig> {
         let Some(n) = &self.network else {
             return vec![];
@@ -42,7 +44,10 @@ impl Plan {
         n.interfaces
             .iter()
             .zip(&self.taps)
-            .map(|(itf, tap)| NetConfig::tap_fd(tap.as_raw_fd(), itf.mac, Some(itf.mtu)))
+            .map(|(itf, tap)| {
+                NetConfig::tap_fd(tap.as_raw_fd(), itf.mac, Some(itf.mtu))
+                    .with_backend(self.backend)
+            })
             .collect()
     }
 
@@ -101,7 +106,10 @@ pub(super) fn prepare(id: &str, b: &Bundle) -> Result<Plan> {
             s.reason
         );
     }
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        backend: b.net_backend,
+        ..Plan::default()
+    };
     if scan.interfaces.is_empty() {
         return Ok(plan);
     }
@@ -186,5 +194,44 @@ pub(super) fn join_sandbox_netns(spec: &mut oci::Spec) {
         if ns.typ() == oci::LinuxNamespaceType::Network {
             ns.set_path(Some(SANDBOX_NETNS.into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use husk_protocol::net::Interface;
+
+    #[test]
+    fn every_nic_gets_the_plans_backend() {
+        let itf = |name: &str, last: u8| Interface {
+            name: name.into(),
+            mac: husk_protocol::net::MacAddr([2, 0, 0, 0, 0, last]),
+            mtu: 1500,
+            addresses: vec![],
+        };
+        // Any descriptor stands in for a tap: only its number is used.
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let mut plan = Plan {
+            network: Some(Network {
+                interfaces: vec![itf("eth0", 1), itf("eth1", 2)],
+                ..Network::default()
+            }),
+            taps: vec![fd(), fd()],
+            linked: vec![],
+            backend: NetBackend::Vhost,
+        };
+        let devs = plan.vm_devices();
+        assert_eq!(devs.len(), 2);
+        for (d, tap) in devs.iter().zip(&plan.taps) {
+            assert_eq!(d.backend, NetBackend::Vhost);
+            assert_eq!((d.tap_fd, d.mtu), (Some(tap.as_raw_fd()), Some(1500)));
+        }
+        plan.backend = NetBackend::Virtio;
+        assert!(plan
+            .vm_devices()
+            .iter()
+            .all(|d| d.backend == NetBackend::Virtio));
+        assert!(Plan::default().vm_devices().is_empty());
     }
 }

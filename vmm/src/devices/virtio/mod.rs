@@ -6,8 +6,9 @@
 //! * [`VirtioDevice`] is what a device implements to sit behind it:
 //!   [`Block`] (virtio-blk on a raw file), [`Vsock`] (virtio-vsock with a
 //!   Firecracker-style Unix-socket backend), [`Fs`] (virtio-fs, a
-//!   vhost-user frontend: another process serves its queues) and [`Net`]
-//!   (virtio-net on a tap descriptor, served in user space).
+//!   vhost-user frontend: another process serves its queues), [`Net`]
+//!   (virtio-net on a tap descriptor, served in user space) and
+//!   [`VhostNet`] (the same, served by the kernel's vhost-net).
 //!
 //! Threading: the VMM wraps a `VirtioMmioDevice` in `Arc<Mutex<_>>`; vCPU
 //! threads call the `BusDevice` methods (register accesses, activation, reset:
@@ -34,7 +35,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub use block::{Block, BlockError};
 pub use fs::{Fs, FsError, CONNECT_TIMEOUT as FS_CONNECT_TIMEOUT};
 pub use mmio::{VirtioMmioDevice, MMIO_WINDOW_SIZE};
-pub use net::{Net, NetCounters, NetError};
+pub use net::{Net, NetCounters, NetError, VhostError, VhostNet, VHOST_NET_PATH};
 pub use vsock::{Vsock, VsockError};
 
 /// virtio device id of a network device (spec §5.1).

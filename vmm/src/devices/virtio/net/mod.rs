@@ -19,12 +19,17 @@
 //!   ones are returned unused and counted ([`NetCounters`]), logged once
 //!   at debug; work per event is bounded; host memory is two frame buffers.
 //!
-//! Not done: vhost-net (the kernel serving the queues), multiqueue.
+//! [`VhostNet`] is the same device with the host kernel's vhost-net
+//! serving the queues ([`vhost`]); it shares the config space, the
+//! offered offloads and the tap set-up with this one.
+//!
+//! Not done: multiqueue.
 
 mod features;
 mod rx;
 mod tap;
 mod tx;
+mod vhost;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -41,6 +46,7 @@ use self::features::{effective, offered, tun_offloads, MAX_FRAME};
 use self::rx::{Rx, RxEnd};
 pub use self::tap::NetError;
 use self::tap::Tap;
+pub use self::vhost::{VhostError, VhostNet, VHOST_NET_PATH};
 use super::{ActivateError, Interrupt, VirtioDevice, TYPE_NET};
 
 const QUEUE_SIZE: u16 = 256;
@@ -61,6 +67,18 @@ const LOG_BAD_RX_FRAME: u32 = 2;
 const LOG_RX_ERROR: u32 = 4;
 const LOG_BAD_TX_CHAIN: u32 = 8;
 const LOG_TX_ERROR: u32 = 16;
+
+/// The config space both backends serve: `mac`, `status` 0 (no
+/// `VIRTIO_NET_F_STATUS`), one queue pair, and `mtu` (read only with
+/// `VIRTIO_NET_F_MTU`, offered when it is set).
+fn config_space(mac: MacAddr, mtu: Option<u16>) -> [u8; CONFIG_LEN] {
+    let mut config = [0u8; CONFIG_LEN];
+    config[..6].copy_from_slice(&mac.0);
+    if let Some(m) = mtu {
+        config[CONFIG_MTU_OFFSET..].copy_from_slice(&m.to_le_bytes());
+    }
+    config
+}
 
 /// What happened to frames, for logs and tests. Every field counts since
 /// the device was created.
@@ -178,15 +196,10 @@ impl Net {
             what: "eventfd",
             source,
         })?;
-        let mut config = [0u8; CONFIG_LEN];
-        config[..6].copy_from_slice(&mac.0);
-        if let Some(m) = mtu {
-            config[CONFIG_MTU_OFFSET..].copy_from_slice(&m.to_le_bytes());
-        }
         Ok(Net {
             tap,
             name,
-            config,
+            config: config_space(mac, mtu),
             avail_features: offered(mtu.is_some()),
             queue_sizes: [QUEUE_SIZE; 2],
             active: None,

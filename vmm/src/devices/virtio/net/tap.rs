@@ -2,6 +2,7 @@
 //! checked and set up for virtio-net frames, or, in tests, a datagram
 //! socket carrying the same frames.
 
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -35,13 +36,18 @@ pub enum NetError {
         what: &'static str,
         source: io::Error,
     },
+    /// The kernel's vhost-net could not be set up (backend `vhost`).
+    #[error(transparent)]
+    Vhost(#[from] super::vhost::VhostError),
 }
 
 /// The descriptor frames go through: one `read` is one frame in, one
 /// `write` one frame out, each with its 12-byte `virtio_net_hdr_v1`.
 #[derive(Debug)]
 pub(super) struct Tap {
-    fd: OwnedFd,
+    /// A `File` because that is what vhost-net's `VHOST_NET_SET_BACKEND`
+    /// wrapper takes.
+    fd: File,
     /// A real tap takes offload settings; a test socket does not.
     is_tap: bool,
 }
@@ -102,7 +108,10 @@ impl Tap {
         let hdr = i32::try_from(HDR_LEN).unwrap_or(i32::MAX);
         tun::set_vnet_hdr_size(fd.as_fd(), hdr).map_err(setup("TUNSETVNETHDRSZ"))?;
         husk_sys::set_nonblocking(&fd, true).map_err(setup("O_NONBLOCK"))?;
-        Ok(Tap { fd, is_tap: true })
+        Ok(Tap {
+            fd: File::from(fd),
+            is_tap: true,
+        })
     }
 
     /// A datagram socket standing in for a tap (tests): frames carry the
@@ -110,7 +119,10 @@ impl Tap {
     #[cfg(test)]
     pub fn socket(fd: OwnedFd) -> Tap {
         husk_sys::set_nonblocking(&fd, true).unwrap();
-        Tap { fd, is_tap: false }
+        Tap {
+            fd: File::from(fd),
+            is_tap: false,
+        }
     }
 
     /// Reads one frame into `buf` (not empty); `Ok(0)` is end of file (a
@@ -141,6 +153,11 @@ impl Tap {
             return Ok(());
         }
         tun::set_offload(self.fd.as_fd(), flags)
+    }
+
+    /// The descriptor, for the kernel's vhost-net to read and write.
+    pub fn file(&self) -> &File {
+        &self.fd
     }
 }
 

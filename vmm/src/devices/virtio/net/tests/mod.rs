@@ -24,6 +24,7 @@ use crate::devices::virtio::TYPE_NET;
 mod functional;
 mod hostile;
 mod tap;
+mod vhost;
 
 const MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
 /// What a Linux guest acks with mergeable buffers and every offload.

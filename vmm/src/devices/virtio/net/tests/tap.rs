@@ -12,12 +12,12 @@ use husk_sys::tun::{
 use super::super::NetError;
 use super::*;
 
-const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
-const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+pub(super) const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+pub(super) const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 
 /// Runs `f` on a thread in a fresh network namespace; prints why and
 /// returns if that cannot be had.
-fn in_netns(what: &str, f: impl FnOnce() + Send + 'static) {
+pub(super) fn in_netns(what: &str, f: impl FnOnce() + Send + 'static) {
     let r = std::thread::spawn(move || {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -76,7 +76,7 @@ fn ifreq_ioctl(sock: &UdpSocket, req: libc::c_ulong, r: &mut IfReq) {
 }
 
 /// Gives tap `name` the address 10.99.0.1/24 and brings it up.
-fn configure(name: &str) {
+pub(super) fn configure(name: &str) {
     let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
     ifreq_ioctl(&sock, libc::SIOCSIFADDR, &mut IfReq::inet(name, HOST_IP));
     let mask = Ipv4Addr::new(255, 255, 255, 0);
@@ -171,7 +171,7 @@ fn ip_checksum(b: &[u8]) -> u16 {
 
 /// An Ethernet/IPv4/UDP frame from the guest to `dst_mac`, HOST_IP:`port`,
 /// with a partial checksum for the tap to finish.
-fn udp_frame(dst_mac: &[u8], port: u16, payload: &[u8]) -> Vec<u8> {
+pub(super) fn udp_frame(dst_mac: &[u8], port: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; HDR_LEN];
     f[0] = 1; // NEEDS_CSUM
     f[6..8].copy_from_slice(&34u16.to_le_bytes()); // csum_start: the UDP header
