@@ -38,6 +38,7 @@ pub fn problems(r: &Value) -> Vec<String> {
     check_start(r, &mut p);
     check_overhead(r, &mut p);
     check_density(r, &mut p);
+    check_network(r, &mut p);
     check_goals(r, &mut p);
     p
 }
@@ -257,6 +258,75 @@ fn check_density(r: &Value, p: &mut Vec<String>) {
     }
 }
 
+/// Network: every peer measured (husk, runc, crun, husk-vmm, QEMU), its
+/// figures sane, and the husk/QEMU and husk/runc ratios there.
+fn check_network(r: &Value, p: &mut Vec<String>) {
+    let Some(n) = r.get("network").filter(|n| !n.is_null()) else {
+        p.push("no network section".into());
+        return;
+    };
+    let peers = n["peers"].as_array().cloned().unwrap_or_default();
+    for want in ["qemu-microvm", "husk-vmm", "runc", "crun"] {
+        if !peers.iter().any(|x| x["name"] == want) {
+            p.push(format!("network: {want} missing"));
+        }
+    }
+    if !peers.iter().any(|x| {
+        x["name"]
+            .as_str()
+            .is_some_and(|s| s == "husk" || s.starts_with("husk ("))
+    }) {
+        p.push("network: husk missing".into());
+    }
+    for x in &peers {
+        let name = x["name"].as_str().unwrap_or("?");
+        if x["status"] != "ok" {
+            p.push(format!(
+                "network {name}: {}",
+                x["status"].as_str().unwrap_or("?")
+            ));
+            continue;
+        }
+        for (f, hi) in [
+            ("upload_gbps", 1000.0),
+            ("download_gbps", 1000.0),
+            ("http.requests_per_s", 1e7),
+            ("http.p50_ms", 60e3),
+            ("http.p99_ms", 60e3),
+            ("setup_ms", 600e3),
+        ] {
+            in_range(p, num(x, f), &format!("network {name} {f}"), 0.0, hi);
+        }
+        if let (Some(a), Some(b)) = (num(x, "http.p50_ms"), num(x, "http.p99_ms")) {
+            if a > b {
+                p.push(format!("network {name}: p50 {a} ms over p99 {b} ms"));
+            }
+        }
+    }
+    let ratios = n["ratios"].as_array().cloned().unwrap_or_default();
+    for want in ["/qemu-microvm", "/runc"] {
+        if !ratios.iter().any(|x| {
+            x["what"].as_str().is_some_and(|w| {
+                w.starts_with("husk") && !w.starts_with("husk-vmm") && w.ends_with(want)
+            })
+        }) {
+            p.push(format!("network: no husk{want} ratio"));
+        }
+    }
+    for x in &ratios {
+        let what = x["what"].as_str().unwrap_or("?");
+        for f in ["upload", "download", "requests_per_s"] {
+            in_range(
+                p,
+                num(x, f),
+                &format!("network ratio {what} {f}"),
+                0.0,
+                1000.0,
+            );
+        }
+    }
+}
+
 /// The three goals, each with a figure.
 fn check_goals(r: &Value, p: &mut Vec<String>) {
     let goals = r["goals"].as_array().cloned().unwrap_or_default();
@@ -274,6 +344,12 @@ fn check_goals(r: &Value, p: &mut Vec<String>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn net_peer(name: &str, gbps: f64) -> Value {
+        json!({"name": name, "status": "ok", "upload_gbps": gbps, "download_gbps": gbps,
+               "setup_ms": 2000.0,
+               "http": {"requests_per_s": 800.0, "p50_ms": 4.0, "p99_ms": 20.0}})
+    }
 
     fn good() -> Value {
         json!({
@@ -296,6 +372,15 @@ mod tests {
                              ["crun", {"Ok": {"host_pss_kib": 1400}}]]
             },
             "density": {"results": [[5, {"Ok": {"ready": 5, "all_ready_ms": 8000.0, "host_pss_kib": {"median": 400.0}}}]]},
+            "network": {"peers": [
+                net_peer("husk (virtio)", 2.0), net_peer("husk (vhost)", 4.0),
+                net_peer("qemu-microvm", 3.0), net_peer("husk-vmm", 2.5),
+                net_peer("runc", 9.0), net_peer("crun", 9.5)
+            ], "ratios": [
+                {"what": "husk (virtio)/qemu-microvm", "upload": 0.7, "download": 0.6, "requests_per_s": 0.9},
+                {"what": "husk (virtio)/runc", "upload": 0.2, "download": 0.2, "requests_per_s": 0.3},
+                {"what": "husk-vmm/qemu-microvm", "upload": 0.8, "download": 0.9, "requests_per_s": 1.1}
+            ]},
             "goals": [{"what": "a", "value": 0.8}, {"what": "b", "value": 2.0}, {"what": "c", "value": 400.0}],
             "errors": []
         })
@@ -316,6 +401,9 @@ mod tests {
         r["goals"][2]["value"] = Value::Null;
         r["startup"]["cpu_ms"]["n"] = json!(9);
         r["errors"] = json!(["start husk: failed"]);
+        r["network"]["peers"][2]["status"] = json!("failed: no agent");
+        r["network"]["peers"][4]["http"]["p50_ms"] = json!(99.0);
+        r["network"]["ratios"][1]["what"] = json!("husk (virtio)/crun");
         let p = problems(&r).join("\n");
         for want in [
             "boot: qemu-microvm",
@@ -325,10 +413,15 @@ mod tests {
             "goal \"c\" not measured",
             "error reported: start husk: failed",
             "startup: Some(9.0) of 10 runs",
+            "network qemu-microvm: failed: no agent",
+            "network runc: p50 99 ms over p99 20 ms",
+            "network: no husk/runc ratio",
         ] {
             assert!(p.contains(want), "{want:?} not in:\n{p}");
         }
         r["start"] = Value::Null;
         assert!(problems(&r).iter().any(|x| x == "no start section"));
+        r["network"] = Value::Null;
+        assert!(problems(&r).iter().any(|x| x == "no network section"));
     }
 }

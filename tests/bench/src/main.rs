@@ -11,7 +11,11 @@
 //! - `overhead`: host memory per sandbox (PSS outside guest RAM, guest RAM
 //!   touched, every process a runtime leaves running per container) and the
 //!   VMM's CPU time from exec to the first KVM_RUN;
-//! - `density`: K sandboxes started at once until all agents answer.
+//! - `density`: K sandboxes started at once until all agents answer;
+//! - `network`: TCP throughput and HTTP requests/s (through a published
+//!   port) to a server in the container or guest: husk, runc and crun on a
+//!   bundle in a prepared network namespace; husk-vmm and QEMU microvm
+//!   (vhost-net) on a tap. `husk-bench netserve` is that server.
 //!
 //! It prints tables and the ratios against the goals, and can write every
 //! sample as JSON (`--json`) and an SVG plot (`--plot`). Figures are only
@@ -21,6 +25,9 @@
 mod check;
 mod density;
 mod mem;
+mod netload;
+mod netsetup;
+mod network;
 mod plot;
 mod print;
 mod report;
@@ -43,7 +50,7 @@ use vmms::{BootSpec, TempDir};
 #[derive(Parser)]
 #[command(
     name = "husk-bench",
-    about = "husk benchmarks: VM boot, container start, overhead, density",
+    about = "husk benchmarks: VM boot, container start, overhead, density, network",
     after_help = "Run where VMs boot: `tests/lab/run -- husk-bench --quick` (nested lab) \
                   or directly on a KVM host. Compare ratios within one run."
 )]
@@ -51,7 +58,8 @@ struct Cli {
     /// Sections to run [default: all]
     #[arg(value_enum)]
     sections: Vec<Section>,
-    /// Small N everywhere (boot 3, start 5, density 5,10): minutes, not tens.
+    /// Small N everywhere (boot 3, start 5, density 5,10, network 3 s per
+    /// workload): minutes, not tens.
     #[arg(long)]
     quick: bool,
     /// Boots per VMM [default: 10; --quick 3]; also the start-up runs
@@ -111,6 +119,18 @@ struct Cli {
     /// The SVG plot [default: OUT/husk-bench.svg]
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Network: seconds per workload (upload, download, HTTP) [default:
+    /// 10; --quick 3].
+    #[arg(long)]
+    net_seconds: Option<u64>,
+    /// Network: concurrent keep-alive HTTP connections.
+    #[arg(long, default_value_t = 4)]
+    net_connections: usize,
+    /// Network: run the husk peer once per value, with the bundle
+    /// annotation `io.husk.net.backend` set to it (e.g. `virtio,vhost`);
+    /// [default: once, without the annotation].
+    #[arg(long, value_delimiter = ',')]
+    husk_net_backends: Vec<String>,
     /// Measure nothing: check that the JSON report FILE is complete and its
     /// figures sane (exit 1 and name each problem if not).
     #[arg(long, value_name = "FILE", exclusive = true)]
@@ -126,9 +146,14 @@ enum Section {
     Start,
     Overhead,
     Density,
+    Network,
 }
 
 fn main() {
+    // The network section's server, run inside containers and guests.
+    if std::env::args().nth(1).as_deref() == Some("netserve") {
+        std::process::exit(netload::serve());
+    }
     let cli = Cli::parse();
     std::process::exit(match run(cli) {
         Ok(code) => code,
@@ -199,6 +224,7 @@ impl Plan {
             Section::Start,
             Section::Overhead,
             Section::Density,
+            Section::Network,
         ];
         let sections: Vec<Section> = if cli.sections.is_empty() {
             all.to_vec()
@@ -284,6 +310,9 @@ fn run(cli: Cli) -> Result<i32, String> {
     measure_containers(&cli, &plan, tmp.path(), &mut rep);
     if plan.has(Section::Density) {
         measure_density(&cli, &plan, tmp.path(), &mut rep);
+    }
+    if plan.has(Section::Network) {
+        measure_network(&cli, &plan, tmp.path(), &mut rep);
     }
     rep.goals = goals(&rep);
     print_goals(&rep.goals, &rep);
@@ -388,11 +417,7 @@ fn container_bundles(
                 .join(", ")
         ));
     }
-    let busybox = cli
-        .busybox
-        .clone()
-        .or_else(|| mem::which("busybox"))
-        .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
+    let busybox = busybox_path(cli);
     let echo = tmp.join("bundle-echo");
     let sleep = tmp.join("bundle-sleep");
     match start::make_bundle(&echo, &busybox, start::WORKLOAD)
@@ -428,6 +453,44 @@ fn measure_density(cli: &Cli, plan: &Plan, tmp: &Path, rep: &mut Report) {
         }
     }
     rep.density = Some(d);
+}
+
+fn measure_network(cli: &Cli, plan: &Plan, tmp: &Path, rep: &mut Report) {
+    let runtimes = [
+        Runtime::find("husk", cli.husk.as_deref()),
+        Runtime::find("crun", cli.crun.as_deref()),
+        Runtime::find("runc", cli.runc.as_deref()),
+    ];
+    let busybox = busybox_path(cli);
+    let inputs = network::NetInputs {
+        runtimes: &runtimes,
+        husk_vmm: &cli.husk_vmm,
+        qemu: &cli.qemu,
+        busybox: &busybox,
+        spec: &plan.spec,
+    };
+    let np = network::NetPlan {
+        secs: Duration::from_secs(cli.net_seconds.unwrap_or(if cli.quick { 3 } else { 10 })),
+        connections: cli.net_connections.max(1),
+        budget: Duration::from_secs(if cli.quick { 120 } else { 300 }),
+        backends: cli.husk_net_backends.clone(),
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    let n = network::network_section(&inputs, &np, tmp);
+    print_network(&n);
+    for p in &n.peers {
+        if p.status.starts_with("failed") {
+            rep.errors.push(format!("network {}: {}", p.name, p.status));
+        }
+    }
+    rep.network = Some(n);
+}
+
+fn busybox_path(cli: &Cli) -> PathBuf {
+    cli.busybox
+        .clone()
+        .or_else(|| mem::which("busybox"))
+        .unwrap_or_else(|| PathBuf::from("/bin/busybox"))
 }
 
 /// Writes the plot and the JSON report (`--out`, or `--plot`/`--json`).

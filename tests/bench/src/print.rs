@@ -1,8 +1,9 @@
 //! The tables husk-bench prints for each section and the goals.
 
 use crate::report::{
-    BootReport, DensityReport, Goal, OverheadReport, PhaseStats, Report, RuntimeResult,
-    StartReport, StartupReport, GOAL_BOOT_RATIO, GOAL_FIRST_RUN_CPU_MS,
+    BootReport, DensityReport, Goal, NetworkReport, OverheadReport, PhaseStats, Report,
+    RuntimeResult, StartReport, StartupReport, GOAL_BOOT_RATIO, GOAL_FIRST_RUN_CPU_MS,
+    GOAL_NET_RATIO,
 };
 use crate::start;
 use crate::stats::{ratio, stats, Stats};
@@ -371,6 +372,66 @@ pub fn print_goals(goals: &[Goal], rep: &Report) {
         println!(
             "(in the nested lab's L1 machine under TCG everything runs 20-50x slower than on \
              hardware: the ratios compare, the absolute CPU goal is for hardware)"
+        );
+    }
+}
+
+pub fn print_network(n: &NetworkReport) {
+    println!();
+    println!(
+        "== Network: TCP throughput host -> server (up) and server -> host (down), Gbit/s, {:.0} s each; \
+         HTTP GET over {}",
+        n.seconds, n.http_mode
+    );
+    println!("   HTTP via {}", n.published);
+    println!(
+        "{:<16} {:<9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
+        "", "level", "up", "down", "req/s", "p50 ms", "p99 ms", "setup ms"
+    );
+    for p in &n.peers {
+        if p.status != "ok" {
+            println!("{:<16} {:<9} {}", p.name, p.level, p.status);
+            continue;
+        }
+        let h = p.http.as_ref();
+        println!(
+            "{:<16} {:<9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}{}",
+            p.name,
+            p.level,
+            f2(p.upload_gbps),
+            f2(p.download_gbps),
+            f1(h.map(|h| h.requests_per_s)),
+            f2(h.and_then(|h| h.p50_ms)),
+            f2(h.and_then(|h| h.p99_ms)),
+            f1(p.setup_ms),
+            p.note
+                .as_ref()
+                .map(|x| format!("   ({x})"))
+                .unwrap_or_default()
+        );
+        if let Some(h) = h.filter(|h| h.errors > 0) {
+            println!(
+                "  {}: {} HTTP errors; first: {}",
+                p.name,
+                h.errors,
+                h.first_error.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    for r in &n.ratios {
+        let goal = if r.what.ends_with("/qemu-microvm") && r.what.starts_with("husk") {
+            format!(" (goal up, down, req/s >= {GOAL_NET_RATIO:.2})")
+        } else {
+            String::new()
+        };
+        println!(
+            "ratio {}: up {}, down {}, req/s {}, p50 {}, p99 {}{goal}",
+            r.what,
+            f2(r.upload),
+            f2(r.download),
+            f2(r.requests_per_s),
+            f2(r.p50),
+            f2(r.p99)
         );
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::density;
+use crate::netload::HttpResult;
 use crate::start::{SandboxMem, StartSample};
 use crate::stats::{stats, Stats};
 use crate::vmms::{self, Sample};
@@ -24,6 +25,7 @@ pub struct Report {
     pub start: Option<StartReport>,
     pub overhead: Option<OverheadReport>,
     pub density: Option<DensityReport>,
+    pub network: Option<NetworkReport>,
     pub goals: Vec<Goal>,
     pub errors: Vec<String>,
     pub elapsed_s: f64,
@@ -202,6 +204,80 @@ pub struct Goal {
     pub unit: &'static str,
     pub met: Option<bool>,
 }
+
+/// The network section: per peer, TCP throughput and HTTP through the
+/// published port (see `network.rs`).
+#[derive(Serialize)]
+pub struct NetworkReport {
+    /// Each workload's length, s.
+    pub seconds: f64,
+    pub http_connections: usize,
+    /// How the HTTP load is sent (keep-alive or not, closed loop).
+    pub http_mode: String,
+    /// Through which path: an iptables DNAT rule, or direct.
+    pub published: String,
+    pub peers: Vec<NetPeer>,
+    pub ratios: Vec<NetRatio>,
+    pub elapsed_s: f64,
+}
+
+/// One peer of the network section.
+#[derive(Serialize, Clone, Debug)]
+pub struct NetPeer {
+    /// `husk`, `husk (BACKEND)`, `runc`, `crun`, `husk-vmm`, `qemu-microvm`.
+    pub name: String,
+    /// `container` (a runtime CLI on a bundle in a prepared netns) or
+    /// `vmm` (a bare VMM on a tap, the server started through the agent).
+    pub level: &'static str,
+    /// "ok", "skipped: ..." or "failed: ...".
+    pub status: String,
+    pub note: Option<String>,
+    /// Set-up began -> the server listens (container create + start, or
+    /// VMM spawn, boot, network, container).
+    pub setup_ms: Option<f64>,
+    /// Host -> server.
+    pub upload_gbps: Option<f64>,
+    /// Server -> host.
+    pub download_gbps: Option<f64>,
+    pub http: Option<HttpResult>,
+}
+
+impl NetPeer {
+    pub fn new(name: &str, container: bool) -> NetPeer {
+        NetPeer {
+            name: name.into(),
+            level: if container { "container" } else { "vmm" },
+            status: "ok".into(),
+            note: None,
+            setup_ms: None,
+            upload_gbps: None,
+            download_gbps: None,
+            http: None,
+        }
+    }
+
+    pub fn set(&mut self, setup_ms: f64, upload: f64, download: f64, http: HttpResult) {
+        self.setup_ms = Some(setup_ms);
+        self.upload_gbps = Some(upload);
+        self.download_gbps = Some(download);
+        self.http = Some(http);
+    }
+}
+
+/// One peer's figures over another's (`what`: `A/B`). Throughput and req/s:
+/// higher is better; latencies: lower is better.
+#[derive(Serialize, Clone, Debug)]
+pub struct NetRatio {
+    pub what: String,
+    pub upload: Option<f64>,
+    pub download: Option<f64>,
+    pub requests_per_s: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// The goal for husk's network figures over QEMU's (throughput, req/s).
+pub const GOAL_NET_RATIO: f64 = 1.0;
 
 /// husk-vmm's own start-up, exec to the first KVM_RUN, with no guest.
 #[derive(Serialize)]

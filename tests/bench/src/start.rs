@@ -159,7 +159,7 @@ pub fn runc_spec(args: &[&str]) -> serde_json::Value {
 }
 
 /// Whether `p` is an ELF file without a program interpreter.
-fn is_static_elf(p: &Path) -> Result<bool, String> {
+pub fn is_static_elf(p: &Path) -> Result<bool, String> {
     let b = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
     let u32_at = |o: usize| {
@@ -459,7 +459,7 @@ pub fn force_delete(bin: &Path, root: &Path, id: &str) {
 
 /// Runs `cmd` with stdin, stdout and stderr away from us; the error carries
 /// its stderr.
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -183,11 +183,20 @@ pub fn spawn_husk(
     log: &Path,
     startup_only: bool,
 ) -> Result<Vmm, String> {
+    spawn_husk_config(bin, husk_config(spec, uds), uds, log, startup_only)
+}
+
+/// [`spawn_husk`] of the VM `input` (its vsock socket at `uds`).
+pub fn spawn_husk_config(
+    bin: &Path,
+    input: ConfigInput,
+    uds: &Path,
+    log: &Path,
+    startup_only: bool,
+) -> Result<Vmm, String> {
     let _ = std::fs::remove_file(uds);
     let config = log.with_extension("json");
-    husk_config(spec, uds)
-        .write_json_file(&config)
-        .map_err(|e| e.to_string())?;
+    input.write_json_file(&config).map_err(|e| e.to_string())?;
     // Before the VMM starts, so the agent's ready signal cannot be missed.
     let ready =
         ReadyListener::bind(uds).map_err(|e| format!("ready socket for {}: {e}", uds.display()))?;
@@ -365,7 +374,14 @@ pub fn husk_sample(bin: &Path, spec: &BootSpec, tmp: &Path) -> Result<Sample, St
 /// probe (two error lines on the serial console) cost every QEMU boot
 /// 115-190 ms in the lab. The one device is announced here, pinned to the
 /// first transport.
-fn qemu_command(bin: &Path, spec: &BootSpec, cid: u32) -> Command {
+pub fn qemu_command(bin: &Path, spec: &BootSpec, cid: u32) -> Command {
+    qemu_command_with(bin, spec, cid, "")
+}
+
+/// [`qemu_command`] with `append` added to the kernel command line (for
+/// more devices: QEMU microvm's transport N is at 0xfeb00000 + N * 512,
+/// GSI 5 + N, with ACPI off).
+pub fn qemu_command_with(bin: &Path, spec: &BootSpec, cid: u32, append: &str) -> Command {
     let mut c = Command::new(bin);
     c.args([
         "-M",
@@ -390,7 +406,7 @@ fn qemu_command(bin: &Path, spec: &BootSpec, cid: u32) -> Command {
     // QEMU (-no-reboot) exit. Shutdown only.
     .args([
         "-append",
-        &format!("{CMDLINE} {QEMU_MICROVM_VSOCK} reboot=t"),
+        &format!("{CMDLINE} {QEMU_MICROVM_VSOCK}{append} reboot=t"),
     ])
     .args([
         "-device",
@@ -406,38 +422,7 @@ pub fn qemu_sample(bin: &Path, spec: &BootSpec, cid: u32, tmp: &Path) -> Result<
     let ready = VsockReady::bind(READY_PORT)?;
     let t0 = Instant::now();
     let mut vmm = Vmm::spawn(&mut qemu_command(bin, spec, cid), &log)?;
-    let deadline = t0 + spec.timeout;
-    let mut backoff = Duration::from_millis(1);
-    let mut signalled = false;
-    let mut next_try = Instant::now() + FALLBACK_POLL;
-    let mut sock = loop {
-        if !signalled {
-            signalled = ready.wait(Duration::from_millis(50), cid)?;
-        }
-        let now = Instant::now();
-        let e = if signalled || now >= next_try {
-            next_try = now + FALLBACK_POLL;
-            match vsock_connect(cid, AGENT_PORT) {
-                Ok(s) => break s,
-                Err(e) => e,
-            }
-        } else {
-            "no ready signal yet".to_string()
-        };
-        if let Some(st) = vmm.exited() {
-            return Err(format!(
-                "qemu exited ({st}) before the agent answered: {}",
-                vmm.log_tail()
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("no agent within {:?}: {e}", spec.timeout));
-        }
-        if signalled {
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_millis(20));
-        }
-    };
+    let mut sock = qemu_wait_agent(&mut vmm, &ready, cid, t0, spec.timeout)?;
     let info = vsock_call(&mut sock, 1, Request::Ping).and_then(|r| match r {
         Response::Pong(p) => Ok(p),
         other => Err(format!("unexpected answer to Ping: {other:?}")),
@@ -463,14 +448,57 @@ pub fn qemu_sample(bin: &Path, spec: &BootSpec, cid: u32, tmp: &Path) -> Result<
     })
 }
 
+/// Connects to the agent of QEMU guest `cid` started at `t0`: once its
+/// ready signal came on `ready`, trying now and then before.
+pub fn qemu_wait_agent(
+    vmm: &mut Vmm,
+    ready: &VsockReady,
+    cid: u32,
+    t0: Instant,
+    timeout: Duration,
+) -> Result<VsockStream, String> {
+    let deadline = t0 + timeout;
+    let mut backoff = Duration::from_millis(1);
+    let mut signalled = false;
+    let mut next_try = Instant::now() + FALLBACK_POLL;
+    loop {
+        if !signalled {
+            signalled = ready.wait(Duration::from_millis(50), cid)?;
+        }
+        let now = Instant::now();
+        let e = if signalled || now >= next_try {
+            next_try = now + FALLBACK_POLL;
+            match vsock_connect(cid, AGENT_PORT) {
+                Ok(s) => return Ok(s),
+                Err(e) => e,
+            }
+        } else {
+            "no ready signal yet".to_string()
+        };
+        if let Some(st) = vmm.exited() {
+            return Err(format!(
+                "qemu exited ({st}) before the agent answered: {}",
+                vmm.log_tail()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no agent within {timeout:?}: {e}"));
+        }
+        if signalled {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(20));
+        }
+    }
+}
+
 /// A host AF_VSOCK listener on `port` (any CID) for the agent's ready
 /// signal through vhost-vsock.
-struct VsockReady {
+pub struct VsockReady {
     listener: VsockListener,
 }
 
 impl VsockReady {
-    fn bind(port: u32) -> Result<VsockReady, String> {
+    pub fn bind(port: u32) -> Result<VsockReady, String> {
         let listener = VsockListener::bind(port)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| format!("listen on vsock port {port} (the agent's ready signal): {e}"))?;
@@ -510,7 +538,7 @@ fn vsock_connect(cid: u32, port: u32) -> Result<VsockStream, String> {
     Ok(s)
 }
 
-fn vsock_call(sock: &mut VsockStream, id: u64, request: Request) -> Result<Response, String> {
+pub fn vsock_call(sock: &mut VsockStream, id: u64, request: Request) -> Result<Response, String> {
     write_frame(sock, &RequestFrame::new(id, request)).map_err(|e| format!("send: {e}"))?;
     let resp: ResponseFrame = read_frame(sock).map_err(|e| format!("receive: {e}"))?;
     if resp.id != id {
