@@ -266,17 +266,21 @@ fn check_network(r: &Value, p: &mut Vec<String>) {
         return;
     };
     let peers = n["peers"].as_array().cloned().unwrap_or_default();
-    for want in ["qemu-microvm", "husk-vmm", "runc", "crun"] {
+    for want in ["qemu-microvm", "runc", "crun"] {
         if !peers.iter().any(|x| x["name"] == want) {
             p.push(format!("network: {want} missing"));
         }
     }
-    if !peers.iter().any(|x| {
-        x["name"]
-            .as_str()
-            .is_some_and(|s| s == "husk" || s.starts_with("husk ("))
-    }) {
-        p.push("network: husk missing".into());
+    // husk and husk-vmm: once, or once per NIC backend ("husk (vhost)").
+    for want in ["husk", "husk-vmm"] {
+        let backend = format!("{want} (");
+        if !peers.iter().any(|x| {
+            x["name"]
+                .as_str()
+                .is_some_and(|s| s == want || s.starts_with(&backend))
+        }) {
+            p.push(format!("network: {want} missing"));
+        }
     }
     for x in &peers {
         let name = x["name"].as_str().unwrap_or("?");

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use husk_protocol::net::{Interface, IpNet, MacAddr, Network, Route, SANDBOX_NETNS};
 use husk_protocol::{Request, Response, RootfsSource, StdioConfig, READY_PORT};
-use husk_vm_config::{DiskConfig, NetConfig};
+use husk_vm_config::{DiskConfig, NetBackend, NetConfig};
 
 use crate::mem;
 use crate::netload::{self, HttpResult, HTTP_PORT, THROUGHPUT_PORT};
@@ -308,8 +308,7 @@ fn vhost_net() -> bool {
 /// One bare-VMM peer: a tap, the VMM with virtio-net on it and the
 /// image on virtio-blk, the server through the agent, measure.
 fn vmm_peer(
-    qemu: Option<(&Path, bool)>,
-    husk_vmm: &Path,
+    vmm: BareVmm,
     spec: &BootSpec,
     img: &Path,
     bundle: &Path,
@@ -323,54 +322,62 @@ fn vmm_peer(
     let fd = tap.fd.as_raw_fd();
     let t0 = Instant::now();
     let timeout = deadline.saturating_duration_since(t0);
-    let figures = if let Some((bin, vhost)) = qemu {
-        let cid = 2900 + (std::process::id() % 1000);
-        let ready = VsockReady::bind(READY_PORT)?;
-        let mut cmd = vmms::qemu_command_with(
-            bin,
-            spec,
-            cid,
-            " virtio_mmio.device=512@0xfeb00200:6 virtio_mmio.device=512@0xfeb00400:7",
-        );
-        cmd.args([
-            "-netdev",
-            &format!(
-                "tap,id=n0,fd={fd},vhost={}",
-                if vhost { "on" } else { "off" }
-            ),
-            "-device",
-            &format!("virtio-net-device,netdev=n0,mac={GUEST_MAC},bus=virtio-mmio-bus.1"),
-            "-drive",
-            &format!(
-                "id=d0,file={},format=raw,if=none,readonly=on",
-                img.display()
-            ),
-            "-device",
-            "virtio-blk-device,drive=d0,bus=virtio-mmio-bus.2",
-        ]);
-        let mut vmm = Vmm::spawn(&mut cmd, &tmp.join("net-qemu.log"))?;
-        let mut sock = vmms::qemu_wait_agent(&mut vmm, &ready, cid, t0, timeout)?;
-        let mut id = 0;
-        start_server_in_guest(bundle, &mut |r| {
-            id += 1;
-            vmms::vsock_call(&mut sock, id, r)
-        })
-        .map_err(|e| format!("{e}; console: {}", vmm.log_tail()))?;
-        measure(plan, via, t0, deadline).map_err(|e| exited(&mut vmm, e))?
-    } else {
-        let uds = tmp.join("net-husk.vsock");
-        let mut input = vmms::husk_config(spec, &uds);
-        input.net = Some(vec![NetConfig::tap_fd(fd, GUEST_MAC, Some(1500))]);
-        input.disks = Some(vec![DiskConfig {
-            path: img.to_owned(),
-            read_only: true,
-        }]);
-        let log = tmp.join("net-husk-vmm.log");
-        let mut vmm = vmms::spawn_husk_config(husk_vmm, input, &uds, &log, false)?;
-        let (mut client, _, _) = vmms::husk_wait_agent(&mut vmm, &uds, t0, timeout)?;
-        start_server_in_guest(bundle, &mut |r| client.call(r).map_err(|e| e.to_string()))
+    let figures = match vmm {
+        BareVmm::Qemu(bin, vhost) => {
+            let cid = 2900 + (std::process::id() % 1000);
+            let ready = VsockReady::bind(READY_PORT)?;
+            let mut cmd = vmms::qemu_command_with(
+                bin,
+                spec,
+                cid,
+                " virtio_mmio.device=512@0xfeb00200:6 virtio_mmio.device=512@0xfeb00400:7",
+            );
+            cmd.args([
+                "-netdev",
+                &format!(
+                    "tap,id=n0,fd={fd},vhost={}",
+                    if vhost { "on" } else { "off" }
+                ),
+                "-device",
+                &format!("virtio-net-device,netdev=n0,mac={GUEST_MAC},bus=virtio-mmio-bus.1"),
+                "-drive",
+                &format!(
+                    "id=d0,file={},format=raw,if=none,readonly=on",
+                    img.display()
+                ),
+                "-device",
+                "virtio-blk-device,drive=d0,bus=virtio-mmio-bus.2",
+            ]);
+            let mut vmm = Vmm::spawn(&mut cmd, &tmp.join("net-qemu.log"))?;
+            let mut sock = vmms::qemu_wait_agent(&mut vmm, &ready, cid, t0, timeout)?;
+            let mut id = 0;
+            start_server_in_guest(bundle, &mut |r| {
+                id += 1;
+                vmms::vsock_call(&mut sock, id, r)
+            })
             .map_err(|e| format!("{e}; console: {}", vmm.log_tail()))?;
-        measure(plan, via, t0, deadline).map_err(|e| exited(&mut vmm, e))?
+            measure(plan, via, t0, deadline).map_err(|e| exited(&mut vmm, e))?
+        }
+        BareVmm::Husk(husk_vmm, backend) => {
+            let uds = tmp.join("net-husk.vsock");
+            let mut input = vmms::husk_config(spec, &uds);
+            let backend = backend.map(str::parse::<NetBackend>).transpose()?;
+            let nic = NetConfig::tap_fd(fd, GUEST_MAC, Some(1500));
+            input.net = Some(vec![match backend {
+                Some(b) => nic.with_backend(b),
+                None => nic,
+            }]);
+            input.disks = Some(vec![DiskConfig {
+                path: img.to_owned(),
+                read_only: true,
+            }]);
+            let log = tmp.join("net-husk-vmm.log");
+            let mut vmm = vmms::spawn_husk_config(husk_vmm, input, &uds, &log, false)?;
+            let (mut client, _, _) = vmms::husk_wait_agent(&mut vmm, &uds, t0, timeout)?;
+            start_server_in_guest(bundle, &mut |r| client.call(r).map_err(|e| e.to_string()))
+                .map_err(|e| format!("{e}; console: {}", vmm.log_tail()))?;
+            measure(plan, via, t0, deadline).map_err(|e| exited(&mut vmm, e))?
+        }
     };
     drop(tap);
     Ok(figures)
@@ -384,11 +391,18 @@ fn exited(vmm: &mut Vmm, e: String) -> String {
     }
 }
 
+/// A bare VMM: QEMU (vhost=on or not), or husk-vmm with a NIC backend.
+enum BareVmm<'a> {
+    Qemu(&'a Path, bool),
+    Husk(&'a Path, Option<&'a str>),
+}
+
 /// Which peer, and how to run it.
 enum Peer<'a> {
     Container(&'a Runtime, Option<String>),
     Qemu,
-    HuskVmm,
+    /// husk-vmm, with the NIC backend named (virtio, vhost) or the default.
+    HuskVmm(Option<String>),
 }
 
 impl Peer<'_> {
@@ -397,7 +411,8 @@ impl Peer<'_> {
             Peer::Container(r, Some(b)) => format!("{} ({b})", r.name),
             Peer::Container(r, None) => r.name.clone(),
             Peer::Qemu => "qemu-microvm".into(),
-            Peer::HuskVmm => "husk-vmm".into(),
+            Peer::HuskVmm(Some(b)) => format!("husk-vmm ({b})"),
+            Peer::HuskVmm(None) => "husk-vmm".into(),
         }
     }
 }
@@ -424,7 +439,12 @@ fn peers<'a>(inp: &NetInputs<'a>, backends: &[String]) -> Vec<Peer<'a>> {
         }
     }
     v.push(Peer::Qemu);
-    v.push(Peer::HuskVmm);
+    if backends.is_empty() {
+        v.push(Peer::HuskVmm(None));
+    }
+    for b in backends {
+        v.push(Peer::HuskVmm(Some(b.clone())));
+    }
     for n in ["runc", "crun"] {
         if let Some(r) = by(n) {
             v.push(Peer::Container(r, None));
@@ -476,7 +496,7 @@ pub fn network_section(inp: &NetInputs, plan: &NetPlan, tmp: &Path) -> NetworkRe
                         container_peer(bin, backend.as_deref(), &bundle, plan, &via, deadline, n)
                     }
                 },
-                Peer::Qemu | Peer::HuskVmm => {
+                Peer::Qemu | Peer::HuskVmm(_) => {
                     let made = image
                         .get_or_insert_with(|| make_image(&bundle, &img))
                         .clone();
@@ -484,17 +504,11 @@ pub fn network_section(inp: &NetInputs, plan: &NetPlan, tmp: &Path) -> NetworkRe
                         if matches!(peer, Peer::Qemu) && !vhost {
                             p.note = Some("vhost=off: no /dev/vhost-net".into());
                         }
-                        let qemu = matches!(peer, Peer::Qemu).then_some((inp.qemu, vhost));
-                        vmm_peer(
-                            qemu,
-                            inp.husk_vmm,
-                            inp.spec,
-                            &img,
-                            &bundle,
-                            plan,
-                            &via,
-                            deadline,
-                        )
+                        let vmm = match &peer {
+                            Peer::HuskVmm(b) => BareVmm::Husk(inp.husk_vmm, b.as_deref()),
+                            _ => BareVmm::Qemu(inp.qemu, vhost),
+                        };
+                        vmm_peer(vmm, inp.spec, &img, &bundle, plan, &via, deadline)
                     })
                 }
             }
@@ -543,7 +557,10 @@ pub fn ratios(peers: &[NetPeer]) -> Vec<NetRatio> {
             pairs.push((h, other));
         }
     }
-    if let Some(h) = peers.iter().find(|p| p.name == "husk-vmm") {
+    for h in peers
+        .iter()
+        .filter(|p| p.name == "husk-vmm" || p.name.starts_with("husk-vmm ("))
+    {
         pairs.push((h, "qemu-microvm"));
     }
     for (a, other) in pairs {
@@ -630,7 +647,8 @@ mod tests {
             peer("husk (virtio)", 2.0, 300.0),
             peer("husk (vhost)", 4.0, 600.0),
             peer("qemu-microvm", 4.0, 300.0),
-            peer("husk-vmm", 2.0, 150.0),
+            peer("husk-vmm (virtio)", 2.0, 150.0),
+            peer("husk-vmm (vhost)", 8.0, 300.0),
             peer("runc", 8.0, 1200.0),
             crun,
         ];
@@ -643,11 +661,13 @@ mod tests {
                 "husk (virtio)/runc",
                 "husk (vhost)/qemu-microvm",
                 "husk (vhost)/runc",
-                "husk-vmm/qemu-microvm"
+                "husk-vmm (virtio)/qemu-microvm",
+                "husk-vmm (vhost)/qemu-microvm"
             ]
         );
         assert_eq!(r[0].upload, Some(0.5));
         assert_eq!(r[2].requests_per_s, Some(2.0));
         assert_eq!(r[4].download, Some(0.5));
+        assert_eq!(r[5].download, Some(2.0));
     }
 }
