@@ -82,8 +82,9 @@ pub struct Bundle {
     /// (and whose interfaces reach the VM): None = a new one, Some(path) =
     /// that one. A spec without one (the host's own) is refused.
     pub netns: Option<PathBuf>,
-    /// Who serves the VM's NICs ([`NET_BACKEND_ANNOTATION`]).
-    pub net_backend: NetBackend,
+    /// Who serves the VM's NICs ([`NET_BACKEND_ANNOTATION`]); `None`: the
+    /// host's default ([`default_net_backend`]).
+    pub net_backend: Option<NetBackend>,
 }
 
 /// Reads and checks `<dir>/config.json`.
@@ -279,18 +280,35 @@ fn vm_size(at: &At, spec: &oci::Spec) -> Result<(u32, u64)> {
     Ok((vcpus, memory_mib.max(MIN_MEMORY_MIB)))
 }
 
-/// The NICs' backend from the [`NET_BACKEND_ANNOTATION`] annotation;
-/// absent: the default ([`NetBackend::Virtio`]).
-fn net_backend(at: &At, spec: &oci::Spec) -> Result<NetBackend> {
+/// The NICs' backend from the [`NET_BACKEND_ANNOTATION`] annotation, if
+/// the spec names one.
+fn net_backend(at: &At, spec: &oci::Spec) -> Result<Option<NetBackend>> {
     let Some(s) = spec
         .annotations()
         .as_ref()
         .and_then(|a| a.get(NET_BACKEND_ANNOTATION))
     else {
-        return Ok(NetBackend::default());
+        return Ok(None);
     };
     s.parse()
+        .map(Some)
         .map_err(|e| at.bad(&format!("annotations.{NET_BACKEND_ANNOTATION}"), e))
+}
+
+/// The backend of a container that names none: the kernel's vhost-net
+/// where the host has it (about twice the throughput of husk-vmm's
+/// user-space queues, see `husk bench network`), else user space.
+pub fn default_net_backend() -> NetBackend {
+    let vhost = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(husk_vm_config::VHOST_NET_PATH)
+        .is_ok();
+    if vhost {
+        NetBackend::Vhost
+    } else {
+        NetBackend::Virtio
+    }
 }
 
 /// Mounts: bind sources go into the share (the spec in `v` then names them
@@ -591,7 +609,7 @@ mod tests {
         s["linux"]["resources"] = json!({});
         let b = from_value(&t.0, s).unwrap();
         assert_eq!((b.vcpus, b.memory_mib), (1, DEFAULT_MEMORY_MIB));
-        assert_eq!(b.net_backend, NetBackend::Virtio);
+        assert_eq!(b.net_backend, None);
         assert_eq!(cpuset_count("0-3,8"), Ok(5));
         assert!(cpuset_count("3-1").is_err());
         assert_eq!(guest_cgroup_path("/docker/abc"), "/docker/abc");
@@ -603,11 +621,15 @@ mod tests {
         for (value, want) in [("vhost", NetBackend::Vhost), ("virtio", NetBackend::Virtio)] {
             let mut s = spec();
             s["annotations"] = json!({ NET_BACKEND_ANNOTATION: value });
-            assert_eq!(from_value(&t.0, s).unwrap().net_backend, want, "{value}");
+            assert_eq!(
+                from_value(&t.0, s).unwrap().net_backend,
+                Some(want),
+                "{value}"
+            );
         }
         let mut s = spec();
         s["annotations"] = json!({"io.husk.vcpus": "1"});
-        assert_eq!(from_value(&t.0, s).unwrap().net_backend, NetBackend::Virtio);
+        assert_eq!(from_value(&t.0, s).unwrap().net_backend, None);
         let mut s = spec();
         s["annotations"] = json!({ NET_BACKEND_ANNOTATION: "" });
         let e = from_value(&t.0, s).unwrap_err().to_string();

@@ -124,6 +124,9 @@ impl std::str::FromStr for FsConfig {
     }
 }
 
+/// The host kernel's vhost-net device, which [`NetBackend::Vhost`] opens.
+pub const VHOST_NET_PATH: &str = "/dev/vhost-net";
+
 /// Who moves a NIC's frames between the tap and the guest's queues. JSON
 /// and `--net`: `"virtio"` or `"vhost"`.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

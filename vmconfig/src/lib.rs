@@ -28,7 +28,9 @@ mod validate;
 
 pub use husk_protocol::container::{check_share_tag, ShareTagError};
 pub use husk_protocol::net::MacAddr;
-pub use input::{ConfigInput, DiskConfig, FsConfig, NetBackend, NetConfig, SerialConfig};
+pub use input::{
+    ConfigInput, DiskConfig, FsConfig, NetBackend, NetConfig, SerialConfig, VHOST_NET_PATH,
+};
 pub use validate::{VmConfig, VsockConfig};
 
 /// The guest kernel and initramfs a host installs (`HUSK_KERNEL`,

@@ -107,7 +107,9 @@ pub(super) fn prepare(id: &str, b: &Bundle) -> Result<Plan> {
         );
     }
     let mut plan = Plan {
-        backend: b.net_backend,
+        backend: b
+            .net_backend
+            .unwrap_or_else(crate::bundle::default_net_backend),
         ..Plan::default()
     };
     if scan.interfaces.is_empty() {

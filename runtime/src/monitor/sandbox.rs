@@ -346,7 +346,7 @@ mod tests {
             memory_mib: 320,
             terminal: false,
             netns: None,
-            net_backend: husk_vm_config::NetBackend::Vhost,
+            net_backend: Some(husk_vm_config::NetBackend::Vhost),
         };
         let (vsock, fs_sock) = (dir.join("vsock"), dir.join("fs.sock"));
         let input = vm_config(&cfg, &b, &vsock, &dir, &fs_sock);

@@ -48,8 +48,7 @@ use super::{config_space, CONFIG_LEN, QUEUE_SIZE};
 use crate::devices::virtio::block::read_config_bytes;
 use crate::devices::virtio::{ActivateError, Interrupt, VirtioDevice, TYPE_NET};
 
-/// The kernel's device node.
-pub const VHOST_NET_PATH: &str = "/dev/vhost-net";
+pub use husk_vm_config::VHOST_NET_PATH;
 
 /// The virtio features vhost-net itself acts on (ring layout, notification
 /// suppression, mergeable rx buffers): offered only if it offers them, and
