@@ -64,6 +64,12 @@ no_taps() {
     done
 }
 clean() { wait_no_husk "$1"; no_taps "$1"; }
+# vhost_in_use: whether a running husk-vmm has /dev/vhost-net open.
+vhost_in_use() {
+    for p in $(find_procs husk-vmm | cut -d' ' -f1); do
+        ls -l "/proc/$p/fd" 2>/dev/null
+    done | grep -q /dev/vhost-net
+}
 
 start_dockerd --add-runtime "husk=$HUSK" || fail "dockerd did not start"
 docker_import_busybox || fail "docker import of busybox failed"
@@ -75,6 +81,7 @@ fetch "published port" http://127.0.0.1:8080/ husk-page
 ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' web)
 [ -n "$ip" ] || fail "docker inspect gives web no IP address"
 fetch "the container's own IP" "http://$ip/" husk-page
+vhost_in_use || fail "web's husk-vmm has no /dev/vhost-net open: vhost-net is the default backend where the host has it"
 gw=$(docker inspect -f '{{.NetworkSettings.Gateway}}' web)
 [ -n "$gw" ] || fail "docker inspect gives web no gateway"
 busybox httpd -f -p "$gw:8090" -h "$tmp/hostwww" & srv=$!
@@ -132,6 +139,7 @@ fetch "podman: published port" http://127.0.0.1:8081/ husk-page
 ip2=$($P inspect -f '{{(index .NetworkSettings.Networks "pnet2").IPAddress}}' pweb)
 [ -n "$ip2" ] || fail "podman inspect gives pweb no address on pnet2"
 fetch "podman: the second NIC's address on pnet2" "http://$ip2/" husk-page
+! vhost_in_use || fail "io.husk.net.backend=virtio: pweb's husk-vmm has /dev/vhost-net open"
 expect_run "podman: the container has two NICs with addresses" 0 2 $P exec pweb \
     sh -c 'ip -o -4 addr show | grep -vc " lo "'
 expect_run "podman rm -f" 0 "" $P rm -f -t 0 pweb
