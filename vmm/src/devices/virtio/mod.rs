@@ -116,6 +116,24 @@ pub enum ActivateError {
     Other(String),
 }
 
+impl ActivateError {
+    /// `Ok` when a device that serves `expected` queues got as many, and,
+    /// for a device the guest's kicks bypass (vhost), as many notifiers.
+    pub fn check_queues(
+        expected: usize,
+        got: usize,
+        notifiers: Option<usize>,
+    ) -> Result<(), ActivateError> {
+        if got != expected {
+            return Err(ActivateError::QueueCount { expected, got });
+        }
+        if notifiers.is_some_and(|n| n != expected) {
+            return Err(ActivateError::Other("no queue notifiers".into()));
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for ActivateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -299,15 +299,7 @@ impl VirtioDevice for Fs {
         interrupt: Arc<Interrupt>,
         acked_features: u64,
     ) -> Result<(), ActivateError> {
-        if queues.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                got: queues.len(),
-            });
-        }
-        if self.kicks.len() != NUM_QUEUES {
-            return Err(ActivateError::Other("no queue notifiers".into()));
-        }
+        ActivateError::check_queues(NUM_QUEUES, queues.len(), Some(self.kicks.len()))?;
         let rings = queues
             .iter()
             .map(|q| ring_of(&mem, q))

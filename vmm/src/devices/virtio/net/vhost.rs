@@ -398,15 +398,7 @@ impl<K: Kernel> VirtioDevice for VhostNet<K> {
         interrupt: Arc<Interrupt>,
         acked_features: u64,
     ) -> Result<(), ActivateError> {
-        if queues.len() != QUEUES {
-            return Err(ActivateError::QueueCount {
-                expected: QUEUES,
-                got: queues.len(),
-            });
-        }
-        if self.kicks.len() != QUEUES {
-            return Err(ActivateError::Other("no queue notifiers".into()));
-        }
+        ActivateError::check_queues(QUEUES, queues.len(), Some(self.kicks.len()))?;
         if self.running {
             self.stop(true);
         }

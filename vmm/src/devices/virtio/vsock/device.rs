@@ -268,12 +268,7 @@ impl VirtioDevice for Vsock {
         // Once per driver bring-up, never per packet.
         static ACTIVATED: AtomicBool = AtomicBool::new(false);
         crate::timing::mark_once(&ACTIVATED, "guest: vsock driver up");
-        if queues.len() != 3 {
-            return Err(ActivateError::QueueCount {
-                expected: 3,
-                got: queues.len(),
-            });
-        }
+        ActivateError::check_queues(3, queues.len(), None)?;
         self.active = Some(Active {
             mem,
             queues,
