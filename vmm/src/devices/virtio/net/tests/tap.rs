@@ -227,40 +227,49 @@ fn frames_cross_a_real_tap_both_ways() {
         };
         assert_eq!(offloads(&g), all, "TUNSETOFFLOAD refused");
         g.post_rx(64, RX_BUF);
-        configure("husknet0");
-        let host = UdpSocket::bind((HOST_IP, 0)).unwrap();
-        host.send_to(b"who is there", (GUEST_IP, 9)).unwrap();
-        // IPv6 router solicitations and the like may come first.
-        let end = Instant::now() + Duration::from_secs(5);
-        let arp = loop {
-            let (f, _) = g.guest_recv();
-            let eth = &f[HDR_LEN..];
-            if eth[12..14] == [0x08, 0x06] && eth[38..42] == GUEST_IP.octets() {
-                break f;
-            }
-            assert!(Instant::now() < end, "no ARP request for the guest");
-        };
-        let tap_mac = arp[HDR_LEN + 6..HDR_LEN + 12].to_vec();
-        let port = host.local_addr().unwrap().port();
-        g.guest_send(&udp_frame(&tap_mac, port, b"hello from the guest"), 4096);
-        host.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 64];
-        let mut got = None;
-        assert!(
-            g.drv.run_until(5, |_| {
-                got = host.recv_from(&mut buf).ok();
-                got.is_some()
-            }),
-            "no datagram from the guest (tx errors: {})",
-            count(&g.stats.tx_errors)
-        );
-        let (n, from) = got.unwrap();
-        assert_eq!(&buf[..n], b"hello from the guest");
-        assert_eq!(from.ip(), GUEST_IP);
+        exchange_with_host(&mut g, "husknet0");
         assert_eq!(count(&g.stats.tx_errors), 0);
         // A driver without offloads: the tap is told so.
         assert!(g.drv.reset_and_activate(1 << VIRTIO_NET_F_MRG_RXBUF));
         assert_eq!(offloads(&g), 0);
         drop(tap);
     });
+}
+
+/// Over the tap `name` (configured here, the guest's rx buffers posted):
+/// a host datagram to the guest's address makes the host ARP for it, and
+/// that request reaches the guest; the guest's UDP datagram to the host,
+/// sent to the MAC it came from, reaches a host socket from the guest's
+/// address.
+pub(super) fn exchange_with_host(g: &mut G, name: &str) {
+    configure(name);
+    let host = UdpSocket::bind((HOST_IP, 0)).unwrap();
+    host.send_to(b"who is there", (GUEST_IP, 9)).unwrap();
+    // IPv6 router solicitations and the like may come first.
+    let end = Instant::now() + Duration::from_secs(5);
+    let arp = loop {
+        let (f, _) = g.guest_recv();
+        let eth = &f[HDR_LEN..];
+        if eth[12..14] == [0x08, 0x06] && eth[38..42] == GUEST_IP.octets() {
+            break f;
+        }
+        assert!(Instant::now() < end, "no ARP request for the guest");
+    };
+    let tap_mac = arp[HDR_LEN + 6..HDR_LEN + 12].to_vec();
+    let port = host.local_addr().unwrap().port();
+    g.guest_send(&udp_frame(&tap_mac, port, b"hello from the guest"), 4096);
+    host.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = None;
+    assert!(
+        g.drv.run_until(5, |_| {
+            got = host.recv_from(&mut buf).ok();
+            got.is_some()
+        }),
+        "no datagram from the guest (tx errors: {})",
+        g.stats.tx_errors.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let (n, from) = got.unwrap();
+    assert_eq!(&buf[..n], b"hello from the guest");
+    assert_eq!(from.ip(), GUEST_IP);
 }

@@ -5,7 +5,6 @@
 //! test's own.
 
 use std::fs::File;
-use std::net::UdpSocket;
 use std::sync::Mutex;
 
 use ::vhost::{VhostUserMemoryRegionInfo, VringConfigData};
@@ -20,7 +19,7 @@ use super::super::vhost::{
     kernel_acked, mem_table, offered_with, open_kernel, Kernel, VhostError, KERNEL_FEATURES,
 };
 use super::super::{MacAddr, NetError, VhostNet, VHOST_NET_PATH};
-use super::tap::{configure, in_netns, udp_frame, GUEST_IP, HOST_IP};
+use super::tap::{exchange_with_host, in_netns};
 use super::*;
 use crate::devices::virtio::test_utils::low32;
 use crate::devices::virtio::{ActivateError, Interrupt, VirtioDevice};
@@ -330,35 +329,7 @@ fn the_kernels_vhost_net_moves_frames_through_a_real_tap() {
         assert_ne!(offered & bit(VIRTIO_RING_F_EVENT_IDX), 0, "{offered:#x}");
         assert!(g.drv.activate(ALL & offered));
         g.post_rx(64, RX_BUF);
-        configure("huskvh0");
-        let host = UdpSocket::bind((HOST_IP, 0)).unwrap();
-        host.send_to(b"who is there", (GUEST_IP, 9)).unwrap();
-        // IPv6 router solicitations and the like may come first.
-        let end = Instant::now() + Duration::from_secs(5);
-        let arp = loop {
-            let (f, _) = g.guest_recv();
-            let eth = &f[HDR_LEN..];
-            if eth[12..14] == [0x08, 0x06] && eth[38..42] == GUEST_IP.octets() {
-                break f;
-            }
-            assert!(Instant::now() < end, "no ARP request for the guest");
-        };
-        let tap_mac = arp[HDR_LEN + 6..HDR_LEN + 12].to_vec();
-        let port = host.local_addr().unwrap().port();
-        g.guest_send(&udp_frame(&tap_mac, port, b"hello from the guest"), 4096);
-        host.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 64];
-        let mut got = None;
-        assert!(
-            g.drv.run_until(5, |_| {
-                got = host.recv_from(&mut buf).ok();
-                got.is_some()
-            }),
-            "no datagram from the guest"
-        );
-        let (n, from) = got.unwrap();
-        assert_eq!(&buf[..n], b"hello from the guest");
-        assert_eq!(from.ip(), GUEST_IP);
+        exchange_with_host(&mut g, "huskvh0");
         // The tx chain came back used, by the kernel.
         assert!(g.drv.run_until(5, |d| !d.take_used(TX).is_empty()));
         assert!(g.drv.reset_and_activate(bit(VIRTIO_NET_F_MRG_RXBUF)));
