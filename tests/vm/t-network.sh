@@ -4,9 +4,10 @@
 # container by IP), a user-defined network (containers reach each other by
 # name through Docker's embedded DNS, forwarded over vsock), --network host
 # refused with husk's one-line reason, --network none gives lo only, kill -9
-# of the monitor takes the VM with it, and Podman's CNI bridge with a
-# published port and a second network (two NICs). After each group: no husk-vmm, virtiofsd or monitor left,
-# and no husk tap in any network namespace the daemons still have.
+# of the monitor or of husk-vmm leaves nothing behind, and Podman's CNI
+# bridge with a published port and a second network (two NICs). After each
+# group: no husk-vmm, virtiofsd or monitor left, and no husk tap in any
+# network namespace the daemons still have.
 # shellcheck shell=sh
 # shellcheck disable=SC2086  # $P is a command prefix ("podman --runtime PATH"), split into words on purpose
 here=$(cd "$(dirname "$0")" && pwd)
@@ -123,6 +124,18 @@ until [ "$(docker inspect -f '{{.State.Running}}' k9)" = false ]; do
 done
 expect_run "docker rm -f k9" 0 k9 docker rm -f k9
 clean "after kill -9 of the monitor"
+# -- husk-vmm crashes (kill -9): the container ends, and the same holds.
+expect_run "docker run -d (its VMM to be killed)" 0 "" docker run -d --runtime husk --name v9 busybox sleep 600
+vmm=$(find_procs husk-vmm | cut -d' ' -f1)
+[ -n "$vmm" ] || fail "no husk-vmm for v9"
+kill -9 $vmm
+i=0
+until [ "$(docker inspect -f '{{.State.Running}}' v9)" = false ]; do
+    i=$((i + 1)); [ $i -lt 150 ] || fail "v9 still running 30 s after kill -9 of its husk-vmm ($vmm)"
+    sleep 0.2
+done
+expect_run "docker rm -f v9" 0 v9 docker rm -f v9
+clean "after kill -9 of husk-vmm"
 stop_dockerd
 
 # -- Podman: the CNI bridge and a published port; two networks, two NICs
