@@ -1,9 +1,10 @@
-//! Reads bounded by a deadline, for streams whose peer is not trusted to
-//! send on time (the guest's DNS queries on the host, the host's answers
-//! in the guest): each read waits at most the time left, and the whole
-//! fill gives up at the deadline however the bytes trickle in.
+//! Reads and writes bounded by a deadline, for streams whose peer is not
+//! trusted to keep time (the guest's DNS queries on the host, the host's
+//! answers in the guest, the agent's answers to the host): each read or
+//! write waits at most the time left, and the whole exchange gives up at
+//! the deadline however the bytes trickle in.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 /// Fills `buf` from `r` by `deadline`. Before each read, `set_timeout(r,
@@ -20,15 +21,7 @@ pub fn read_exact_by<R: Read + ?Sized>(
 ) -> io::Result<()> {
     let mut got = 0;
     while got < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("{got} of {} bytes by the deadline", buf.len()),
-            ));
-        }
-        set_timeout(r, left)?;
-        match r.read(&mut buf[got..]) {
+        match read_by(r, &mut buf[got..], deadline, &mut set_timeout) {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -39,11 +32,70 @@ pub fn read_exact_by<R: Read + ?Sized>(
                 ))
             }
             Ok(n) => got += n,
-            Err(e) if is_wait_over(&e) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{got} of {} bytes by the deadline", buf.len()),
+                ))
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// One read of at least one byte (or the end of the stream) by
+/// `deadline`: like [`read_exact_by`], each wait is bounded by the time
+/// left, and a wait that ends early is tried again until the deadline.
+/// Wraps a stream whose every read must end in time, such as a frame
+/// reader's.
+///
+/// Errors: `TimedOut` at the deadline, else the read's or `set_timeout`'s.
+pub fn read_by<R: Read + ?Sized>(
+    r: &mut R,
+    buf: &mut [u8],
+    deadline: Instant,
+    mut set_timeout: impl FnMut(&mut R, Duration) -> io::Result<()>,
+) -> io::Result<usize> {
+    loop {
+        set_timeout(r, time_left(deadline)?)?;
+        match r.read(buf) {
+            Err(e) if is_wait_over(&e) => {}
+            other => return other,
+        }
+    }
+}
+
+/// One write of at least one byte by `deadline`, as [`read_by`] reads
+/// (`set_timeout` is then `set_write_timeout` on a socket): a peer that
+/// takes our bytes one at a time cannot hold a writer past its deadline.
+///
+/// Errors: `TimedOut` at the deadline, else the write's or `set_timeout`'s.
+pub fn write_by<W: Write + ?Sized>(
+    w: &mut W,
+    buf: &[u8],
+    deadline: Instant,
+    mut set_timeout: impl FnMut(&mut W, Duration) -> io::Result<()>,
+) -> io::Result<usize> {
+    loop {
+        set_timeout(w, time_left(deadline)?)?;
+        match w.write(buf) {
+            Err(e) if is_wait_over(&e) => {}
+            other => return other,
+        }
+    }
+}
+
+/// The time left until `deadline`; `TimedOut` once it passed.
+fn time_left(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the deadline passed",
+        ));
+    }
+    Ok(left)
 }
 
 /// Whether a read ended only because its wait did (a socket timeout,
@@ -104,5 +156,28 @@ mod tests {
             e.to_string(),
             "the peer closed the connection after 1 of 2 bytes"
         );
+    }
+
+    #[test]
+    fn read_by_and_write_by_give_up_at_the_deadline() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let t0 = Instant::now();
+        let e = read_by(&mut b, &mut [0; 8], t0 + Duration::from_millis(50), timeout).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        // Nobody reads `a`: writes fill its buffer, then wait until the deadline.
+        let mut a = a;
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let big = vec![0u8; 64 * 1024];
+        let set = |s: &mut UnixStream, t| s.set_write_timeout(Some(t));
+        let e = loop {
+            match write_by(&mut a, &big, deadline, set) {
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(Instant::now() >= deadline);
+        drop(b);
     }
 }
