@@ -10,13 +10,22 @@
 //! reasons (Firecracker) just closes. [`Client::connect_uds_retry`] retries
 //! with a short backoff while the guest boots; [`Client::connect_uds_within`]
 //! retries what a running guest may refuse for a moment.
+//!
+//! The guest is not trusted to keep time: every call has a deadline (the
+//! client's timeout, counted from the call's start) that holds however the
+//! agent's bytes trickle in, and so does the handshake. Only what is meant
+//! to block for as long as a process lives (a [`Client::wait`] after
+//! [`Client::clear_timeout`], an [`Events`] stream, a stdio stream) is left
+//! unbounded; it ends when the agent or the VM goes.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use husk_sys::deadline::{read_by, write_by};
 
 use crate::frame::{read_frame, write_frame, FrameError};
 pub use crate::handshake::{
@@ -76,6 +85,14 @@ pub enum ClientError {
     },
     #[error("cannot set socket timeout: {0}")]
     Timeout(#[source] io::Error),
+    /// The call's deadline passed before the agent's whole answer came (a
+    /// stalled agent, or one that trickles its bytes); the connection is
+    /// unusable afterwards.
+    #[error("no answer to {request} within {} ms (the agent is stalled or sends too slowly)", limit.as_millis())]
+    Deadline {
+        request: &'static str,
+        limit: Duration,
+    },
     /// An earlier I/O or framing error left the stream out of sync.
     #[error("connection unusable after an earlier error")]
     Broken,
@@ -118,14 +135,47 @@ pub struct Client {
     stream: UnixStream,
     next_id: u64,
     broken: bool,
+    /// How long one call may take in all; `None`: unbounded.
+    limit: Option<Duration>,
+}
+
+/// A stream read and written by a deadline (`None`: plain blocking I/O).
+struct By<'a> {
+    stream: &'a UnixStream,
+    deadline: Option<Instant>,
+}
+
+impl Read for By<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.deadline {
+            None => self.stream.read(buf),
+            Some(d) => read_by(&mut self.stream, buf, d, |s, t| s.set_read_timeout(Some(t))),
+        }
+    }
+}
+
+impl Write for By<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.deadline {
+            None => self.stream.write(buf),
+            Some(d) => write_by(&mut self.stream, buf, d, |s, t| {
+                s.set_write_timeout(Some(t))
+            }),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Client {
     /// Connects to the VMM's vsock Unix socket at `uds_path` and does the
-    /// `CONNECT port` handshake. `timeout` bounds the handshake and becomes
-    /// the read/write timeout of later calls (see [`Client::set_timeout`]).
+    /// `CONNECT port` handshake. `timeout` bounds the whole handshake and
+    /// becomes the deadline of each later call (see [`Client::set_timeout`]).
     pub fn connect_uds(uds_path: impl AsRef<Path>, port: u32, timeout: Duration) -> Result<Client> {
         let path = uds_path.as_ref();
+        let deadline = Instant::now() + timeout.max(MIN_TIMEOUT);
         let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
             path: path.to_owned(),
             source,
@@ -137,11 +187,13 @@ impl Client {
             port,
             source,
         };
-        client
-            .stream
-            .write_all(format!("CONNECT {port}\n").as_bytes())
+        let mut io = By {
+            stream: &client.stream,
+            deadline: Some(deadline),
+        };
+        io.write_all(format!("CONNECT {port}\n").as_bytes())
             .map_err(|e| hs(HandshakeError::Io(e)))?;
-        read_handshake_reply(&mut client.stream).map_err(hs)?;
+        read_handshake_reply(&mut io).map_err(hs)?;
         Ok(client)
     }
 
@@ -213,18 +265,23 @@ impl Client {
     }
 
     /// Wraps an already connected stream (no handshake), e.g. a Unix socket
-    /// served by `husk-agent --listen-unix`. No timeout is set.
+    /// served by `husk-agent --listen-unix`. No timeout is set: calls are
+    /// unbounded until [`Client::set_timeout`].
     pub fn from_stream(stream: UnixStream) -> Client {
         Client {
             stream,
             next_id: 1,
             broken: false,
+            limit: None,
         }
     }
 
-    /// Sets the read and write timeout of the stream (at least 1 ms).
+    /// Bounds each later call as a whole (at least 1 ms): a call gives up
+    /// with [`ClientError::Deadline`] `timeout` after it began, however
+    /// slowly the agent sends. Also the stream's read and write timeout.
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
-        let t = Some(timeout.max(MIN_TIMEOUT));
+        self.limit = Some(timeout.max(MIN_TIMEOUT));
+        let t = self.limit;
         self.stream
             .set_read_timeout(t)
             .map_err(ClientError::Timeout)?;
@@ -239,24 +296,38 @@ impl Client {
         &self.stream
     }
 
-    /// Sends `request` and waits for its response. After an I/O error, a
-    /// timeout or a response with the wrong id the connection is marked broken
-    /// and later calls fail with [`ClientError::Broken`].
+    /// Sends `request` and waits for its response, by the call's deadline
+    /// if there is one ([`Client::set_timeout`]). After an I/O error, a
+    /// missed deadline or a response with the wrong id the connection is
+    /// marked broken and later calls fail with [`ClientError::Broken`].
     pub fn call(&mut self, request: Request) -> Result<Response> {
         if self.broken {
             return Err(ClientError::Broken);
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        if let Err(e) = write_frame(&mut self.stream, &RequestFrame::new(id, request)) {
+        let name = request.name();
+        let limit = self.limit;
+        let late = |e: FrameError| match limit {
+            Some(limit) if e.is_timeout() => ClientError::Deadline {
+                request: name,
+                limit,
+            },
+            _ => e.into(),
+        };
+        let mut io = By {
+            stream: &self.stream,
+            deadline: limit.map(|l| Instant::now() + l),
+        };
+        if let Err(e) = write_frame(&mut io, &RequestFrame::new(id, request)) {
             self.broken = true;
-            return Err(e.into());
+            return Err(late(e));
         }
-        let frame: ResponseFrame = match read_frame(&mut self.stream) {
+        let frame: ResponseFrame = match read_frame(&mut io) {
             Ok(f) => f,
             Err(e) => {
                 self.broken = !e.stream_in_sync();
-                return Err(e.into());
+                return Err(late(e));
             }
         };
         if frame.version != PROTOCOL_VERSION {
@@ -272,9 +343,11 @@ impl Client {
         Ok(frame.response)
     }
 
-    /// Removes the read and write timeouts (for calls that block until a
-    /// process exits, such as [`Client::wait`]).
+    /// Removes the calls' deadline and the stream's timeouts (for calls
+    /// that block until a process exits, such as [`Client::wait`]): such a
+    /// call ends when the agent answers or the connection goes.
     pub fn clear_timeout(&mut self) -> Result<()> {
+        self.limit = None;
         self.stream
             .set_read_timeout(None)
             .map_err(ClientError::Timeout)?;
@@ -902,10 +975,14 @@ mod tests {
         let mut c = Client::from_stream(a);
         c.set_timeout(Duration::from_millis(30)).unwrap();
         let e = c.call(Request::Ping).unwrap_err();
-        match &e {
-            ClientError::Frame(f) => assert!(f.is_timeout(), "{e}"),
-            _ => panic!("{e}"),
-        }
+        assert!(
+            matches!(e, ClientError::Deadline { request: "ping", limit } if limit.as_millis() == 30),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "no answer to ping within 30 ms (the agent is stalled or sends too slowly)"
+        );
         assert!(matches!(c.call(Request::Ping), Err(ClientError::Broken)));
     }
 
@@ -922,5 +999,100 @@ mod tests {
         let e = c.call(Request::Shutdown).unwrap_err();
         assert!(matches!(e, ClientError::VersionMismatch { got: 2 }), "{e}");
         t.join().unwrap();
+    }
+
+    /// A hostile agent: reads one request, then sends a plausible answer
+    /// one byte per `every` for as long as anyone listens.
+    fn trickle_answer(mut s: UnixStream, every: Duration) {
+        let _ = read_frame::<_, RequestFrame>(&mut s);
+        let mut bytes = 1000u32.to_be_bytes().to_vec();
+        bytes.resize(1004, b' ');
+        for b in bytes {
+            if s.write_all(&[b]).is_err() {
+                return;
+            }
+            thread::sleep(every);
+        }
+    }
+
+    /// Runs `f` in a thread and waits at most `limit` for its result, so
+    /// that a call that never ends fails the test instead of hanging it.
+    fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit)
+            .expect("the call did not end by its deadline")
+    }
+
+    #[test]
+    fn a_trickling_agent_cannot_hold_a_call_past_its_deadline() {
+        let (a, b) = UnixStream::pair().unwrap();
+        thread::spawn(move || trickle_answer(b, Duration::from_secs(1)));
+        let start = Instant::now();
+        let (e, mut c) = within(Duration::from_secs(10), move || {
+            let mut c = Client::from_stream(a);
+            c.set_timeout(Duration::from_secs(2)).unwrap();
+            (c.call(Request::Ping).unwrap_err(), c)
+        });
+        let took = start.elapsed();
+        assert!(
+            matches!(
+                e,
+                ClientError::Deadline {
+                    request: "ping",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert!(matches!(c.call(Request::Ping), Err(ClientError::Broken)));
+    }
+
+    #[test]
+    fn a_cleared_timeout_leaves_a_call_unbounded() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let t = thread::spawn(move || {
+            let req: RequestFrame = read_frame(&mut b).unwrap();
+            thread::sleep(Duration::from_millis(300));
+            write_frame(&mut b, &ResponseFrame::new(req.id, Response::Ok)).unwrap();
+        });
+        let mut c = Client::from_stream(a);
+        c.set_timeout(Duration::from_millis(100)).unwrap();
+        c.clear_timeout().unwrap();
+        assert_eq!(c.call(Request::Shutdown).unwrap(), Response::Ok);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_trickled_handshake_gives_up_at_the_deadline() {
+        let p = tmp_sock("trickle-hs.sock");
+        let listener = UnixListener::bind(&*p).unwrap();
+        thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.read(&mut [0u8; 64]);
+            for b in b"OK 1234567890123456789012345678901234567890" {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(300));
+            }
+        });
+        let start = Instant::now();
+        let e = within(Duration::from_secs(10), move || {
+            Client::connect_uds(&p, crate::AGENT_PORT, Duration::from_secs(1)).unwrap_err()
+        });
+        let took = start.elapsed();
+        assert!(
+            matches!(&e, ClientError::Handshake { source: HandshakeError::Io(io), .. }
+                if io.kind() == io::ErrorKind::TimedOut),
+            "{e}"
+        );
+        assert!(took < Duration::from_millis(1500), "{took:?}");
     }
 }
