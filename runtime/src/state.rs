@@ -17,6 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,17 @@ pub enum StateError {
     LockFile { id: String, source: io::Error },
     #[error("lock {}: {source}", path.display())]
     Lock { path: PathBuf, source: io::Error },
+    /// Another command kept the container's lock for longer than we wait.
+    #[error(
+        "container {id}: another command still holds its lock {} after {} s",
+        path.display(),
+        waited.as_secs()
+    )]
+    LockTimeout {
+        id: String,
+        path: PathBuf,
+        waited: Duration,
+    },
     #[error("read {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error("{}: corrupt state: {source}", path.display())]
@@ -125,6 +137,14 @@ pub struct Store {
 /// An exclusive lock on one container's state (released on drop).
 pub struct Lock(#[allow(dead_code)] File);
 
+/// How long [`Store::lock`] waits for another command's lock: longer than a
+/// `create` holds it while the microVM boots (the boot timeout, 120 s by
+/// default, plus 60 s), short of forever.
+pub const LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Longest pause between two tries of a lock that is held.
+const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
+
 impl Store {
     pub fn new(root: PathBuf) -> Store {
         Store { root }
@@ -150,8 +170,17 @@ impl Store {
         }
     }
 
-    /// Takes the container's lock, waiting for other commands on it.
+    /// Takes the container's lock, waiting up to [`LOCK_WAIT`] for other
+    /// commands on it.
     pub fn lock(&self, id: &str) -> Result<Lock> {
+        self.lock_within(id, LOCK_WAIT)
+    }
+
+    /// Takes the container's lock, waiting up to `limit` for other commands
+    /// on it (tries without blocking, with pauses growing from 1 to 50 ms):
+    /// [`StateError::LockTimeout`] names the container and the lock file
+    /// when the holder does not let go in time.
+    pub fn lock_within(&self, id: &str, limit: Duration) -> Result<Lock> {
         let d = self.dir(id);
         if !d.is_dir() {
             return Err(StateError::NotFound { id: id.to_string() });
@@ -165,15 +194,34 @@ impl Store {
                 id: id.to_string(),
                 source,
             })?;
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
         loop {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return Ok(Lock(f));
             }
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(StateError::Lock { path: d, source: e });
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {}
+                _ => {
+                    return Err(StateError::Lock {
+                        path: d.join("lock"),
+                        source: e,
+                    })
+                }
             }
+            let waited = start.elapsed();
+            if waited >= limit {
+                return Err(StateError::LockTimeout {
+                    id: id.to_string(),
+                    path: d.join("lock"),
+                    waited,
+                });
+            }
+            std::thread::sleep(pause.min(limit - waited));
+            pause = (pause * 2).min(LOCK_POLL_MAX);
         }
     }
 
@@ -299,6 +347,44 @@ mod tests {
         s.remove("c1").unwrap();
         assert!(s.ids().is_empty());
         assert!(s.lock("c1").is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_a_bounded_time() {
+        let root = tmp();
+        let s = Store::new(root.clone());
+        s.create_dir("c2").unwrap();
+        let held = s.lock("c2").unwrap();
+        let start = Instant::now();
+        let e = s
+            .lock_within("c2", Duration::from_millis(200))
+            .err()
+            .expect("the lock is held");
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        let path = root.join("c2/lock");
+        assert!(
+            matches!(&e, StateError::LockTimeout { id, path: p, .. } if id == "c2" && *p == path),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "container c2: another command still holds its lock {} after 0 s",
+                path.display()
+            )
+        );
+        // Let go while another waits: it gets the lock.
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        s.lock_within("c2", Duration::from_secs(5)).unwrap();
+        t.join().unwrap();
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
