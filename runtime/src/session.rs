@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use husk_protocol::client::{Client, ClientError};
 use husk_protocol::{ExitInfo, StdioConfig, StdioStream, AGENT_PORT};
@@ -65,6 +65,15 @@ impl Target {
     /// [`Target::connect`] with its own bound (also the call timeout).
     pub fn connect_within(&self, limit: Duration) -> Result<Client> {
         Client::connect_uds_within(&self.vsock, AGENT_PORT, limit).map_err(SessionError::Agent)
+    }
+
+    /// [`Target::connect`] by `deadline`: connecting, and each call on the
+    /// connection, end by then whatever the guest does.
+    pub fn connect_by(&self, deadline: Instant) -> Result<Client> {
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let mut c = self.connect_within(left())?;
+        c.set_timeout(left())?;
+        Ok(c)
     }
 }
 
