@@ -111,17 +111,23 @@ clean "after --network host"
 expect_run "--network none: lo only" 0 lo docker run --rm --runtime husk --network none busybox ls /sys/class/net
 clean "after --network none"
 
+# wait_docker_stopped NAME WHAT: Docker sees container NAME stopped within
+# 30 s of WHAT, or the test fails.
+wait_docker_stopped() {
+    local i=0
+    until [ "$(docker inspect -f '{{.State.Running}}' "$1")" = false ]; do
+        i=$((i + 1)); [ $i -lt 150 ] || fail "$1 still running 30 s after $2"
+        sleep 0.2
+    done
+}
+
 # -- kill -9 of the monitor (the pid Docker waits on): the VM, its helpers
 #    and the tap go with it, and Docker's own cleanup still works.
 expect_run "docker run -d (to be killed)" 0 "" docker run -d --runtime husk --name k9 busybox sleep 600
 mon=$(docker inspect -f '{{.State.Pid}}' k9)
 [ "${mon:-0}" -gt 0 ] || fail "docker inspect gives k9 no pid"
 kill -9 "$mon"
-i=0
-until [ "$(docker inspect -f '{{.State.Running}}' k9)" = false ]; do
-    i=$((i + 1)); [ $i -lt 150 ] || fail "k9 still running 30 s after kill -9 of its monitor ($mon)"
-    sleep 0.2
-done
+wait_docker_stopped k9 "kill -9 of its monitor ($mon)"
 expect_run "docker rm -f k9" 0 k9 docker rm -f k9
 clean "after kill -9 of the monitor"
 # -- husk-vmm crashes (kill -9): the container ends, and the same holds.
@@ -129,11 +135,7 @@ expect_run "docker run -d (its VMM to be killed)" 0 "" docker run -d --runtime h
 vmm=$(find_procs husk-vmm | cut -d' ' -f1)
 [ -n "$vmm" ] || fail "no husk-vmm for v9"
 kill -9 $vmm
-i=0
-until [ "$(docker inspect -f '{{.State.Running}}' v9)" = false ]; do
-    i=$((i + 1)); [ $i -lt 150 ] || fail "v9 still running 30 s after kill -9 of its husk-vmm ($vmm)"
-    sleep 0.2
-done
+wait_docker_stopped v9 "kill -9 of its husk-vmm ($vmm)"
 expect_run "docker rm -f v9" 0 v9 docker rm -f v9
 clean "after kill -9 of husk-vmm"
 stop_dockerd

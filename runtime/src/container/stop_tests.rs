@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 use crate::state::State;
@@ -128,16 +128,10 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 fn kill_9_stops_the_vm_of_a_trickling_agent() {
     let mut fx = Fixture::new("kill");
     let (root, target) = (fx.root.clone(), fx.target());
-    let start = Instant::now();
-    within(Duration::from_secs(15), move || {
+    within(Duration::from_secs(10), move || {
         kill_via(&Store::new(root), "c", libc::SIGKILL, false, target)
     })
     .unwrap();
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        start.elapsed()
-    );
     assert!(fx.monitor_killed());
     let st = fx.store.load("c").unwrap();
     assert_eq!((st.status, st.exit_status), (Status::Stopped, Some(137)));
@@ -149,16 +143,10 @@ fn kill_9_stops_the_vm_of_a_trickling_agent() {
 fn delete_force_removes_a_container_whose_agent_trickles() {
     let mut fx = Fixture::new("delete");
     let (root, target) = (fx.root.clone(), fx.target());
-    let start = Instant::now();
-    within(Duration::from_secs(15), move || {
+    within(Duration::from_secs(10), move || {
         delete_via(&Store::new(root), "c", true, target)
     })
     .unwrap();
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        start.elapsed()
-    );
     assert!(fx.monitor_killed());
     assert!(!fx.store.dir("c").exists());
 }

@@ -79,6 +79,28 @@ pub struct Sample {
     pub guest_cpu_ms: Option<f64>,
 }
 
+impl Sample {
+    /// What VMM process `pid` shows when its agent answered Ping, `ready`
+    /// after the spawn; `total_ms` and husk-vmm's own timing are set later.
+    fn at_ready(pid: i32, spec: &BootSpec, ready: Duration, info: &PingInfo) -> Sample {
+        let cpu = proc_cpu_ms(pid);
+        let m = mem::proc_mem(pid, spec.guest_ram_min()).ok();
+        Sample {
+            ready_ms: ms(ready),
+            guest_uptime_ms: info.uptime_ms,
+            total_ms: 0.0,
+            guest_mem_total_kib: info.mem_total_kib,
+            host_pss_kib: m.as_ref().map(|m| m.host_pss_kib()),
+            guest_ram_pss_kib: m.as_ref().map(|m| m.guest_ram_pss_kib),
+            first_kvm_run_cpu_ms: None,
+            first_kvm_run_wall_ms: None,
+            phases: Vec::new(),
+            vmm_cpu_ms: cpu.map(|c| c.0),
+            guest_cpu_ms: cpu.map(|c| c.1),
+        }
+    }
+}
+
 /// One `husk-vmm: timing:` line.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Phase {
@@ -342,25 +364,13 @@ pub fn husk_sample(bin: &Path, spec: &BootSpec, tmp: &Path) -> Result<Sample, St
     let t0 = Instant::now();
     let mut vmm = spawn_husk(bin, spec, &uds, &tmp.join("husk.log"), false)?;
     let (client, info, ready) = husk_wait_agent(&mut vmm, &uds, t0, spec.timeout)?;
-    let cpu = proc_cpu_ms(vmm.pid());
-    let m = mem::proc_mem(vmm.pid(), spec.guest_ram_min()).ok();
+    let mut s = Sample::at_ready(vmm.pid(), spec, ready, &info);
     let log = vmm.log.clone();
     husk_shutdown(vmm, client)?;
-    let phases = parse_phases(&std::fs::read_to_string(&log).unwrap_or_default());
-    let first = first_kvm_run(&phases);
-    Ok(Sample {
-        ready_ms: ms(ready),
-        guest_uptime_ms: info.uptime_ms,
-        total_ms: ms(t0.elapsed()),
-        guest_mem_total_kib: info.mem_total_kib,
-        host_pss_kib: m.as_ref().map(|m| m.host_pss_kib()),
-        guest_ram_pss_kib: m.as_ref().map(|m| m.guest_ram_pss_kib),
-        first_kvm_run_wall_ms: first.map(|f| f.0),
-        first_kvm_run_cpu_ms: first.map(|f| f.1),
-        phases,
-        vmm_cpu_ms: cpu.map(|c| c.0),
-        guest_cpu_ms: cpu.map(|c| c.1),
-    })
+    s.phases = parse_phases(&std::fs::read_to_string(&log).unwrap_or_default());
+    (s.first_kvm_run_wall_ms, s.first_kvm_run_cpu_ms) = first_kvm_run(&s.phases).unzip();
+    s.total_ms = ms(t0.elapsed());
+    Ok(s)
 }
 
 /// QEMU's microvm configured for fast boots: qboot firmware, no ACPI (our
@@ -427,25 +437,12 @@ pub fn qemu_sample(bin: &Path, spec: &BootSpec, cid: u32, tmp: &Path) -> Result<
         Response::Pong(p) => Ok(p),
         other => Err(format!("unexpected answer to Ping: {other:?}")),
     })?;
-    let ready = t0.elapsed();
-    let cpu = proc_cpu_ms(vmm.pid());
-    let m = mem::proc_mem(vmm.pid(), spec.guest_ram_min()).ok();
+    let mut s = Sample::at_ready(vmm.pid(), spec, t0.elapsed(), &info);
     let _ = vsock_call(&mut sock, 2, Request::Shutdown)?;
     drop(sock);
     vmm.wait(Duration::from_secs(30))?;
-    Ok(Sample {
-        ready_ms: ms(ready),
-        guest_uptime_ms: info.uptime_ms,
-        total_ms: ms(t0.elapsed()),
-        guest_mem_total_kib: info.mem_total_kib,
-        host_pss_kib: m.as_ref().map(|m| m.host_pss_kib()),
-        guest_ram_pss_kib: m.as_ref().map(|m| m.guest_ram_pss_kib),
-        first_kvm_run_cpu_ms: None,
-        first_kvm_run_wall_ms: None,
-        phases: Vec::new(),
-        vmm_cpu_ms: cpu.map(|c| c.0),
-        guest_cpu_ms: cpu.map(|c| c.1),
-    })
+    s.total_ms = ms(t0.elapsed());
+    Ok(s)
 }
 
 /// Connects to the agent of QEMU guest `cid` started at `t0`: once its
