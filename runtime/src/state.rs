@@ -102,6 +102,29 @@ pub struct State {
     pub owner_uid: u32,
 }
 
+#[cfg(test)]
+impl State {
+    /// A running container `id` whose monitor is `monitor_pid`, as tests
+    /// of the commands around it need one.
+    pub(crate) fn running_for_test(id: &str, monitor_pid: i32) -> State {
+        State {
+            id: id.into(),
+            guest_id: id.into(),
+            bundle: "/nonexistent".into(),
+            rootfs: "/nonexistent/rootfs".into(),
+            created: "2026-01-01T00:00:00.000000000Z".into(),
+            annotations: Default::default(),
+            monitor_pid,
+            monitor_start: crate::util::proc_start_time(monitor_pid).unwrap_or(0),
+            status: Status::Running,
+            exit_status: None,
+            poststart: vec![],
+            poststop: vec![],
+            owner_uid: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {

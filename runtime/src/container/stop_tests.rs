@@ -61,21 +61,7 @@ impl Fixture {
         store.create_dir("c").unwrap();
         let monitor = Command::new("sleep").arg("1000").spawn().unwrap();
         let pid = util::pid(monitor.id());
-        let st = State {
-            id: "c".into(),
-            guest_id: "c".into(),
-            bundle: "/nonexistent".into(),
-            rootfs: "/nonexistent/rootfs".into(),
-            created: "2026-01-01T00:00:00.000000000Z".into(),
-            annotations: Default::default(),
-            monitor_pid: pid,
-            monitor_start: util::proc_start_time(pid).unwrap(),
-            status: Status::Running,
-            exit_status: None,
-            poststart: vec![],
-            poststop: vec![],
-            owner_uid: 0,
-        };
+        let st = State::running_for_test("c", pid);
         store.save(&st).unwrap();
         let vsock = root.join("vsock");
         trickling_agent(&vsock);

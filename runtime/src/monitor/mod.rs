@@ -80,6 +80,23 @@ pub fn record_exit(dir: &Path, status: i32) -> Result<()> {
     )?)
 }
 
+/// How long the monitor waits for another command's lock to save the
+/// container's final status.
+const FINAL_STATUS_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Records the container's exit: the exit file, which every command reads
+/// first (`container::live_status`), then the saved state under the
+/// container's lock, so that the write cannot race a `delete` removing the
+/// directory or a `start` saving Running after the process already ended.
+/// When another command keeps the lock past a short wait, the exit file
+/// alone says Stopped.
+pub fn record_final_status(store: &Store, id: &str, status: i32) {
+    let _ = record_exit(&store.dir(id), status);
+    if let Ok(_lock) = store.lock_within(id, FINAL_STATUS_LOCK_WAIT) {
+        let _ = store.set_status(id, Status::Stopped, Some(status));
+    }
+}
+
 /// The exit status the monitor recorded, if it did.
 pub fn recorded_exit(dir: &Path) -> Option<i32> {
     std::fs::read_to_string(exit_path(dir))
@@ -185,8 +202,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         Ok(Ev::HelperDied(n, s)) => crash(&dir, id, &format!("{n} exited ({s})")),
         Err(_) => crash(&dir, id, "monitor lost its event channel"),
     };
-    let _ = record_exit(&dir, status);
-    let _ = store.set_status(id, Status::Stopped, Some(status));
+    record_final_status(store, id, status);
     sb.stop();
     // The helpers' waiter threads reap them; don't wait long for that.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -360,3 +376,6 @@ pub fn exec_session(
 pub fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
     util::write_atomic(p, pid.to_string().as_bytes()).map_err(Error::PidFile)
 }
+
+#[cfg(test)]
+mod final_status_tests;
