@@ -309,9 +309,24 @@ impl Muxer {
                 if set.contains(EventSet::OUT) {
                     self.flush(data);
                 }
+                self.watch_close(data);
             }
         }
         self.mark(data);
+    }
+
+    /// Once the host side is gone entirely (hung up, and the guest told
+    /// there is nothing more to read), the guest has `close_timeout` to
+    /// answer with its RST; a guest that never does would otherwise keep
+    /// the connection, and a slot of `max_connections`, for ever.
+    fn watch_close(&mut self, data: u32) {
+        let Some(c) = self.conns.get_mut(&data) else {
+            return;
+        };
+        if c.host_hup && c.host_eof && c.deadline.is_none() {
+            c.deadline = Some(Instant::now() + self.close_timeout);
+            self.arm_timer();
+        }
     }
 
     fn read_handshake(&mut self, data: u32) {
@@ -562,6 +577,7 @@ impl Muxer {
             match c.produce(guest_cid, mem, buf) {
                 Produced::Nothing => idle.push(data),
                 Produced::Packet(len) => {
+                    self.watch_close(data);
                     self.mark(data);
                     out = Some(len);
                     break;

@@ -107,6 +107,37 @@ fn a_response_queued_before_the_deadline_wins_over_the_timer() {
 }
 
 #[test]
+fn a_connection_the_host_closed_ends_though_the_guest_never_answers() {
+    let mem = guest_memory();
+    let (_dir, path) = tmp();
+    let mut vsock = Vsock::new(GUEST_CID, &path).unwrap();
+    vsock.mux.close_timeout = Duration::from_millis(300);
+    let mut g = G::new(&mem, vsock);
+    g.post_rx(8);
+    let (host, hp) = g.host_connect(&path, 1024, b"");
+    drop(host);
+    // The guest is told the host will neither send nor read...
+    let (sd, _) = g.packet();
+    assert_eq!(
+        (sd.op, sd.flags, sd.src_port),
+        (OP_SHUTDOWN, SHUTDOWN_SEND | SHUTDOWN_RCV, hp)
+    );
+    // ...and, when it stays silent, gets a RST after the close timeout:
+    // the connection is gone, so later packets on it are refused.
+    let t = Instant::now();
+    let (rst, _) = g.packet();
+    assert_eq!((rst.op, rst.src_port, rst.dst_port), (OP_RST, hp, 1024));
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    g.send(hdr(OP_RW, 1024, hp), b"late");
+    let (rst, _) = g.packet();
+    assert_eq!((rst.op, rst.dst_port), (OP_RST, 1024));
+}
+
+#[test]
 fn request_waits_for_rx_buffers() {
     let mem = guest_memory();
     let (_dir, path) = tmp();
