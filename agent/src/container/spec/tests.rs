@@ -245,3 +245,33 @@ fn net_sysctls_go_with_a_joined_network_namespace() {
         )]
     );
 }
+
+#[test]
+fn every_rootfs_propagation_mode_is_taken() {
+    use libc::{MS_PRIVATE, MS_REC, MS_SHARED, MS_SLAVE, MS_UNBINDABLE};
+    let propagation = |mode: Option<&str>| {
+        let mut v = base();
+        if let Some(m) = mode {
+            v["linux"]["rootfsPropagation"] = m.into();
+        }
+        plan(v).map(|p| p.init.rootfs.unwrap().propagation)
+    };
+    assert_eq!(propagation(None), Ok(MS_SLAVE | MS_REC));
+    for (mode, flags) in [
+        ("private", MS_PRIVATE),
+        ("rprivate", MS_PRIVATE | MS_REC),
+        ("shared", MS_SHARED),
+        ("rshared", MS_SHARED | MS_REC),
+        ("slave", MS_SLAVE),
+        ("rslave", MS_SLAVE | MS_REC),
+        ("unbindable", MS_UNBINDABLE),
+        ("runbindable", MS_UNBINDABLE | MS_REC),
+    ] {
+        assert_eq!(propagation(Some(mode)), Ok(flags), "{mode}");
+    }
+    let e = propagation(Some("bogus")).unwrap_err();
+    assert!(
+        e.starts_with("linux.rootfsPropagation: \"bogus\" is not a propagation mode"),
+        "{e}"
+    );
+}
