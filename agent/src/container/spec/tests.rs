@@ -89,7 +89,9 @@ fn malformed_specs_name_the_field() {
             "process.env[0]:",
         ),
         (
-            Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}])),
+            Box::new(|v| {
+                v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "mount", "path": "/proc/1/ns/mnt"}])
+            }),
             "linux.namespaces:",
         ),
         (
@@ -274,4 +276,20 @@ fn every_rootfs_propagation_mode_is_taken() {
         e.starts_with("linux.rootfsPropagation: \"bogus\" is not a propagation mode"),
         "{e}"
     );
+}
+
+/// A spec without a mount namespace runs: the container gets a new one in
+/// the guest (the guest's own is the agent's), and exec'd processes join it.
+#[test]
+fn a_spec_without_a_mount_namespace_gets_a_new_one() {
+    let mut v = base();
+    v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "uts"}]);
+    let p = plan(v).unwrap();
+    assert!(p.init.new_ns(NsKind::Mount), "{:?}", p.init.namespaces);
+    assert!(p.init.rootfs.is_some());
+    let e = plan_exec(&p.init, 42, p.init.process.clone());
+    assert!(e
+        .namespaces
+        .iter()
+        .any(|n| n.kind == NsKind::Mount && n.path.as_deref() == Some("/proc/42/ns/mnt")));
 }
