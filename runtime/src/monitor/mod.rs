@@ -31,6 +31,7 @@ use crate::{hooks, sys};
 
 mod network;
 mod sandbox;
+mod virtiofsd;
 
 use sandbox::Sandbox;
 
