@@ -13,6 +13,10 @@ use husk_vm_config::NetBackend;
 use serde_json::Value;
 
 use crate::state::resolve;
+
+mod size;
+use size::vm_size;
+pub use size::{cpuset_highest, CpusetError};
 /// A bundle that cannot run, naming its config.json and the field, or the
 /// path, at fault.
 #[derive(Debug, thiserror::Error)]
@@ -219,67 +223,6 @@ fn netns_of(at: &At, spec: &oci::Spec) -> Result<Option<PathBuf>> {
     })
 }
 
-/// vCPUs and memory (MiB) from linux.resources, overridable by the
-/// `io.husk.vcpus` and `io.husk.memory_mib` annotations.
-fn vm_size(at: &At, spec: &oci::Spec) -> Result<(u32, u64)> {
-    let res = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    let host_cpus = std::thread::available_parallelism()
-        .map(|n| u32::try_from(n.get()).unwrap_or(MAX_VCPUS))
-        .unwrap_or(1)
-        .clamp(1, MAX_VCPUS);
-    let mut vcpus = 1u32;
-    if let Some(cpu) = res.and_then(|r| r.cpu().as_ref()) {
-        match (cpu.quota(), cpu.period()) {
-            (Some(q), Some(p)) if q > 0 && p > 0 => {
-                let n = u64::try_from(q).unwrap_or(1).div_ceil(p);
-                vcpus = u32::try_from(n.clamp(1, u64::from(host_cpus))).unwrap_or(host_cpus);
-            }
-            _ => {
-                if let Some(set) = cpu.cpus() {
-                    let n = cpuset_count(set)
-                        .map_err(|e| at.bad("linux.resources.cpu.cpus", e.to_string()))?;
-                    vcpus = n.clamp(1, host_cpus);
-                }
-            }
-        }
-    }
-    let mut memory_mib = DEFAULT_MEMORY_MIB;
-    if let Some(limit) = res
-        .and_then(|r| r.memory().as_ref())
-        .and_then(|m| m.limit())
-        .and_then(|l| u64::try_from(l).ok())
-        .filter(|l| *l > 0)
-    {
-        memory_mib = limit.div_ceil(1 << 20) + VM_OVERHEAD_MIB;
-    }
-    let ann = spec.annotations().clone().unwrap_or_default();
-    if let Some(s) = ann.get("io.husk.vcpus") {
-        vcpus = s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_VCPUS).contains(n))
-            .ok_or_else(|| {
-                at.bad(
-                    "annotations.io.husk.vcpus",
-                    format!("{s:?}: want 1..={MAX_VCPUS}"),
-                )
-            })?;
-    }
-    if let Some(s) = ann.get("io.husk.memory_mib") {
-        memory_mib = s
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n >= MIN_MEMORY_MIB && *n <= 1 << 20)
-            .ok_or_else(|| {
-                at.bad(
-                    "annotations.io.husk.memory_mib",
-                    format!("{s:?}: want {MIN_MEMORY_MIB}..=1048576"),
-                )
-            })?;
-    }
-    Ok((vcpus, memory_mib.max(MIN_MEMORY_MIB)))
-}
-
 /// The NICs' backend from the [`NET_BACKEND_ANNOTATION`] annotation, if
 /// the spec names one.
 fn net_backend(at: &At, spec: &oci::Spec) -> Result<Option<NetBackend>> {
@@ -421,36 +364,6 @@ pub fn guest_cgroup_path(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-/// A cpuset list (`linux.resources.cpu.cpus`) that is not one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CpusetError {
-    #[error("{0:?}: bad CPU list")]
-    List(String),
-    #[error("{0:?}: bad CPU range")]
-    Range(String),
-}
-
-/// Number of CPUs in a cpuset list (`0-3,8`).
-pub fn cpuset_count(s: &str) -> Result<u32, CpusetError> {
-    let mut n = 0u32;
-    let cpu = |c: &str| {
-        c.trim()
-            .parse::<u32>()
-            .map_err(|_| CpusetError::List(s.to_string()))
-    };
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (cpu(a)?, cpu(b)?),
-            None => (cpu(part)?, cpu(part)?),
-        };
-        if b < a || b > 4095 {
-            return Err(CpusetError::Range(s.to_string()));
-        }
-        n += b - a + 1;
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
@@ -610,8 +523,6 @@ mod tests {
         let b = from_value(&t.0, s).unwrap();
         assert_eq!((b.vcpus, b.memory_mib), (1, DEFAULT_MEMORY_MIB));
         assert_eq!(b.net_backend, None);
-        assert_eq!(cpuset_count("0-3,8"), Ok(5));
-        assert!(cpuset_count("3-1").is_err());
         assert_eq!(guest_cgroup_path("/docker/abc"), "/docker/abc");
     }
 

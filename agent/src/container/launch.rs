@@ -345,3 +345,54 @@ impl Pending {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// `start` answers only once the process has exec'd, not when Start
+    /// is sent: container-init's sync socket is close-on-exec, so its EOF
+    /// is the exec. Here a shell stands for container-init: it reads
+    /// Start, takes 300 ms, then execs `sleep` with the socket closed.
+    #[test]
+    fn start_returns_once_the_process_has_execd() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let fd = theirs.as_raw_fd();
+        // It reads the Start frame (4-byte length, JSON) as stage 2 does.
+        let frame = 4 + serde_json::to_vec(&Sync::Start).unwrap().len();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            &format!("head -c {frame} <&3 >/dev/null; sleep 0.3; exec sleep 5 3>&-"),
+        ]);
+        let onto_3 = move || {
+            // SAFETY: dup2 of a descriptor open in the child onto fd 3
+            // (not close-on-exec); async-signal-safe.
+            if unsafe { libc::dup2(fd, 3) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // SAFETY: the closure only calls dup2 and does not allocate.
+        unsafe { cmd.pre_exec(onto_3) };
+        let mut child = cmd.spawn().unwrap();
+        drop(theirs);
+        let pid = i32::try_from(child.id()).unwrap();
+        let t0 = Instant::now();
+        let pending = Pending {
+            pid,
+            sync: ours,
+            pty_master: None,
+        };
+        pending.start().unwrap();
+        let waited = t0.elapsed();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert_eq!(comm.trim(), "sleep", "start returned before the exec");
+    }
+}

@@ -352,8 +352,21 @@ fn default_devices() -> Vec<DeviceConfig> {
 /// process's own settings are applied).
 pub fn setup(cfg: &RootfsConfig, cwd: &str) -> Result<(), MountError> {
     let root = PathBuf::from(&cfg.path);
-    mount(None, Path::new("/"), None, cfg.propagation, None)
-        .map_err(MountError::step("linux.rootfsPropagation: set on /"))?;
+    // First cut this namespace's copy of the agent's mounts off from the
+    // agent's (rprivate for a private mode, else rslave), so nothing the
+    // set-up mounts reaches the agent. The spec's mode goes on the
+    // container's own "/" last ([`propagate`]), as runc sets it after
+    // pivot_root: set here, on the agent's root, it would not be the
+    // container root's, and an unbindable one would keep the root and
+    // the spec's bind mounts from being bound.
+    let isolate = if cfg.propagation & libc::MS_PRIVATE != 0 {
+        libc::MS_PRIVATE | libc::MS_REC
+    } else {
+        libc::MS_SLAVE | libc::MS_REC
+    };
+    mount(None, Path::new("/"), None, isolate, None).map_err(MountError::step(
+        "make the agent's mounts rslave or rprivate",
+    ))?;
     let meta = fs::metadata(&root).map_err(|source| MountError::Field {
         field: "root.path".into(),
         path: cfg.path.clone(),
@@ -488,6 +501,14 @@ pub fn finish(cfg: &RootfsConfig) -> Result<(), MountError> {
     Ok(())
 }
 
+/// The spec's `linux.rootfsPropagation` on the container's "/": last of
+/// the set-up, after every bind mount of it (masked paths, read-only
+/// paths, the console), which an unbindable root would refuse.
+pub fn propagate(cfg: &RootfsConfig) -> Result<(), MountError> {
+    mount(None, Path::new("/"), None, cfg.propagation, None)
+        .map_err(MountError::step("linux.rootfsPropagation: set on /"))
+}
+
 /// Makes `root` the root: pivot_root, or (when the current root is the
 /// initramfs, which cannot be pivoted away) detach every other mount, move
 /// `root` onto "/" and chroot into it. Either way nothing outside `root`
@@ -571,5 +592,83 @@ mod tests {
         assert_eq!(secure_join(&d, "/a/up/etc").unwrap(), d.join("etc"));
         assert!(secure_join(&d, "/loop/x").is_err());
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Sets up a container root (proc, tmpfs, masked and read-only paths,
+    /// the default /dev, a read-only root) whose spec says
+    /// `linux.rootfsPropagation: mode`, in a mount namespace of a thread
+    /// of its own (unshare(CLONE_NEWNS) also gives the thread its own root
+    /// and working directory), and returns the propagation fields of the
+    /// container's "/" in its mountinfo ("shared:N", "unbindable", or ""
+    /// for a private mount).
+    fn root_propagation(mode: &str) -> Result<String, String> {
+        use crate::container::spec::{plan_create, Env};
+        let d = std::env::temp_dir().join(format!("husk-prop-{}-{mode}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("proc")).unwrap();
+        fs::create_dir_all(d.join("tmp")).unwrap();
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs", "readonly": true},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                       {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}],
+            "linux": {"namespaces": [{"type": "mount"}], "rootfsPropagation": mode,
+                      "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}
+        });
+        let env = Env {
+            filesystems: ["proc", "tmpfs", "devpts"].map(String::from).to_vec(),
+            bundle: None,
+        };
+        let plan = plan_create("c", &serde_json::from_value(spec).unwrap(), &d, &env)
+            .map_err(|e| e.to_string())?;
+        let r = plan.init.rootfs.unwrap();
+        let got = std::thread::spawn(move || {
+            // SAFETY: unshare with a constant flag; it affects this thread only.
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(format!("unshare: {}", io::Error::last_os_error()));
+            }
+            setup(&r, "/").map_err(|e| e.to_string())?;
+            finish(&r).map_err(|e| e.to_string())?;
+            propagate(&r).map_err(|e| e.to_string())?;
+            let info = fs::read_to_string("/proc/thread-self/mountinfo")
+                .map_err(|e| format!("mountinfo: {e}"))?;
+            let root = info
+                .lines()
+                .rev()
+                .find(|l| l.split(' ').nth(4) == Some("/"))
+                .ok_or("no / in mountinfo")?;
+            // Fields 6.. up to "-": the optional ones (propagation).
+            let fields: Vec<&str> = root
+                .split(' ')
+                .skip(6)
+                .take_while(|f| *f != "-")
+                .filter(|f| !f.starts_with("master:"))
+                .collect();
+            Ok(fields.join(" "))
+        })
+        .join()
+        .unwrap();
+        fs::remove_dir_all(&d).unwrap();
+        got
+    }
+
+    /// Every rootfsPropagation mode sets the container's own "/" up (an
+    /// unbindable one too, though the set-up binds into it), and that
+    /// "/" has the mode. Needs root.
+    #[test]
+    fn the_container_root_gets_the_spec_propagation() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (mount namespaces)");
+            return;
+        }
+        let shared = root_propagation("shared").unwrap();
+        assert!(shared.starts_with("shared:"), "shared: {shared:?}");
+        assert_eq!(root_propagation("unbindable").unwrap(), "unbindable");
+        assert_eq!(root_propagation("runbindable").unwrap(), "unbindable");
+        assert_eq!(root_propagation("private").unwrap(), "");
+        assert_eq!(root_propagation("slave").unwrap(), "");
+        assert_eq!(root_propagation("rslave").unwrap(), "");
     }
 }

@@ -181,9 +181,8 @@ pub fn run_foreground(store: &Store, a: &CreateRequest, keep: bool) -> Result<i3
     }
     if let Ok(st) = st {
         let json = monitor::state_json(&st, Status::Stopped, 0);
-        if let Err(e) = hooks::run("poststop", &st.poststop, &json) {
-            crate::warn!("{e}");
-        }
+        // A failing poststop hook is a warning; the rest still run.
+        hooks::run_all("poststop", &st.poststop, &json);
     }
     undo_create(store, &a.id);
     r
@@ -221,8 +220,7 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
     }
     store.set_status(id, Status::Running, None)?;
     let json = monitor::state_json(&st, Status::Running, st.monitor_pid);
-    if let Err(e) = hooks::run("poststart", &st.poststart, &json) {
-        crate::warn!("{e}");
-    }
+    // A failing poststart hook is a warning; the rest still run.
+    hooks::run_all("poststart", &st.poststart, &json);
     Ok(())
 }

@@ -177,9 +177,8 @@ fn delete_via(
     }
     stop_sandbox(&dir, &st);
     let json = monitor::state_json(&st, Status::Stopped, 0);
-    if let Err(e) = hooks::run("poststop", &st.poststop, &json) {
-        crate::warn!("{e}");
-    }
+    // A failing poststop hook is a warning; the rest still run.
+    hooks::run_all("poststop", &st.poststop, &json);
     store.remove(id)?;
     let _ = std::fs::remove_dir_all(monitor::sock_dir(&store.root, id));
     Ok(())

@@ -31,6 +31,7 @@ use crate::{hooks, sys};
 
 mod network;
 mod sandbox;
+mod virtiofsd;
 
 use sandbox::Sandbox;
 
@@ -167,9 +168,8 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         let _ = store.set_status(id, Status::Running, None);
         crate::debug!("container {id} started at {} ms", t0.elapsed().as_millis());
         let json = state_json(&st, Status::Running, util::pid(std::process::id()));
-        if let Err(e) = hooks::run("poststart", &st.poststart, &json) {
-            crate::warn!("{e}");
-        }
+        // A failing poststart hook is a warning; the rest still run.
+        hooks::run_all("poststart", &st.poststart, &json);
     } else {
         drop(agent); // `husk start` comes later, on a connection of its own
     }

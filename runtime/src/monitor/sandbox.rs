@@ -129,15 +129,15 @@ impl Sandbox {
         let fs_sock = sdir.join("fs.sock");
         self.vsock = sdir.join("vsock");
 
-        let (_, vfsd) = self.spawn(
-            "virtiofsd",
-            Command::new(&cfg.virtiofsd)
-                .arg(format!("--socket-path={}", fs_sock.display()))
-                .arg("-o")
-                .arg(format!("source={}", share.display()))
-                .args(["-o", "cache=auto", "-o", "xattr"]),
-            &self.dir.join("virtiofsd.log"),
-        )?;
+        let mut vfsd_cmd = Command::new(&cfg.virtiofsd);
+        vfsd_cmd
+            .arg(format!("--socket-path={}", fs_sock.display()))
+            .arg("-o")
+            .arg(format!("source={}", share.display()))
+            .args(["-o", "cache=auto", "-o", "xattr"]);
+        // SAFETY: the function only calls prctl(2), async-signal-safe.
+        unsafe { vfsd_cmd.pre_exec(super::virtiofsd::keep_caps_across_uid_switch) };
+        let (_, vfsd) = self.spawn("virtiofsd", &mut vfsd_cmd, &self.dir.join("virtiofsd.log"))?;
         self.watch("virtiofsd", vfsd);
         phase("virtiofsd spawned");
 

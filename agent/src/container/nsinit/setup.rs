@@ -43,6 +43,7 @@ pub(super) fn setup(cfg: &InitConfig, b: &mut UnixStream) -> Result<Option<Owned
     };
     if let Some(r) = &cfg.rootfs {
         rootfs::finish(r)?;
+        rootfs::propagate(r)?;
     }
     limits(cfg)?;
     Ok(pty)

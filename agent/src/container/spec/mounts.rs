@@ -22,18 +22,7 @@ pub fn plan_rootfs(
         .as_ref()
         .and_then(|r| r.readonly())
         .unwrap_or(false);
-    let propagation = match linux.rootfs_propagation().as_deref() {
-        None | Some("") => libc::MS_SLAVE | libc::MS_REC,
-        Some(p) => match propagation_flag(p) {
-            Some(f) if f & libc::MS_UNBINDABLE == 0 || f & libc::MS_REC != 0 => f,
-            _ => {
-                return Err(SpecError::invalid(
-                    "linux.rootfsPropagation",
-                    format!("{p:?} is not a propagation mode"),
-                ))
-            }
-        },
-    };
+    let propagation = rootfs_propagation(linux.rootfs_propagation().as_deref())?;
     let mut mounts = Vec::new();
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         mounts.push(plan_mount(i, m, env, warnings)?);
@@ -57,6 +46,22 @@ pub fn plan_rootfs(
         cgroup_dir: String::new(),
         cgroupns: false,
     })
+}
+
+/// `linux.rootfsPropagation`: the MS_* flags for the container's "/"
+/// (rslave when unset, as runc).
+pub fn rootfs_propagation(p: Option<&str>) -> Result<u64, SpecError> {
+    match p {
+        None | Some("") => Ok(libc::MS_SLAVE | libc::MS_REC),
+        Some(p) => propagation_flag(p).ok_or_else(|| {
+            SpecError::invalid(
+                "linux.rootfsPropagation",
+                format!(
+                    "{p:?} is not a propagation mode ([r]private, [r]shared, [r]slave, [r]unbindable)"
+                ),
+            )
+        }),
+    }
 }
 
 /// A list of absolute paths.

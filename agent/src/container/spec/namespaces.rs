@@ -29,13 +29,28 @@ fn has_new(namespaces: &[Ns], kind: NsKind) -> bool {
 }
 
 pub fn plan(spec: &Spec, linux: &Linux) -> Result<NsPlan, SpecError> {
-    let namespaces = plan_namespaces(linux)?;
-    if !has_new(&namespaces, NsKind::Mount) {
-        return Err(SpecError::invalid(
-            "linux.namespaces",
-            "a new mount namespace is required",
-        ));
+    let mut namespaces = plan_namespaces(linux)?;
+    match namespaces.iter().position(|n| n.kind == NsKind::Mount) {
+        // No mount namespace: on a host the container would share the
+        // runtime's. In the microVM that is the agent's, whose mounts (the
+        // shares, /proc, the cgroup tree) the root switch would take away
+        // from it; the container gets a new one instead. It sees the same
+        // mounts either way (the agent's hold nothing of the host's), and
+        // nothing it mounts can reach the agent.
+        None => namespaces.push(Ns {
+            kind: NsKind::Mount,
+            path: None,
+        }),
+        Some(i) if namespaces[i].path.is_some() => {
+            return Err(SpecError::invalid(
+                "linux.namespaces",
+                "joining a mount namespace by path is not supported: the container needs a new one",
+            ))
+        }
+        Some(_) => {}
     }
+    // User first: the others are then owned by it.
+    namespaces.sort_by_key(|n| NsKind::ALL.iter().position(|k| *k == n.kind));
     let uid_maps = id_maps(linux.uid_mappings(), "linux.uidMappings")?;
     let gid_maps = id_maps(linux.gid_mappings(), "linux.gidMappings")?;
     if has_new(&namespaces, NsKind::User) {
@@ -84,7 +99,8 @@ fn ns_kind(t: LinuxNamespaceType) -> NsKind {
     }
 }
 
-/// `linux.namespaces`: each kind once; a path joins an existing one.
+/// `linux.namespaces`: each kind once; a path joins an existing one (in
+/// the spec's order: [`plan`] sorts them).
 fn plan_namespaces(linux: &Linux) -> Result<Vec<Ns>, SpecError> {
     let mut namespaces: Vec<Ns> = Vec::new();
     for (i, n) in linux.namespaces().iter().flatten().enumerate() {
@@ -106,8 +122,6 @@ fn plan_namespaces(linux: &Linux) -> Result<Vec<Ns>, SpecError> {
         };
         namespaces.push(Ns { kind, path });
     }
-    // User first: the others are then owned by it.
-    namespaces.sort_by_key(|n| NsKind::ALL.iter().position(|k| *k == n.kind));
     Ok(namespaces)
 }
 

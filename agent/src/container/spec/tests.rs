@@ -89,7 +89,9 @@ fn malformed_specs_name_the_field() {
             "process.env[0]:",
         ),
         (
-            Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}])),
+            Box::new(|v| {
+                v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "mount", "path": "/proc/1/ns/mnt"}])
+            }),
             "linux.namespaces:",
         ),
         (
@@ -244,4 +246,50 @@ fn net_sysctls_go_with_a_joined_network_namespace() {
             "0".to_string()
         )]
     );
+}
+
+#[test]
+fn every_rootfs_propagation_mode_is_taken() {
+    use libc::{MS_PRIVATE, MS_REC, MS_SHARED, MS_SLAVE, MS_UNBINDABLE};
+    let propagation = |mode: Option<&str>| {
+        let mut v = base();
+        if let Some(m) = mode {
+            v["linux"]["rootfsPropagation"] = m.into();
+        }
+        plan(v).map(|p| p.init.rootfs.unwrap().propagation)
+    };
+    assert_eq!(propagation(None), Ok(MS_SLAVE | MS_REC));
+    for (mode, flags) in [
+        ("private", MS_PRIVATE),
+        ("rprivate", MS_PRIVATE | MS_REC),
+        ("shared", MS_SHARED),
+        ("rshared", MS_SHARED | MS_REC),
+        ("slave", MS_SLAVE),
+        ("rslave", MS_SLAVE | MS_REC),
+        ("unbindable", MS_UNBINDABLE),
+        ("runbindable", MS_UNBINDABLE | MS_REC),
+    ] {
+        assert_eq!(propagation(Some(mode)), Ok(flags), "{mode}");
+    }
+    let e = propagation(Some("bogus")).unwrap_err();
+    assert!(
+        e.starts_with("linux.rootfsPropagation: \"bogus\" is not a propagation mode"),
+        "{e}"
+    );
+}
+
+/// A spec without a mount namespace runs: the container gets a new one in
+/// the guest (the guest's own is the agent's), and exec'd processes join it.
+#[test]
+fn a_spec_without_a_mount_namespace_gets_a_new_one() {
+    let mut v = base();
+    v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "uts"}]);
+    let p = plan(v).unwrap();
+    assert!(p.init.new_ns(NsKind::Mount), "{:?}", p.init.namespaces);
+    assert!(p.init.rootfs.is_some());
+    let e = plan_exec(&p.init, 42, p.init.process.clone());
+    assert!(e
+        .namespaces
+        .iter()
+        .any(|n| n.kind == NsKind::Mount && n.path.as_deref() == Some("/proc/42/ns/mnt")));
 }
