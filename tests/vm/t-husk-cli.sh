@@ -19,46 +19,7 @@ trap cleanup EXIT
 B=$tmp/bundle; R=$B/rootfs
 mkdir -p "$tmp/host-out"
 busybox_rootfs "$R"
-# spec ARGS_JSON [TERMINAL]: a config.json shaped like Docker's (runc's
-# default mounts, every namespace, a bind mount of $tmp/host-out at /out).
-spec() {
-    cat >"$B/config.json" <<EOF
-{"ociVersion":"1.0.2",
- "process":{"terminal":${2:-false},"args":$1,"cwd":"/","env":["PATH=/bin","HOME=/"],"user":{"uid":0,"gid":0},
-   "capabilities":{"bounding":["CAP_KILL","CAP_CHOWN"],"effective":["CAP_KILL","CAP_CHOWN"],"permitted":["CAP_KILL","CAP_CHOWN"]},
-   "rlimits":[{"type":"RLIMIT_NOFILE","hard":1024,"soft":1024}],"noNewPrivileges":true},
- "root":{"path":"rootfs"},
- "hostname":"huskbox",
- "mounts":[{"destination":"/proc","type":"proc","source":"proc","options":["nosuid","noexec","nodev"]},
-   {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},
-   {"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec","newinstance","ptmxmode=0666","mode=0620"]},
-   {"destination":"/dev/shm","type":"tmpfs","source":"shm","options":["nosuid","noexec","nodev","mode=1777","size=65536k"]},
-   {"destination":"/sys","type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]},
-   {"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["ro","nosuid","noexec","nodev"]},
-   {"destination":"/out","type":"bind","source":"$tmp/host-out","options":["rbind","rw"]}],
- "linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"uts"},{"type":"ipc"},{"type":"network"},{"type":"cgroup"}],
-   "resources":{"memory":{"limit":134217728}},
-   "maskedPaths":["/proc/kcore"],"readonlyPaths":["/proc/sys"]}}
-EOF
-}
-procs() { # names of husk's host processes still running
-    find_procs husk-vmm virtiofsd husk | while read -r _p _n; do echo "$_n /proc/$_p"; done
-}
-nothing_left() { # WHAT
-    _p=$(procs)
-    # shellcheck disable=SC2086,SC2116  # echo joins the lines of $_p into one
-    [ -z "$_p" ] || fail "$1: processes left: $(echo $_p)"
-    [ -z "$(ls -A "$ROOT" 2>/dev/null)" ] || fail "$1: state left under --root: $(ls -A "$ROOT")"
-    [ -z "$(ls -A /run/husk-sock 2>/dev/null)" ] || fail "$1: sockets left in /run/husk-sock: $(ls -A /run/husk-sock)"
-}
-show() { for f in "$@"; do echo "--- $f:" >&2; tail -c 1500 "$f" >&2; done; }
-status_of() { H state "$1" 2>/dev/null | sed -n 's/.*"status": "\([a-z]*\)".*/\1/p'; }
-wait_status() { # ID STATUS SECONDS
-    _n=$(($3 * 10))
-    while [ $_n -gt 0 ]; do [ "$(status_of "$1")" = "$2" ] && return 0; sleep 0.1; _n=$((_n - 1)); done
-    fail "$1 did not become $2 within $3 s (state: $(H state "$1" 2>&1 | tr -d '\n'))"
-}
-
+. ./cli-lib.sh
 # --- run: stdout, exit status, bind mount write, stdin -----------------------
 # shellcheck disable=SC2016  # the container's shell expands it
 spec '["sh","-c","echo hello from $(hostname); echo written-in-vm >/out/file; exit 7"]'

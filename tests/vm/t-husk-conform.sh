@@ -20,9 +20,9 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-show() { for f in "$@"; do echo "--- $f:" >&2; tail -c 1500 "$f" >&2; done; }
 B=$tmp/bundle; R=$B/rootfs; O=$tmp/host-out
 busybox_rootfs "$R"
+. ./cli-lib.sh # show, wait_status (spec is this test's own, below)
 mkdir -p "$R/rootonly" "$O"
 chmod 755 "$R/rootonly"
 chmod 777 "$O" # the other checks do not hang on the capability one
@@ -96,7 +96,7 @@ fi
 note "cpus $cpus: cpuset.cpus.effective $(cat "$O/cpus"), VM CPUs $(cat "$O/online")"
 
 H kill k1 KILL || fail "kill"
-for _ in $(seq 300); do H state k1 2>/dev/null | grep -q '"status": "stopped"' && break; sleep 0.1; done
+wait_status k1 stopped 30
 H --log "$tmp/delete.log" delete k1 2>"$tmp/delete.err" || { show "$tmp/delete.err" "$tmp/delete.log"; fail "delete with a failing poststop hook"; }
 expect_in "$tmp/delete.log" 'level=warning msg="poststop hook #0 .*hook fails on purpose' "the failing poststop hook is a warning"
 expect_in "$tmp/poststop-ran" '"id":"k1"' "the poststop hook after the failing one ran, with the state"

@@ -114,9 +114,9 @@ clean "after --network none"
 # wait_docker_stopped NAME WHAT: Docker sees container NAME stopped within
 # 30 s of WHAT, or the test fails.
 wait_docker_stopped() {
-    local i=0
+    _i=0
     until [ "$(docker inspect -f '{{.State.Running}}' "$1")" = false ]; do
-        i=$((i + 1)); [ $i -lt 150 ] || fail "$1 still running 30 s after $2"
+        _i=$((_i + 1)); [ $_i -lt 150 ] || fail "$1 still running 30 s after $2"
         sleep 0.2
     done
 }
