@@ -78,7 +78,7 @@ pub enum ClientError {
     #[error("agent error: {0}")]
     Agent(ErrorInfo),
     /// The agent answered with a response of the wrong kind (typed helpers).
-    #[error("unexpected response to {request}: {response:?}")]
+    #[error("unexpected response to {request}: {}", crate::printable(&format!("{response:?}"), crate::MAX_ERROR_MESSAGE))]
     UnexpectedResponse {
         request: &'static str,
         response: Box<Response>,

@@ -45,7 +45,10 @@ pub mod frame;
 pub mod handshake;
 pub mod id;
 pub mod net;
+mod printable;
 pub mod vsock;
+
+pub use printable::printable;
 
 pub use container::{
     ContainerState, ContainerStats, ContainerStatus, Event, ExitInfo, RootfsSource, StdioConfig,
@@ -374,7 +377,13 @@ impl ErrorInfo {
 
 impl std::fmt::Display for ErrorInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code.as_str(), self.message)
+        // The message is the peer's: shown, never obeyed by a terminal.
+        write!(
+            f,
+            "{}: {}",
+            self.code.as_str(),
+            printable(&self.message, MAX_ERROR_MESSAGE)
+        )
     }
 }
 

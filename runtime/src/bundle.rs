@@ -67,6 +67,30 @@ pub struct Shared {
     /// Name inside the share.
     pub name: String,
     pub is_dir: bool,
+    /// The host's own view (the bind under the share directory) is
+    /// read-only: an `ro` mount, a `root.readonly` rootfs. The guest's
+    /// mount is read-only too, but a guest that mounts the share itself
+    /// must not get around it.
+    pub readonly: bool,
+    /// The mounts under `source` come along (`rbind`, and the rootfs);
+    /// a plain `bind` leaves them out.
+    pub recursive: bool,
+}
+
+/// How a bind mount's `options` share its source: (read-only, recursive).
+/// The last of `ro` and `rw` wins (rw without either); any `rbind` makes it
+/// recursive, as with runc.
+pub fn bind_mode(opts: &[String]) -> (bool, bool) {
+    let readonly = opts
+        .iter()
+        .rev()
+        .find_map(|o| match o.as_str() {
+            "ro" => Some(true),
+            "rw" => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false);
+    (readonly, opts.iter().any(|o| o == "rbind"))
 }
 
 #[derive(Debug)]
@@ -140,7 +164,12 @@ pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
     let netns = netns_of(&at, &spec)?;
     let (vcpus, memory_mib) = vm_size(&at, &spec)?;
     let net_backend = net_backend(&at, &spec)?;
-    let shares = share_mounts(&at, dir, &mut v, &rootfs)?;
+    let root_ro = spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    let shares = share_mounts(&at, dir, &mut v, &rootfs, root_ro)?;
     scrub_for_guest(&mut v);
     let guest_spec: oci::Spec =
         husk_protocol::decode_tracked(v, "").map_err(|e| spec_err(&cfg, e))?;
@@ -257,11 +286,21 @@ pub fn default_net_backend() -> NetBackend {
 /// Mounts: bind sources go into the share (the spec in `v` then names them
 /// by their guest path); /dev/shm becomes guest tmpfs. Returns what the
 /// share holds, the rootfs first.
-fn share_mounts(at: &At, dir: &Path, v: &mut Value, rootfs: &Path) -> Result<Vec<Shared>> {
+/// Each mount gets a share entry of its own, so two mounts of one source
+/// (one `ro`, one `rw`) keep their own modes.
+fn share_mounts(
+    at: &At,
+    dir: &Path,
+    v: &mut Value,
+    rootfs: &Path,
+    root_ro: bool,
+) -> Result<Vec<Shared>> {
     let mut shares = vec![Shared {
         source: rootfs.to_path_buf(),
         name: ROOTFS_DIR.into(),
         is_dir: true,
+        readonly: root_ro,
+        recursive: true,
     }];
     let share_root = husk_protocol::container::share_path(SHARE_TAG);
     let Some(Value::Array(mounts)) = v.get_mut("mounts") else {
@@ -307,10 +346,13 @@ fn share_mounts(at: &At, dir: &Path, v: &mut Value, rootfs: &Path) -> Result<Vec
         let name = format!("m{i}");
         m["source"] = Value::from(format!("{share_root}/{name}"));
         m["type"] = "bind".into();
+        let (readonly, recursive) = bind_mode(&opts);
         shares.push(Shared {
             source: src,
             name,
             is_dir: md.is_dir(),
+            readonly,
+            recursive,
         });
     }
     Ok(shares)
@@ -513,6 +555,42 @@ mod tests {
             assert!(e.contains("config.json"), "{e:?}");
             assert!(!e.contains('\n'));
         }
+    }
+
+    #[test]
+    fn each_share_has_its_mounts_mode() {
+        let t = bundle_dir("modes");
+        let mut s = spec();
+        s["root"]["readonly"] = true.into();
+        // The same source twice, read-only then read-write (the last of
+        // `ro` and `rw` wins); a plain `bind` is not recursive.
+        s["mounts"] = json!([
+            {"destination": "/a", "type": "bind", "source": "data", "options": ["rbind", "rw", "ro"]},
+            {"destination": "/b", "type": "bind", "source": "data", "options": ["ro", "bind", "rw"]},
+            {"destination": "/c", "type": "bind", "source": "data"},
+            {"destination": "/d", "source": "hosts", "options": ["rbind", "ro", "nosuid"]}
+        ]);
+        let b = from_value(&t.0, s).unwrap();
+        let modes: Vec<_> = b
+            .shares
+            .iter()
+            .map(|s| (s.name.as_str(), s.readonly, s.recursive))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                ("rootfs", true, true),
+                ("m0", true, true),
+                ("m1", false, false),
+                ("m2", false, false),
+                ("m3", true, true)
+            ]
+        );
+        let b = from_value(&t.0, spec()).unwrap();
+        assert!(
+            !b.shares[0].readonly,
+            "root.readonly unset: a writable rootfs"
+        );
     }
 
     #[test]

@@ -257,4 +257,41 @@ mod tests {
             assert_eq!(e.to_string(), want);
         }
     }
+
+    #[test]
+    fn what_the_guest_says_reaches_the_terminal_escaped_and_bounded() {
+        use husk_protocol::{ErrorCode, ErrorInfo};
+        let hostile = "no such file\x1b[2J\x1b]0;pwned\x07\nfake: all good\u{202e}";
+        let info = ErrorInfo {
+            code: ErrorCode::NotFound,
+            message: format!("{hostile}{}", "\x1b".repeat(100_000)),
+        };
+        let e = Error::Agent {
+            op: "start",
+            id: "c1".into(),
+            source: ClientError::Agent(info).into(),
+        }
+        .to_string();
+        assert!(
+            e.starts_with(
+                "start container c1: agent error: not_found: no such file\\x1b[2J\\x1b]0;pwned\\x07\\nfake: all good\\u{202e}\\x1b"
+            ),
+            "{e}"
+        );
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert!(e.len() < 1024, "{} bytes", e.len());
+
+        // A log's tail (the console, a helper's log) the same way.
+        let p = std::env::temp_dir().join(format!("husk-tail-{}", std::process::id()));
+        std::fs::write(
+            &p,
+            format!("boot\n{hostile}\n{}\n", "\x1b[1m".repeat(1_000)),
+        )
+        .unwrap();
+        let t = crate::session::tail(&p, 3);
+        std::fs::remove_file(&p).unwrap();
+        assert!(t.contains("no such file\\x1b[2J"), "{t}");
+        assert!(!t.chars().any(char::is_control), "{t:?}");
+        assert!(t.len() < 2048, "{} bytes", t.len());
+    }
 }

@@ -21,6 +21,8 @@ pub mod session;
 pub mod spawn;
 pub mod state;
 pub mod sys;
+#[cfg(test)]
+mod testutil;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::SystemTime;
@@ -35,7 +36,8 @@ pub fn debug_enabled() -> bool {
 /// Debug lines only with `--debug`. Without `--log`, lines go to stderr.
 pub fn log(level: &str, msg: &str) {
     let Some(t) = LOG.get() else {
-        eprintln!("husk: {msg}");
+        // Messages may quote the guest: shown, never obeyed.
+        eprintln!("husk: {}", husk_protocol::printable(msg, 4096));
         return;
     };
     if level == "debug" && !t.debug {
@@ -53,7 +55,12 @@ pub fn log(level: &str, msg: &str) {
     };
     match &t.path {
         Some(p) => {
-            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(p) {
+            if let Ok(mut f) = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(crate::util::PRIVATE_FILE_MODE)
+                .open(p)
+            {
                 let _ = f.write_all(line.as_bytes());
             }
         }

@@ -291,10 +291,26 @@ pub fn status_of(e: &ExitInfo) -> i32 {
     e.status
 }
 
+/// Longest line of a log [`tail`] shows.
+const TAIL_LINE_MAX: usize = 400;
+
 /// Reads the last `n` lines of a log file, joined with " | ", for errors.
+/// What the guest wrote there (its console, what it made a helper print)
+/// is shown, never obeyed: see [`husk_protocol::printable`].
 pub fn tail(path: &Path, n: usize) -> String {
-    let s = std::fs::read(path).unwrap_or_default();
-    let s = String::from_utf8_lossy(&s[s.len().saturating_sub(8192)..]).into_owned();
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(_) => return String::new(),
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut s = Vec::new();
+    let _ = std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(len.saturating_sub(8192)));
+    let _ = f.take(8192).read_to_end(&mut s);
+    let s = String::from_utf8_lossy(&s);
+    let lines: Vec<String> = s
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| husk_protocol::printable(l, TAIL_LINE_MAX))
+        .collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }

@@ -143,6 +143,20 @@ fn read_ready(mut f: PipeReader, limit: Duration) -> Result<()> {
     }
 }
 
+/// Makes the ready pipe's write end (which the helper got open across
+/// exec, as [`READY_FD`]) close-on-exec, so that what the helper starts in
+/// turn (virtiofsd, husk-vmm, hooks) does not hold it: the caller must see
+/// the pipe close when the helper exits, whatever outlives it.
+pub fn close_on_exec(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl(2) on a descriptor we own.
+    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+    // SAFETY: as above.
+    if fl < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, fl | libc::FD_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Writes `msg` on the ready pipe, once: `"ok\n"` or `"error: ...\n"`.
 pub fn report(ready: &mut Option<OwnedFd>, msg: &str) {
     if let Some(fd) = ready.take() {

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ use crate::util;
 /// What the state store failed at, naming the container or the path.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// An id that is not one (`/etc`, `..`): it would name a path outside
+    /// the root.
+    #[error(transparent)]
+    Id(#[from] husk_protocol::id::IdError),
     #[error("--root {}: {source}", root.display())]
     Root { root: PathBuf, source: io::Error },
     #[error("container with id {id} already exists")]
@@ -173,18 +178,28 @@ impl Store {
         Store { root }
     }
 
+    /// The container's directory (the id unchecked: see [`Store::checked_dir`]).
     pub fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
 
+    /// The directory of container `id` once the id is checked
+    /// ([`husk_protocol::id::check_container_id`]): never `/etc`, `..` or
+    /// any other path outside the root.
+    pub fn checked_dir(&self, id: &str) -> Result<PathBuf> {
+        husk_protocol::id::check_container_id(id)?;
+        Ok(self.root.join(id))
+    }
+
     /// Makes the container's directory; fails if the id is taken.
     pub fn create_dir(&self, id: &str) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.root).map_err(|source| StateError::Root {
+        husk_protocol::id::check_container_id(id)?;
+        util::create_private_dir_all(&self.root).map_err(|source| StateError::Root {
             root: self.root.clone(),
             source,
         })?;
         let d = self.dir(id);
-        match std::fs::create_dir(&d) {
+        match util::create_private_dir(&d) {
             Ok(()) => Ok(d),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 Err(StateError::Exists { id: id.to_string() })
@@ -204,7 +219,7 @@ impl Store {
     /// [`StateError::LockTimeout`] names the container and the lock file
     /// when the holder does not let go in time.
     pub fn lock_within(&self, id: &str, limit: Duration) -> Result<Lock> {
-        let d = self.dir(id);
+        let d = self.checked_dir(id)?;
         if !d.is_dir() {
             return Err(StateError::NotFound { id: id.to_string() });
         }
@@ -212,6 +227,7 @@ impl Store {
             .create(true)
             .write(true)
             .truncate(false)
+            .mode(util::PRIVATE_FILE_MODE)
             .open(d.join("lock"))
             .map_err(|source| StateError::LockFile {
                 id: id.to_string(),
@@ -249,7 +265,7 @@ impl Store {
     }
 
     pub fn load(&self, id: &str) -> Result<State> {
-        let p = self.dir(id).join("state.json");
+        let p = self.checked_dir(id)?.join("state.json");
         let data = match std::fs::read(&p) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -263,7 +279,7 @@ impl Store {
     pub fn save(&self, st: &State) -> Result<()> {
         let data = serde_json::to_vec(st).map_err(StateError::Encode)?;
         Ok(util::write_atomic(
-            &self.dir(&st.id).join("state.json"),
+            &self.checked_dir(&st.id)?.join("state.json"),
             &data,
         )?)
     }
@@ -293,7 +309,7 @@ impl Store {
 
     /// Removes the container's directory (best effort for what is gone).
     pub fn remove(&self, id: &str) -> Result<()> {
-        let d = self.dir(id);
+        let d = self.checked_dir(id)?;
         // Share mount points live in the monitor's namespace; here they are
         // plain (empty) directories and files. Should any be mounted in this
         // namespace (a foreground `run` is its own monitor), detach them

@@ -28,6 +28,8 @@ pub enum SysError {
         dst: PathBuf,
         source: io::Error,
     },
+    #[error("remount {} nosuid,nodev (read-only for a ro share): {source}", path.display())]
+    Remount { path: PathBuf, source: io::Error },
     #[error("unmount {}: {source}", path.display())]
     Unmount { path: PathBuf, source: io::Error },
     #[error("{} is still mounted", .0.display())]
@@ -84,9 +86,11 @@ pub fn unshare_mounts() -> Result<()> {
     )
 }
 
-/// Bind-mounts `src` (recursively) onto `dst`.
-pub fn bind(src: &Path, dst: &Path) -> Result<()> {
+/// Bind-mounts `src` onto `dst`: with `recursive` (an `rbind`) the mounts
+/// under `src` come along, without (a plain `bind`) they do not.
+pub fn bind(src: &Path, dst: &Path, recursive: bool) -> Result<()> {
     let (s, d) = (cstr(src)?, cstr(dst)?);
+    let rec = if recursive { libc::MS_REC } else { 0 };
     // SAFETY: valid NUL-terminated paths; no data argument.
     check(
         unsafe {
@@ -94,7 +98,7 @@ pub fn bind(src: &Path, dst: &Path) -> Result<()> {
                 s.as_ptr(),
                 d.as_ptr(),
                 std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
+                libc::MS_BIND | rec,
                 std::ptr::null(),
             )
         },
@@ -106,11 +110,85 @@ pub fn bind(src: &Path, dst: &Path) -> Result<()> {
     )
 }
 
-/// Mount points at or under `dir` in this process's mount namespace,
-/// deepest first (from /proc/self/mountinfo, whose paths escape space,
-/// tab, newline and backslash in octal).
+/// The per-mount flags of the mount at `p` as mount(2) takes them: a bind
+/// remount sets exactly the flags it is given, so these must be kept.
+fn mount_flags(p: &Path) -> Result<libc::c_ulong> {
+    let c = cstr(p)?;
+    // SAFETY: statvfs is plain data; all-zero is a valid value to overwrite.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid path and out-pointer.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    check(r, |source| SysError::Remount {
+        path: p.to_path_buf(),
+        source,
+    })?;
+    Ok([
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ]
+    .iter()
+    .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
+    .fold(0, |acc, (_, ms)| acc | ms))
+}
+
+/// Restricts the bind mount at `dst` as the host must see a share: nosuid
+/// and nodev always (what the guest plants there is never setuid or a
+/// device on the host), read-only with `readonly`. With `recursive` every
+/// mount under `dst` (an `rbind` brought them) gets the same; each keeps
+/// the flags it had (noexec, ro, atime), so nothing is loosened. Mounts
+/// that appear under `dst` later (propagated from the host's source) are
+/// not covered.
+pub fn restrict_bind(dst: &Path, readonly: bool, recursive: bool) -> Result<()> {
+    let ro = if readonly { libc::MS_RDONLY } else { 0 };
+    // mountinfo names mount points by their resolved paths.
+    let top = std::fs::canonicalize(dst).map_err(|source| SysError::Remount {
+        path: dst.to_path_buf(),
+        source,
+    })?;
+    let mut under = if recursive {
+        mounts_under(&top)
+    } else {
+        vec![]
+    };
+    if !under.contains(&top) {
+        under.push(top);
+    }
+    for m in &under {
+        let flags = mount_flags(m)?
+            | libc::MS_REMOUNT
+            | libc::MS_BIND
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | ro;
+        let c = cstr(m)?;
+        // SAFETY: a valid NUL-terminated path; no source, type or data.
+        let r = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        check(r, |source| SysError::Remount {
+            path: m.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Mount points at or under `dir` in this thread's mount namespace,
+/// deepest first (from /proc/thread-self/mountinfo, whose paths escape
+/// space, tab, newline and backslash in octal).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let info = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
     let mut v: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -250,11 +328,16 @@ pub fn relay_sigset() -> husk_sys::SignalSet {
 }
 
 /// For a child between fork and exec: its own session (no terminal
-/// signals from the daemon's or the monitor's terminal) and death with
-/// its parent, so nothing outlives the monitor.
+/// signals from the daemon's or the monitor's terminal), death with its
+/// parent, so nothing outlives the monitor, and umask 077: the sockets and
+/// files it makes (virtiofsd's and husk-vmm's sockets, the console) are
+/// its owner's alone, whatever the caller's umask.
 pub fn child_setup() -> io::Result<()> {
-    // SAFETY: setsid(2) is async-signal-safe (between fork and exec).
+    // SAFETY: setsid(2) and umask(2) are async-signal-safe (between fork
+    // and exec).
     unsafe { libc::setsid() };
+    // SAFETY: as above.
+    unsafe { libc::umask(0o077) };
     #[allow(clippy::cast_sign_loss)] // SIGKILL is 9
     let sig = libc::SIGKILL as libc::c_ulong;
     // SAFETY: prctl(2) is async-signal-safe.

@@ -1,5 +1,8 @@
 //! Small host-side helpers: time stamps, process identity, atomic files.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -58,11 +61,44 @@ pub fn alive(pid: i32, start: u64) -> bool {
     pid > 0 && proc_start_time(pid) == Some(start)
 }
 
+/// Mode of the directories husk makes (state, sockets, share): its own.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the files husk makes (state, logs, the console): its own.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Makes directory `p` and missing parents, [`PRIVATE_DIR_MODE`] whatever
+/// the caller's umask (one that is stricter still takes bits away).
+pub fn create_private_dir_all(p: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(p)
+}
+
+/// Makes directory `p` (its parent must exist), [`PRIVATE_DIR_MODE`];
+/// fails if it exists.
+pub fn create_private_dir(p: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(p)
+}
+
+/// Creates (or truncates) file `p` for writing, [`PRIVATE_FILE_MODE`] when
+/// it is new, whatever the caller's umask.
+pub fn create_private_file(p: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(p)
+}
+
 /// Writes `data` to `path` atomically (temp file in the same directory,
-/// then rename).
+/// then rename); a new file is [`PRIVATE_FILE_MODE`].
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), IoError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data).during("write", &tmp)?;
+    create_private_file(&tmp)
+        .and_then(|mut f| f.write_all(data))
+        .during("write", &tmp)?;
     std::fs::rename(&tmp, path)
         .during("rename", path)
         .inspect_err(|_| {

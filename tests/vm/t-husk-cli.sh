@@ -159,3 +159,16 @@ spec '["true"]'; sed -i 's#{"type":"uts"}#{"type":"uts","path":"/proc/1/ns/uts"}
 spec '["true"]'; sed -i 's#"root":{"path":"rootfs"}#"root":{"path":"nonexistent"}#' "$B/config.json"; bad "missing rootfs" "root.path"
 spec '["true"]' true; bad "terminal without --console-socket" "console-socket"
 note "bad bundles: one-line errors naming the field, exit 1, nothing left"
+
+# --- ids that are paths: refused in one line naming the id, nothing touched --
+etc_before=$(ls -A /etc)
+for id in /etc .. ../outside; do
+    for cmd in start state pause kill delete; do
+        H "$cmd" "$id" </dev/null >/dev/null 2>"$tmp/err" && fail "husk $cmd $id succeeded"
+        [ "$(wc -l <"$tmp/err")" = 1 ] || { show "$tmp/err"; fail "husk $cmd $id: the error is not one line"; }
+        grep -qF "invalid container id \"$id\"" "$tmp/err" || { show "$tmp/err"; fail "husk $cmd $id: the error does not name the id"; }
+    done
+done
+assert_eq "$(ls -A /etc)" "$etc_before" "/etc after husk start /etc and the others"
+[ ! -e "$tmp/outside" ] || fail "husk made $tmp/outside"
+note "ids that are paths (/etc, .., ../outside): one-line errors naming the id, nothing made"

@@ -190,6 +190,7 @@ pub fn run_foreground(store: &Store, a: &CreateRequest, keep: bool) -> Result<i3
 
 /// Starts the process of a created container.
 pub fn start(store: &Store, id: &str) -> Result<()> {
+    check_id(id)?;
     let _lock = store.lock(id)?;
     let st = store.load(id)?;
     match live_status(store, &st) {

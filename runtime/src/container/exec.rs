@@ -149,6 +149,7 @@ pub fn exec_monitor(
     console_socket: Option<PathBuf>,
     ready: Option<OwnedFd>,
 ) -> Result<i32> {
+    check_id(id)?;
     let data = std::fs::read(process_file).at(process_file)?;
     let _ = std::fs::remove_file(process_file);
     let process: oci::Process =

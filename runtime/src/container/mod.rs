@@ -202,3 +202,7 @@ pub fn events(store: &Store, st: &State) -> Result<Events> {
         .events()
         .map_err(Error::Events)
 }
+
+#[cfg(test)]
+#[path = "id_tests.rs"]
+mod id_tests;

@@ -24,11 +24,15 @@ use crate::error::{Error, Result};
 use crate::host_config::HostConfig;
 use crate::log;
 use crate::session::{self, SessionError, Target, Terminal};
-use crate::spawn::report;
+use crate::spawn::{self, report};
 use crate::state::{State, Status, Store};
 use crate::util;
 use crate::{hooks, sys};
 
+mod helper_log;
+#[cfg(test)]
+mod helper_tests;
+mod mount_points;
 mod network;
 mod sandbox;
 mod virtiofsd;
@@ -123,6 +127,11 @@ pub fn state_json(st: &State, status: Status, pid: i32) -> String {
 /// the error that kept it from being created (or started, with `start`),
 /// already reported on the ready pipe.
 pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
+    keep_ready_pipe(&opts.ready);
+    if let Err(e) = crate::container::check_id(id) {
+        report(&mut opts.ready, &format!("error: {e}\n"));
+        return Err(e);
+    }
     // Every thread started from here on inherits the blocked set, so the
     // signal thread alone receives them.
     sys::relay_sigset().block();
@@ -132,6 +141,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         dir: dir.clone(),
         vsock: PathBuf::new(),
         helpers: vec![],
+        logs: vec![],
         tx,
         net: network::Plan::default(),
     };
@@ -218,6 +228,15 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
     Ok(status)
 }
 
+/// The ready pipe is this process's alone: nothing it starts inherits it.
+fn keep_ready_pipe(ready: &Option<OwnedFd>) {
+    if let Some(fd) = ready {
+        if let Err(e) = spawn::close_on_exec(fd) {
+            crate::warn!("the ready pipe: close-on-exec: {e}");
+        }
+    }
+}
+
 fn crash(dir: &Path, id: &str, why: &str) -> i32 {
     let tail = session::tail(&dir.join("console.log"), 5);
     log::log(
@@ -249,7 +268,7 @@ fn setup(
     sys::unshare_mounts()?;
     sys::enter_netns(b.netns.as_deref())?;
     network::refuse_shared(&b)?;
-    let share = sandbox::mount_shares(&sb.dir, &b)?;
+    let share = sandbox::mount_shares(&sb.dir, &b.shares, &mount_points::wanted(&b))?;
 
     // createRuntime and prestart hooks see the monitor as the container's
     // process: its network namespace is the container's on the host. They
@@ -312,7 +331,10 @@ fn setup(
         })?;
     phase("container created in the microVM");
     for w in warnings {
-        crate::warn!("container {id}: {w}");
+        crate::warn!(
+            "container {id}: {}",
+            husk_protocol::printable(&w, husk_protocol::MAX_ERROR_MESSAGE)
+        );
     }
     let attached = session::attach(&target, &opts.term)?;
     attached.resize(&target);
@@ -333,6 +355,7 @@ pub fn exec_session(
     pid_file: Option<&Path>,
 ) -> i32 {
     sys::relay_sigset().block();
+    keep_ready_pipe(&ready);
     let eid = target.exec_id.clone().unwrap_or_default();
     let r = target.connect().map_err(Error::from).and_then(|mut c| {
         c.exec(&target.guest_id, &eid, process, term.stdio())

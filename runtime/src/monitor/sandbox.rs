@@ -14,8 +14,8 @@ use husk_protocol::client::{Client, ReadyListener};
 use husk_protocol::AGENT_PORT;
 use husk_vm_config::{ConfigInput as VmConfigInput, FsConfig, SerialConfig};
 
-use super::{Ev, Helpers};
-use crate::bundle::{self, Bundle};
+use super::{helper_log, mount_points, Ev, Helpers};
+use crate::bundle::{self, Bundle, Shared};
 use crate::error::{Error, IoContext, Result};
 use crate::host_config::HostConfig;
 use crate::log;
@@ -29,6 +29,8 @@ pub(super) struct Sandbox {
     pub(super) vsock: PathBuf,
     /// virtiofsd and husk-vmm, in the order they started.
     pub(super) helpers: Vec<(&'static str, i32)>,
+    /// Word that a helper's log has all it wrote, by helper.
+    pub(super) logs: Vec<(&'static str, helper_log::Drained)>,
     pub(super) tx: mpsc::Sender<Ev>,
     /// The VM's network: taps until husk-vmm has them, tc redirects to
     /// remove at the end.
@@ -42,19 +44,22 @@ impl Sandbox {
         cmd: &mut Command,
         log: &Path,
     ) -> Result<(i32, Child)> {
-        let out = std::fs::File::create(log).at(log)?;
+        let (out, drained) = helper_log::start(log, helper_log::LOG_CAP).at(log)?;
         let err = out.try_clone().at(log)?;
         // SAFETY: child_setup only makes async-signal-safe calls.
-        let child = unsafe { cmd.pre_exec(sys::child_setup) }
+        let spawned = unsafe { cmd.pre_exec(sys::child_setup) }
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .spawn()
-            .map_err(|source| Error::StartHelper {
-                name,
-                program: PathBuf::from(cmd.get_program()),
-                source,
-            })?;
+            .spawn();
+        // The helper's copies alone keep the log's pipe open: it ends with it.
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = spawned.map_err(|source| Error::StartHelper {
+            name,
+            program: PathBuf::from(cmd.get_program()),
+            source,
+        })?;
+        self.logs.push((name, drained));
         let pid = util::pid(child.id());
         self.helpers.push((name, pid));
         let h = Helpers {
@@ -95,18 +100,33 @@ impl Sandbox {
 }
 
 /// Bind-mounts the bundle's rootfs and bind sources into `dir`/share (in
-/// this process's mount namespace); returns the share directory.
-pub(super) fn mount_shares(dir: &Path, b: &Bundle) -> Result<PathBuf> {
+/// this process's mount namespace); returns the share directory. Each bind
+/// is what virtiofsd serves, so it carries the share's mode on the host:
+/// read-only for a read-only share (a guest that mounts the virtio-fs tag
+/// itself cannot write through it), nosuid and nodev for all, recursive
+/// only for an `rbind` (and the rootfs); see [`sys::restrict_bind`].
+///
+/// A read-only rootfs gets `root_points` (see [`mount_points`]) made in it
+/// first, while its bind is still writable.
+pub(super) fn mount_shares(
+    dir: &Path,
+    shares: &[Shared],
+    root_points: &[mount_points::MountPoint],
+) -> Result<PathBuf> {
     let share = dir.join("share");
-    std::fs::create_dir_all(&share).at(&share)?;
-    for s in &b.shares {
+    util::create_private_dir_all(&share).at(&share)?;
+    for s in shares {
         let at = share.join(&s.name);
         if s.is_dir {
-            std::fs::create_dir_all(&at).at(&at)?;
+            util::create_private_dir_all(&at).at(&at)?;
         } else {
-            std::fs::File::create(&at).at(&at)?;
+            util::create_private_file(&at).at(&at)?;
         }
-        sys::bind(&s.source, &at)?;
+        sys::bind(&s.source, &at, s.recursive)?;
+        if s.readonly && s.name == bundle::ROOTFS_DIR {
+            mount_points::make_all(&at, root_points);
+        }
+        sys::restrict_bind(&at, s.readonly, s.recursive)?;
     }
 
     Ok(share)
@@ -125,7 +145,7 @@ impl Sandbox {
         phase: impl Fn(&str),
     ) -> Result<ReadyListener> {
         let _ = std::fs::remove_dir_all(sdir);
-        std::fs::create_dir_all(sdir).at(sdir)?;
+        util::create_private_dir_all(sdir).at(sdir)?;
         let fs_sock = sdir.join("fs.sock");
         self.vsock = sdir.join("vsock");
 
@@ -149,7 +169,10 @@ impl Sandbox {
         if !net.is_empty() {
             vm.net = Some(net);
         }
-        vm.write_json_file(&vm_json)?;
+        util::write_atomic(&vm_json, vm.to_json()?.as_bytes())?;
+        // husk-vmm writes the console into the file as it finds it.
+        let console = self.dir.join("console.log");
+        util::create_private_file(&console).at(&console)?;
         let mut vmm_cmd = Command::new(&cfg.vmm);
         vmm_cmd.arg("run").arg("--config").arg(&vm_json);
         // The taps, by the numbers vm.json names: inherited by husk-vmm
@@ -251,6 +274,10 @@ pub(super) fn boot_wait(
             dead = dead_now();
         }
         if let Some(&(n, p)) = dead.iter().find(|(n, _)| *n == "husk-vmm").or(dead.first()) {
+            // Its last words, which say why, are on their way to its log.
+            if let Some((_, d)) = sb.logs.iter().find(|(m, _)| *m == n) {
+                d.wait(Duration::from_secs(1));
+            }
             let log = sb.dir.join(if n == "virtiofsd" {
                 "virtiofsd.log"
             } else {
@@ -291,7 +318,7 @@ pub(super) fn boot_wait(
                 Ok(info) => {
                     crate::debug!(
                         "agent {} ready after {} ms ({} vCPUs, {} MiB), reached {}",
-                        info.agent_version,
+                        husk_protocol::printable(&info.agent_version, 64),
                         start.elapsed().as_millis(),
                         b.vcpus,
                         b.memory_mib,
@@ -317,6 +344,10 @@ pub(super) fn boot_wait(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "share_tests.rs"]
+mod share_tests;
 
 #[cfg(test)]
 mod tests {
