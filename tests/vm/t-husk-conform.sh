@@ -4,7 +4,9 @@
 # - linux.rootfsPropagation "unbindable" is taken and is the root's;
 # - linux.resources.cpu.cpus "1" gets a VM with a second vCPU (or, on a
 #   one-CPU host, "0-1" is refused in one line naming the field);
-# - uid 10 with CAP_DAC_OVERRIDE creates a file in a root-owned directory
+# - uid 10 with CAP_DAC_OVERRIDE (effective and ambient, as the issue and
+#   runc need: a non-root exec keeps only ambient capabilities) creates a
+#   file in a root-owned directory
 #   of the rootfs (virtio-fs) and the host sees it owned by uid 10;
 # - poststart hooks run after the process was executed (one of them asks
 #   `husk exec` what PID 1 of the container is); a failing poststart or
@@ -44,7 +46,7 @@ spec() {
 {"ociVersion":"1.0.2",
  "process":{"terminal":false,"cwd":"/","env":["PATH=/bin","HOME=/"],"user":{"uid":10,"gid":10},
    "args":["sh","-c","{ touch /rootonly/by-uid-10 && echo created; } >/out/create 2>&1; cat /sys/fs/cgroup/cpuset.cpus.effective >/out/cpus; cat /sys/devices/system/cpu/online >/out/online; awk '{if (\$5 == \"/\") print}' /proc/self/mountinfo >/out/root; exec sleep 1000"],
-   "capabilities":{"bounding":["CAP_DAC_OVERRIDE","CAP_KILL"],"effective":["CAP_DAC_OVERRIDE","CAP_KILL"],"permitted":["CAP_DAC_OVERRIDE","CAP_KILL"]},
+   "capabilities":{"bounding":["CAP_DAC_OVERRIDE","CAP_KILL"],"effective":["CAP_DAC_OVERRIDE","CAP_KILL"],"permitted":["CAP_DAC_OVERRIDE","CAP_KILL"],"inheritable":["CAP_DAC_OVERRIDE"],"ambient":["CAP_DAC_OVERRIDE"]},
    "noNewPrivileges":true},
  "root":{"path":"rootfs"},
  "mounts":[{"destination":"/proc","type":"proc","source":"proc","options":["nosuid","noexec","nodev"]},
