@@ -14,7 +14,9 @@ use serde_json::Value;
 
 use crate::state::resolve;
 
+mod annotations;
 mod size;
+pub use annotations::{HostLimits, ENABLED_BY_DEFAULT, KNOWN as KNOWN_ANNOTATIONS};
 use size::vm_size;
 pub use size::{cpuset_highest, CpusetError};
 /// A bundle that cannot run, naming its config.json and the field, or the
@@ -41,6 +43,10 @@ pub enum BundleError {
         field: String,
         msg: String,
     },
+    /// The host's configuration, which says which annotations a bundle
+    /// may set.
+    #[error(transparent)]
+    Host(#[from] crate::host_config::HostConfigError),
 }
 
 type Result<T, E = BundleError> = std::result::Result<T, E>;
@@ -130,7 +136,8 @@ pub fn load(dir: &Path) -> Result<Bundle> {
         Ok(v) => v,
         Err(source) => return Err(BundleError::Json { path, source }),
     };
-    from_value(&dir, v)
+    let host = HostLimits::of_this_host(&crate::host_config::HostConfig::load()?);
+    from_value(&dir, v, &host)
 }
 
 fn spec_err(path: &Path, msg: String) -> BundleError {
@@ -154,15 +161,16 @@ impl At<'_> {
 }
 
 /// Checks the spec in `v` (the bundle `dir`'s config.json) and derives
-/// what the microVM needs from it.
-pub fn from_value(dir: &Path, mut v: Value) -> Result<Bundle> {
+/// what the microVM needs from it, on `host`.
+pub fn from_value(dir: &Path, mut v: Value, host: &HostLimits) -> Result<Bundle> {
     let cfg = dir.join("config.json");
     let at = At(&cfg);
     let spec: oci::Spec =
         husk_protocol::decode_tracked(v.clone(), "").map_err(|e| spec_err(&cfg, e))?;
     let (terminal, rootfs) = process_and_root(&at, dir, &spec)?;
     let netns = netns_of(&at, &spec)?;
-    let (vcpus, memory_mib) = vm_size(&at, &spec)?;
+    annotations::check(&at, &spec, host)?;
+    let (vcpus, memory_mib) = vm_size(&at, &spec, host)?;
     let net_backend = net_backend(&at, &spec)?;
     let root_ro = spec
         .root()
@@ -419,6 +427,11 @@ mod tests {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+    /// A host of 4 CPUs and 8 GiB that enables the VM size annotations.
+    fn test_host() -> HostLimits {
+        HostLimits::with(4, 8192).enabling(&["io.husk.vcpus", "io.husk.memory_mib"])
+    }
+
     fn bundle_dir(name: &str) -> Tmp {
         let d = std::env::temp_dir().join(format!("husk-bundle-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -450,7 +463,7 @@ mod tests {
     #[test]
     fn rewrites_mounts_and_sizes() {
         let t = bundle_dir("ok");
-        let b = from_value(&t.0, spec()).unwrap();
+        let b = from_value(&t.0, spec(), &test_host()).unwrap();
         assert_eq!(b.rootfs, t.0.join("rootfs"));
         assert_eq!(
             b.vcpus,
@@ -550,7 +563,7 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            let e = from_value(&t.0, v).unwrap_err().to_string();
+            let e = from_value(&t.0, v, &test_host()).unwrap_err().to_string();
             assert!(e.contains(want), "{e:?} lacks {want:?}");
             assert!(e.contains("config.json"), "{e:?}");
             assert!(!e.contains('\n'));
@@ -570,7 +583,7 @@ mod tests {
             {"destination": "/c", "type": "bind", "source": "data"},
             {"destination": "/d", "source": "hosts", "options": ["rbind", "ro", "nosuid"]}
         ]);
-        let b = from_value(&t.0, s).unwrap();
+        let b = from_value(&t.0, s, &test_host()).unwrap();
         let modes: Vec<_> = b
             .shares
             .iter()
@@ -586,7 +599,7 @@ mod tests {
                 ("m3", true, true)
             ]
         );
-        let b = from_value(&t.0, spec()).unwrap();
+        let b = from_value(&t.0, spec(), &test_host()).unwrap();
         assert!(
             !b.shares[0].readonly,
             "root.readonly unset: a writable rootfs"
@@ -598,7 +611,7 @@ mod tests {
         let t = bundle_dir("def");
         let mut s = spec();
         s["linux"]["resources"] = json!({});
-        let b = from_value(&t.0, s).unwrap();
+        let b = from_value(&t.0, s, &test_host()).unwrap();
         assert_eq!((b.vcpus, b.memory_mib), (1, DEFAULT_MEMORY_MIB));
         assert_eq!(b.net_backend, None);
         assert_eq!(guest_cgroup_path("/docker/abc"), "/docker/abc");
@@ -611,17 +624,17 @@ mod tests {
             let mut s = spec();
             s["annotations"] = json!({ NET_BACKEND_ANNOTATION: value });
             assert_eq!(
-                from_value(&t.0, s).unwrap().net_backend,
+                from_value(&t.0, s, &test_host()).unwrap().net_backend,
                 Some(want),
                 "{value}"
             );
         }
         let mut s = spec();
         s["annotations"] = json!({"io.husk.vcpus": "1"});
-        assert_eq!(from_value(&t.0, s).unwrap().net_backend, None);
+        assert_eq!(from_value(&t.0, s, &test_host()).unwrap().net_backend, None);
         let mut s = spec();
         s["annotations"] = json!({ NET_BACKEND_ANNOTATION: "" });
-        let e = from_value(&t.0, s).unwrap_err().to_string();
+        let e = from_value(&t.0, s, &test_host()).unwrap_err().to_string();
         assert!(
             e.ends_with(
                 "config.json: annotations.io.husk.net.backend: \"\" is not \"virtio\" or \"vhost\""

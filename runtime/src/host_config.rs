@@ -10,6 +10,7 @@
 //! | initramfs   | /usr/share/husk/initramfs.img                       | `initramfs`  | `HUSK_INITRAMFS`|
 //! | boot wait   | 120 s                                               | `boot_timeout_secs` | `HUSK_BOOT_TIMEOUT` |
 //! | agent debug | off: the agent's per-request debug lines (console.log) | `agent_debug` | `HUSK_AGENT_DEBUG` (1/0) |
+//! | annotations a bundle may set | `io.husk.net.backend` | `enable_annotations` (list) | `HUSK_ENABLE_ANNOTATIONS` (comma-separated) |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub enum HostConfigError {
         value: String,
         want: &'static str,
     },
+    /// `enable_annotations` names one husk does not read.
+    #[error("enable_annotations: {0:?} is not an annotation husk knows")]
+    UnknownAnnotation(String),
     /// A part that is not there: `husk-vmm (HUSK_VMM): PATH not found`.
     #[error("{part}: {} not found", path.display())]
     Missing { part: &'static str, path: PathBuf },
@@ -48,6 +52,7 @@ struct File {
     initramfs: Option<PathBuf>,
     boot_timeout_secs: Option<u64>,
     agent_debug: Option<bool>,
+    enable_annotations: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +66,9 @@ pub struct HostConfig {
     /// phases of creating and starting a container on the VM's console
     /// (every console byte is a VM exit: off by default).
     pub agent_debug: bool,
+    /// The `io.husk.*` annotations a bundle may set (see
+    /// [`crate::bundle::HostLimits`]).
+    pub enable_annotations: Vec<String>,
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -87,6 +95,27 @@ fn env_bool(name: &'static str, v: &str) -> Result<bool> {
             value: v.to_string(),
             want: "1 or 0",
         }),
+    }
+}
+
+/// A comma-separated list, without empty items.
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Refuses to enable an annotation husk does not know (a typo would
+/// leave the one meant disabled without a word).
+fn check_annotations(names: &[String]) -> Result<()> {
+    match names
+        .iter()
+        .find(|n| !crate::bundle::KNOWN_ANNOTATIONS.contains(&n.as_str()))
+    {
+        Some(n) => Err(HostConfigError::UnknownAnnotation(n.clone())),
+        None => Ok(()),
     }
 }
 
@@ -140,6 +169,17 @@ impl HostConfig {
             Ok(s) if !s.is_empty() => env_bool("HUSK_AGENT_DEBUG", &s)?,
             _ => file.agent_debug.unwrap_or(false),
         };
+        let enable_annotations = match std::env::var("HUSK_ENABLE_ANNOTATIONS") {
+            Ok(s) => Some(split_list(&s)),
+            Err(_) => file.enable_annotations,
+        }
+        .unwrap_or_else(|| {
+            crate::bundle::ENABLED_BY_DEFAULT
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
+        check_annotations(&enable_annotations)?;
         let c = HostConfig {
             vmm,
             virtiofsd,
@@ -147,6 +187,7 @@ impl HostConfig {
             initramfs,
             boot_timeout: Duration::from_secs(secs),
             agent_debug,
+            enable_annotations,
         };
         Ok(c)
     }
@@ -184,6 +225,23 @@ mod tests {
             env_bool("HUSK_AGENT_DEBUG", "yes").unwrap_err().to_string(),
             "HUSK_AGENT_DEBUG=\"yes\": want 1 or 0"
         );
+    }
+
+    #[test]
+    fn enabled_annotations_are_a_list_of_known_ones() {
+        assert_eq!(
+            split_list(" io.husk.vcpus,,io.husk.memory_mib "),
+            ["io.husk.vcpus", "io.husk.memory_mib"]
+        );
+        assert!(check_annotations(&split_list("io.husk.vcpus,io.husk.net.backend")).is_ok());
+        assert_eq!(
+            check_annotations(&split_list("io.husk.cpus"))
+                .unwrap_err()
+                .to_string(),
+            "enable_annotations: \"io.husk.cpus\" is not an annotation husk knows"
+        );
+        let f: File = serde_json::from_str(r#"{"enable_annotations": ["io.husk.vcpus"]}"#).unwrap();
+        assert_eq!(f.enable_annotations.unwrap(), ["io.husk.vcpus"]);
     }
 
     #[test]

@@ -158,6 +158,8 @@ spec '["true"]'; sed -i 's/"hostname":"huskbox"/"hostname":42/' "$B/config.json"
 spec '["true"]'; sed -i 's#{"type":"uts"}#{"type":"uts","path":"/proc/1/ns/uts"}#' "$B/config.json"; bad "host namespace path" "linux.namespaces\[2\].path"
 spec '["true"]'; sed -i 's#"root":{"path":"rootfs"}#"root":{"path":"nonexistent"}#' "$B/config.json"; bad "missing rootfs" "root.path"
 spec '["true"]' true; bad "terminal without --console-socket" "console-socket"
+spec '["true"]'; sed -i 's#^{"ociVersion":"1.0.2",#{"ociVersion":"1.0.2","annotations":{"io.husk.memory_mib":"16384"},#' "$B/config.json"
+bad "a VM-size annotation the host did not enable" "annotations.io.husk.memory_mib: not enabled on this host"
 note "bad bundles: one-line errors naming the field, exit 1, nothing left"
 
 # --- ids that are paths: refused in one line naming the id, nothing touched --

@@ -35,8 +35,9 @@ fn features_value() -> Value {
         },
         "annotations": {
             "io.husk.vmm": "husk-vmm (KVM microVM, one per container)",
-            "io.husk.vcpus": "vCPUs of the microVM (default: from linux.resources.cpu)",
-            "io.husk.memory_mib": "guest memory in MiB (default: memory limit + 64, at least 128)",
+            "io.husk.vcpus": "vCPUs of the microVM (default: from linux.resources.cpu; only where /etc/husk/config.json enable_annotations lists it)",
+            "io.husk.memory_mib": "guest memory in MiB (default: memory limit + 64, at least 128; only where enable_annotations lists it)",
+            "io.husk.net.backend": "virtio or vhost: who serves the NICs (enabled by default)",
         },
     })
 }

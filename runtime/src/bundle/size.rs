@@ -1,38 +1,26 @@
 //! The microVM's size from the spec: vCPUs from `linux.resources.cpu`
 //! (its quota and its cpuset), memory from `linux.resources.memory`, each
-//! overridable by an annotation.
+//! overridable by an annotation where the host enables it, and all bounded
+//! by the host ([`HostLimits`]).
 
 use husk_protocol::oci;
 
+use super::annotations::{HostLimits, MEMORY_ANNOTATION, VCPUS_ANNOTATION};
 use super::{At, Result, DEFAULT_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, VM_OVERHEAD_MIB};
 
 const CPUS_FIELD: &str = "linux.resources.cpu.cpus";
-const VCPUS_ANNOTATION: &str = "io.husk.vcpus";
-const MEMORY_ANNOTATION: &str = "io.husk.memory_mib";
-
-/// The CPUs this host gives a microVM: those this process may run on (its
-/// affinity and cgroup quota), at most [`MAX_VCPUS`].
-fn host_cpus() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| u32::try_from(n.get()).unwrap_or(MAX_VCPUS))
-        .unwrap_or(1)
-        .clamp(1, MAX_VCPUS)
-}
 
 /// vCPUs and memory (MiB) from linux.resources, overridable by the
-/// `io.husk.vcpus` and `io.husk.memory_mib` annotations.
-pub(super) fn vm_size(at: &At, spec: &oci::Spec) -> Result<(u32, u64)> {
-    vm_size_on(at, spec, host_cpus())
-}
-
-/// [`vm_size`] on a host that gives `host_cpus` CPUs (1..=[`MAX_VCPUS`]).
+/// `io.husk.vcpus` and `io.husk.memory_mib` annotations (which the caller
+/// has checked `host` enables), on `host`.
 ///
 /// The guest numbers its vCPUs from 0, and the agent writes the spec's
 /// cpuset as it is: a cpuset needs its highest CPU + 1 vCPUs (`"1"` needs
 /// two), whatever the quota asks. A cpuset the host cannot give that many
 /// for is refused here, in one line, rather than failing the create in the
 /// guest.
-fn vm_size_on(at: &At, spec: &oci::Spec, host_cpus: u32) -> Result<(u32, u64)> {
+pub(super) fn vm_size(at: &At, spec: &oci::Spec, host: &HostLimits) -> Result<(u32, u64)> {
+    let host_cpus = host.cpus;
     let res = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     let cpu = res.and_then(|r| r.cpu().as_ref());
     let set = cpu.and_then(|c| c.cpus().as_deref());
@@ -66,7 +54,9 @@ fn vm_size_on(at: &At, spec: &oci::Spec, host_cpus: u32) -> Result<(u32, u64)> {
         .and_then(|l| u64::try_from(l).ok())
         .filter(|l| *l > 0)
     {
-        memory_mib = limit.div_ceil(1 << 20) + VM_OVERHEAD_MIB;
+        // A limit is not an allocation: the VM never needs more than the
+        // host has.
+        memory_mib = (limit.div_ceil(1 << 20) + VM_OVERHEAD_MIB).min(host.memory_mib);
     }
     let ann = spec.annotations().clone().unwrap_or_default();
     if let Some(s) = ann.get(VCPUS_ANNOTATION) {
@@ -74,8 +64,13 @@ fn vm_size_on(at: &At, spec: &oci::Spec, host_cpus: u32) -> Result<(u32, u64)> {
         vcpus = s
             .parse::<u32>()
             .ok()
-            .filter(|n| (1..=MAX_VCPUS).contains(n))
-            .ok_or_else(|| at.bad(&field, format!("{s:?}: want 1..={MAX_VCPUS}")))?;
+            .filter(|n| (1..=host_cpus).contains(n))
+            .ok_or_else(|| {
+                at.bad(
+                    &field,
+                    format!("{s:?}: want 1..={host_cpus} (the CPUs this host gives)"),
+                )
+            })?;
         if let (Some(n), Some(set)) = (needed, set) {
             if vcpus < n {
                 return Err(at.bad(
@@ -89,11 +84,14 @@ fn vm_size_on(at: &At, spec: &oci::Spec, host_cpus: u32) -> Result<(u32, u64)> {
         memory_mib = s
             .parse::<u64>()
             .ok()
-            .filter(|n| *n >= MIN_MEMORY_MIB && *n <= 1 << 20)
+            .filter(|n| *n >= MIN_MEMORY_MIB && *n <= host.memory_mib)
             .ok_or_else(|| {
                 at.bad(
                     &format!("annotations.{MEMORY_ANNOTATION}"),
-                    format!("{s:?}: want {MIN_MEMORY_MIB}..=1048576"),
+                    format!(
+                        "{s:?}: want {MIN_MEMORY_MIB}..={} (this host's memory, MiB)",
+                        host.memory_mib
+                    ),
                 )
             })?;
     }
@@ -162,7 +160,8 @@ mod tests {
             "linux": {"resources": resources}
         }))
         .unwrap();
-        vm_size_on(&At(Path::new("config.json")), &spec, host).map_err(|e| e.to_string())
+        let host = HostLimits::with(host, 4096).enabling(&[VCPUS_ANNOTATION, MEMORY_ANNOTATION]);
+        vm_size(&At(Path::new("config.json")), &spec, &host).map_err(|e| e.to_string())
     }
 
     fn vcpus(cpu: serde_json::Value, host: u32) -> std::result::Result<u32, String> {
@@ -233,6 +232,23 @@ mod tests {
             Ok((1, 512 + VM_OVERHEAD_MIB))
         );
         assert_eq!(size(json!({}), json!({}), 1), Ok((1, DEFAULT_MEMORY_MIB)));
+        // Bounded by the host (4096 MiB, 2 CPUs here).
+        assert_eq!(
+            size(json!({"memory": {"limit": 1_i64 << 40}}), json!({}), 2),
+            Ok((1, 4096))
+        );
+        assert_eq!(
+            size(json!({}), json!({ VCPUS_ANNOTATION: "3" }), 2),
+            Err("config.json: annotations.io.husk.vcpus: \"3\": want 1..=2 (the CPUs this host gives)".into())
+        );
+        assert_eq!(
+            size(json!({}), json!({ MEMORY_ANNOTATION: "8192" }), 2),
+            Err("config.json: annotations.io.husk.memory_mib: \"8192\": want 128..=4096 (this host's memory, MiB)".into())
+        );
+        assert_eq!(
+            size(json!({}), json!({ MEMORY_ANNOTATION: "1024" }), 2),
+            Ok((1, 1024))
+        );
         assert_eq!(cpuset_highest("0-3,8"), Ok(Some(8)));
         assert_eq!(cpuset_highest(" 2 , 0-1 "), Ok(Some(2)));
         assert_eq!(cpuset_highest(""), Ok(None));

@@ -250,7 +250,8 @@ mod tests {
             ],
             "linux": {"namespaces": [{"type": "network"}]}
         });
-        let b = crate::bundle::from_value(&t, spec).unwrap();
+        let b =
+            crate::bundle::from_value(&t, spec, &crate::bundle::HostLimits::with(2, 4096)).unwrap();
         let got: Vec<(String, bool)> = wanted(&b)
             .into_iter()
             .map(|p| (p.dest.display().to_string(), p.file))

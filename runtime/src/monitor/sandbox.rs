@@ -366,6 +366,7 @@ mod tests {
             initramfs: "/i".into(),
             boot_timeout: Duration::from_secs(1),
             agent_debug: true,
+            enable_annotations: vec![],
         };
         let b = Bundle {
             dir: dir.clone(),
