@@ -30,6 +30,8 @@ pub enum SysError {
     },
     #[error("remount {} nosuid,nodev (read-only for a ro share): {source}", path.display())]
     Remount { path: PathBuf, source: io::Error },
+    #[error("mount a tmpfs on {}: {source}", path.display())]
+    Tmpfs { path: PathBuf, source: io::Error },
     #[error("unmount {}: {source}", path.display())]
     Unmount { path: PathBuf, source: io::Error },
     #[error("{} is still mounted", .0.display())]
@@ -105,6 +107,31 @@ pub fn bind(src: &Path, dst: &Path, recursive: bool) -> Result<()> {
         |source| SysError::Bind {
             src: src.to_path_buf(),
             dst: dst.to_path_buf(),
+            source,
+        },
+    )
+}
+
+/// Mounts a small tmpfs on `dst`: nosuid, nodev, noexec, mode 0700, at
+/// most `inodes` inodes and 64 KiB (a skeleton of mount points, not a
+/// place for data).
+pub fn mount_skeleton_tmpfs(dst: &Path, inodes: usize) -> Result<()> {
+    let d = cstr(dst)?;
+    let opts = CString::new(format!("size=64k,nr_inodes={inodes},mode=0700"))
+        .map_err(|_| SysError::NulInPath(dst.to_path_buf()))?;
+    // SAFETY: valid NUL-terminated strings; the data is tmpfs's options.
+    check(
+        unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                d.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                opts.as_ptr().cast(),
+            )
+        },
+        |source| SysError::Tmpfs {
+            path: dst.to_path_buf(),
             source,
         },
     )

@@ -108,6 +108,11 @@ impl Sandbox {
 ///
 /// A read-only rootfs gets `root_points` (see [`mount_points`]) made in it
 /// first, while its bind is still writable.
+///
+/// The share's top level, which holds only the binds' mount points, is a
+/// tmpfs of its own, small and made read-only once they are in place: a
+/// guest that mounts the tag itself can write nothing there (the state
+/// directory is on the host's /run, whose memory it would otherwise fill).
 pub(super) fn mount_shares(
     dir: &Path,
     shares: &[Shared],
@@ -115,6 +120,7 @@ pub(super) fn mount_shares(
 ) -> Result<PathBuf> {
     let share = dir.join("share");
     util::create_private_dir_all(&share).at(&share)?;
+    sys::mount_skeleton_tmpfs(&share, shares.len() + 8)?;
     for s in shares {
         let at = share.join(&s.name);
         if s.is_dir {
@@ -128,7 +134,7 @@ pub(super) fn mount_shares(
         }
         sys::restrict_bind(&at, s.readonly, s.recursive)?;
     }
-
+    sys::restrict_bind(&share, true, false)?;
     Ok(share)
 }
 

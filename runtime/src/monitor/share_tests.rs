@@ -101,6 +101,22 @@ fn the_host_view_of_a_share_has_its_mode() {
             );
         }
         assert_eq!(statvfs_flags(&src) & (libc::ST_NOSUID | libc::ST_RDONLY), 0);
+
+        // The top level holds the mount points only: nothing can be
+        // made there, whatever the share modes below.
+        assert_eq!(write(&dir.join("new")), Err(ErrorKind::ReadOnlyFilesystem));
+        assert_eq!(
+            std::fs::create_dir(dir.join("d")).map_err(|e| e.kind()),
+            Err(ErrorKind::ReadOnlyFilesystem)
+        );
+        let f = statvfs_flags(&dir);
+        for (flag, name) in [
+            (libc::ST_NOSUID, "nosuid"),
+            (libc::ST_NODEV, "nodev"),
+            (libc::ST_NOEXEC, "noexec"),
+        ] {
+            assert_ne!(f & flag, 0, "the share's top level is not {name}");
+        }
         assert_eq!(statvfs_flags(&src.join("sub")) & libc::ST_RDONLY, 0);
     });
 }
