@@ -137,30 +137,12 @@ pub fn mount_skeleton_tmpfs(dst: &Path, inodes: usize) -> Result<()> {
     )
 }
 
-/// The per-mount flags of the mount at `p` as mount(2) takes them: a bind
-/// remount sets exactly the flags it is given, so these must be kept.
+/// [`husk_sys::mount::mount_flags`], with the path in the error.
 fn mount_flags(p: &Path) -> Result<libc::c_ulong> {
-    let c = cstr(p)?;
-    // SAFETY: statvfs is plain data; all-zero is a valid value to overwrite.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid path and out-pointer.
-    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    check(r, |source| SysError::Remount {
+    husk_sys::mount::mount_flags(p).map_err(|source| SysError::Remount {
         path: p.to_path_buf(),
         source,
-    })?;
-    Ok([
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ]
-    .iter()
-    .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
-    .fold(0, |acc, (_, ms)| acc | ms))
+    })
 }
 
 /// Restricts the bind mount at `dst` as the host must see a share: nosuid

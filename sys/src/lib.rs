@@ -3,6 +3,7 @@
 //! protocol and benchmark on the host all use these (one copy each).
 //!
 //! * [`deadline`]: filling a buffer from a stream by a deadline.
+//! * [`mount`]: a mount's flags as mount(2) takes them.
 //! * [`fd`]: O_NONBLOCK on any descriptor, the state of a pipe's read end.
 //! * [`scm`]: passing a descriptor over a Unix socket (SCM_RIGHTS).
 //! * [`term`]: a terminal's window size.
@@ -18,6 +19,7 @@
 
 pub mod deadline;
 pub mod fd;
+pub mod mount;
 #[cfg(feature = "netlink")]
 pub mod netlink;
 pub mod scm;

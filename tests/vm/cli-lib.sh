@@ -1,7 +1,20 @@
 # Shared by the VM tests that drive the `husk` CLI on a bundle of their
-# own: sourced after lib.sh with $tmp (scratch dir), $B (bundle dir), $ROOT
-# (its --root) and H (husk with that --root) set.
-# shellcheck shell=sh disable=SC2154
+# own, sourced after lib.sh: sets $tmp (scratch dir, removed on exit with
+# every container left under $ROOT), $ROOT (husk's --root), H (husk with
+# that --root), $B (bundle dir) and $R (its rootfs), and defines spec,
+# procs, nothing_left, show, status_of and wait_status.
+# shellcheck shell=sh
+tmp=$(mktemp -d)
+ROOT=$tmp/state
+H() { husk --root "$ROOT" "$@"; }
+cleanup() {
+    for id in $(H list -q 2>/dev/null); do H delete --force "$id" >/dev/null 2>&1; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+# R is for the tests that source this file.
+# shellcheck disable=SC2034
+B=$tmp/bundle; R=$B/rootfs
 # spec ARGS_JSON [TERMINAL]: a config.json shaped like Docker's (runc's
 # default mounts, every namespace, a bind mount of $tmp/host-out at /out).
 spec() {

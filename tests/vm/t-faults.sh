@@ -9,18 +9,9 @@
 #   own pid namespace calls reboot): the same.
 # shellcheck shell=sh
 . ./lib.sh
-tmp=$(mktemp -d)
-ROOT=$tmp/state
-H() { husk --root "$ROOT" "$@"; }
-cleanup() {
-    for id in $(H list -q 2>/dev/null); do H delete --force "$id" >/dev/null 2>&1; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-B=$tmp/bundle; R=$B/rootfs
+. ./cli-lib.sh # $tmp, $ROOT, H, $B, $R; cleaned up on exit
 mkdir -p "$tmp/host-out"
 busybox_rootfs "$R"
-. ./cli-lib.sh
 
 entries() { find "$1" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 # leak_census: one line per kind of thing a container could leave on the host.

@@ -8,18 +8,9 @@
 # nothing left behind (state, sockets, husk-vmm, virtiofsd, monitors).
 # shellcheck shell=sh
 . ./lib.sh
-tmp=$(mktemp -d)
-ROOT=$tmp/state
-H() { husk --root "$ROOT" "$@"; }
-cleanup() {
-    for id in $(H list -q 2>/dev/null); do H delete --force "$id" >/dev/null 2>&1; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-B=$tmp/bundle; R=$B/rootfs
+. ./cli-lib.sh # $tmp, $ROOT, H, $B, $R; cleaned up on exit
 mkdir -p "$tmp/host-out"
 busybox_rootfs "$R"
-. ./cli-lib.sh
 # --- run: stdout, exit status, bind mount write, stdin -----------------------
 # shellcheck disable=SC2016  # the container's shell expands it
 spec '["sh","-c","echo hello from $(hostname); echo written-in-vm >/out/file; exit 7"]'

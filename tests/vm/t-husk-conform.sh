@@ -14,17 +14,9 @@
 #   succeed.
 # shellcheck shell=sh
 . ./lib.sh
-tmp=$(mktemp -d)
-ROOT=$tmp/state
-H() { husk --root "$ROOT" "$@"; }
-cleanup() {
-    for id in $(H list -q 2>/dev/null); do H delete --force "$id" >/dev/null 2>&1; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-B=$tmp/bundle; R=$B/rootfs; O=$tmp/host-out
+. ./cli-lib.sh # $tmp, $ROOT, H, $B, $R; cleaned up on exit
+O=$tmp/host-out
 busybox_rootfs "$R"
-. ./cli-lib.sh # show, wait_status (spec is this test's own, below)
 mkdir -p "$R/rootonly" "$O"
 chmod 755 "$R/rootonly"
 chmod 777 "$O" # the other checks do not hang on the capability one

@@ -6,15 +6,7 @@
 # reached the same way takes the write (so the check can fail). One VM.
 # shellcheck shell=sh
 . ./lib.sh
-tmp=$(mktemp -d)
-ROOT=$tmp/state
-H() { husk --root "$ROOT" "$@"; }
-cleanup() {
-    for id in $(H list -q 2>/dev/null); do H delete --force "$id" >/dev/null 2>&1; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-B=$tmp/bundle; R=$B/rootfs
+. ./cli-lib.sh # $tmp, $ROOT, H, $B, $R; cleaned up on exit
 busybox_rootfs "$R"
 # root.readonly: the monitor makes the missing mount points (/proc, /dev,
 # /mnt, /rw, the file /ro-file) on the host before the rootfs turns

@@ -186,29 +186,7 @@ fn touch(p: &Path) -> Result<(), MountError> {
 /// Flags of the mount at `p` that a bind remount must keep (they may be
 /// locked in a user namespace).
 fn locked_flags(p: &Path) -> u64 {
-    let Ok(cp) = c(p) else { return 0 };
-    // SAFETY: statvfs is plain data; all-zero is a valid value to overwrite.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out-pointer.
-    if unsafe { libc::statvfs(cp.as_ptr(), &mut st) } != 0 {
-        return 0;
-    }
-    let f = st.f_flag;
-    let mut out = 0u64;
-    for (st_flag, ms) in [
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ] {
-        if f & st_flag != 0 {
-            out |= ms;
-        }
-    }
-    out
+    husk_sys::mount::mount_flags(p).unwrap_or(0)
 }
 
 /// Bind-remounts `p` with `flags` added to the flags it has.

@@ -1,0 +1,69 @@
+//! Mount flags as mount(2) takes them.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The per-mount flags of the mount at `p` (ro, nosuid, nodev, noexec,
+/// the atime ones) as mount(2)'s `MS_*` flags: a bind remount sets exactly
+/// the flags it is given (and, in a user namespace, may not clear locked
+/// ones), so a remount that adds a flag must pass these too.
+pub fn mount_flags(p: &Path) -> io::Result<libc::c_ulong> {
+    let c = CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: statvfs is plain data; all-zero is a valid value to overwrite.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok([
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ]
+    .iter()
+    .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
+    .fold(0, |acc, (_, ms)| acc | ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags of `p` as /proc/self/mountinfo's per-mount options say.
+    fn from_mountinfo(p: &str) -> libc::c_ulong {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let opts = info
+            .lines()
+            .rfind(|l| l.split(' ').nth(4) == Some(p))
+            .and_then(|l| l.split(' ').nth(5))
+            .unwrap()
+            .to_string();
+        [
+            ("ro", libc::MS_RDONLY),
+            ("nosuid", libc::MS_NOSUID),
+            ("nodev", libc::MS_NODEV),
+            ("noexec", libc::MS_NOEXEC),
+            ("noatime", libc::MS_NOATIME),
+            ("nodiratime", libc::MS_NODIRATIME),
+            ("relatime", libc::MS_RELATIME),
+        ]
+        .iter()
+        .filter(|(o, _)| opts.split(',').any(|x| x == *o))
+        .fold(0, |acc, (_, ms)| acc | ms)
+    }
+
+    #[test]
+    fn the_flags_are_the_mounts_own() {
+        for p in ["/", "/proc"] {
+            assert_eq!(mount_flags(Path::new(p)).unwrap(), from_mountinfo(p), "{p}");
+        }
+        assert!(mount_flags(Path::new("/nonexistent/x")).is_err());
+    }
+}
