@@ -38,6 +38,7 @@ fn features_value() -> Value {
             "io.husk.vcpus": "vCPUs of the microVM (default: from linux.resources.cpu; only where /etc/husk/config.json enable_annotations lists it)",
             "io.husk.memory_mib": "guest memory in MiB (default: memory limit + 64, at least 128; only where enable_annotations lists it)",
             "io.husk.net.backend": "virtio or vhost: who serves the NICs (enabled by default)",
+            "io.husk.ignored": "process.apparmorProfile, process.selinuxLabel, linux.mountLabel: ignored with a warning in the log (no AppArmor or SELinux in the guest; the microVM is the boundary)",
         },
     })
 }
@@ -97,6 +98,13 @@ mod tests {
             .unwrap()
             .iter()
             .any(|h| h == "poststop"));
+        for a in husk_runtime::bundle::KNOWN_ANNOTATIONS {
+            assert!(f["annotations"][a].is_string(), "{a} is not in features");
+        }
+        let ignored = f["annotations"]["io.husk.ignored"].as_str().unwrap();
+        for field in ["apparmorProfile", "selinuxLabel", "mountLabel"] {
+            assert!(ignored.contains(field), "{field}");
+        }
     }
 
     #[test]
