@@ -84,6 +84,17 @@ pub enum Error {
     // daemons match on).
     #[error("container not running")]
     NotRunning { id: String },
+    /// `update` with a cpuset beyond the microVM's vCPUs (fixed at create).
+    #[error(
+        "update container {id}: linux.resources.cpu.cpus {cpus:?}: CPU {highest} is not in the \
+         microVM, which has {vcpus} vCPUs (fixed when the container was created)"
+    )]
+    CpusetBeyondVm {
+        id: String,
+        cpus: String,
+        highest: u32,
+        vcpus: u32,
+    },
     #[error("container not paused")]
     NotPaused { id: String },
     #[error("cannot start a container that has stopped")]

@@ -8,6 +8,7 @@
 #   runc need: a non-root exec keeps only ambient capabilities) creates a
 #   file in a root-owned directory
 #   of the rootfs (virtio-fs) and the host sees it owned by uid 10;
+# - husk update refuses a cpuset beyond the VM's vCPUs in one line;
 # - poststart hooks run after the process was executed (one of them asks
 #   `husk exec` what PID 1 of the container is); a failing poststart or
 #   poststop hook is a warning: the next one runs and start and delete
@@ -88,6 +89,13 @@ if [ "$cpus" = 1 ]; then
     assert_eq "$(cat "$O/online")" 0-1 "the microVM's CPUs for cpuset 1"
 fi
 note "cpus $cpus: cpuset.cpus.effective $(cat "$O/cpus"), VM CPUs $(cat "$O/online")"
+# husk update: a cpuset beyond the VM's vCPUs is refused in one line
+# naming the field (vCPUs are fixed at create); one inside it is taken.
+H update --cpuset-cpus 0-7 k1 2>"$tmp/err" && fail "update --cpuset-cpus 0-7 of a VM without CPU 7 succeeded"
+[ "$(wc -l <"$tmp/err")" = 1 ] || { show "$tmp/err"; fail "the update refusal is not one line"; }
+expect_in "$tmp/err" 'linux.resources.cpu.cpus "0-7": CPU 7 is not in the microVM' "the update refusal names the field"
+H update --cpuset-cpus 0 k1 2>"$tmp/err" || { show "$tmp/err"; fail "update --cpuset-cpus 0"; }
+note "update: cpuset 0-7 refused in one line, 0 taken"
 
 H kill k1 KILL || fail "kill"
 wait_status k1 stopped 30

@@ -158,6 +158,24 @@ pub fn update(store: &Store, id: &str, res: oci::LinuxResources) -> Result<()> {
     if live_status(store, &st) == Status::Stopped {
         return Err(Error::NotRunning { id: id.into() });
     }
+    if let Some(cpus) = res.cpu().as_ref().and_then(|c| c.cpus().clone()) {
+        let highest = bundle::cpuset_highest(&cpus).map_err(|e| {
+            Error::Bundle(bundle::BundleError::Field {
+                path: "--cpuset-cpus".into(),
+                field: "linux.resources.cpu.cpus".into(),
+                msg: e.to_string(),
+            })
+        })?;
+        let vcpus = bundle::load(&st.bundle).map_or(u32::MAX, |b| b.vcpus);
+        if let Some(highest) = highest.filter(|h| *h >= vcpus) {
+            return Err(Error::CpusetBeyondVm {
+                id: id.into(),
+                cpus,
+                highest,
+                vcpus,
+            });
+        }
+    }
     if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
         if let Ok(b) = bundle::load(&st.bundle) {
             if u64::try_from(limit).is_ok_and(|l| l > 0 && l >> 20 > b.memory_mib) {
