@@ -11,6 +11,7 @@
 mod convert;
 mod error;
 mod helper;
+mod mount;
 mod process;
 mod rpc;
 mod service;

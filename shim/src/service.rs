@@ -18,7 +18,8 @@ use husk_runtime::container;
 use husk_runtime::state::Store;
 
 use crate::convert::timestamp;
-use crate::task::{unmount_rootfs, TaskService};
+use crate::mount::unmount_rootfs;
+use crate::task::TaskService;
 
 /// Where shims keep the state of their containers, per namespace.
 pub const STATE_ROOT: &str = "/run/husk-shim";

@@ -27,6 +27,7 @@ use husk_runtime::state::Store;
 use crate::convert::{self, timestamp};
 use crate::error::{Result, ShimError};
 use crate::helper::HelperArgs;
+use crate::mount::{mount_rootfs, unmount_rootfs};
 use crate::process::{wait_child, Exit, Proc};
 use crate::stdio::{self, IoPaths, Prepared};
 
@@ -55,48 +56,6 @@ pub struct TaskService {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Unmounts what create mounted at `<bundle>/rootfs` (nothing if it is
-/// not a mount point).
-pub fn unmount_rootfs(bundle: &Path) {
-    let target = bundle.join("rootfs");
-    if let Some(t) = target.to_str() {
-        if let Err(e) = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH) {
-            containerd_shim::warn!("unmount {t}: {e}");
-        }
-    }
-}
-
-/// Mounts containerd's rootfs mounts (a snapshot: overlay, bind) at
-/// `<bundle>/rootfs`, as runc's shim does.
-fn mount_rootfs(
-    bundle: &Path,
-    mounts: &[containerd_shim::protos::types::mount::Mount],
-) -> Result<()> {
-    if mounts.is_empty() {
-        return Ok(());
-    }
-    let target = bundle.join("rootfs");
-    std::fs::create_dir_all(&target)
-        .map_err(ShimError::io(format!("mkdir {}", target.display())))?;
-    for m in mounts {
-        let typ = (!m.type_.is_empty()).then_some(m.type_.as_str());
-        let src = (!m.source.is_empty()).then_some(m.source.as_str());
-        if let Err(e) = containerd_shim::mount::mount_rootfs(typ, src, &m.options, &target) {
-            unmount_rootfs(bundle);
-            return Err(ShimError::field(
-                "rootfs",
-                format!(
-                    "mount {} ({}) at {}: {e}",
-                    m.source,
-                    m.type_,
-                    target.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn task_io(io: &IoPaths) -> MessageField<TaskIO> {
