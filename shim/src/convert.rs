@@ -2,7 +2,10 @@
 //! the cgroup v2 metrics, and the JSON that containerd wraps in an Any
 //! (an exec's process, update's resources).
 
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use containerd_shim::api;
 
 use containerd_shim::protos::cgroups_v2::metrics as v2;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
@@ -14,6 +17,7 @@ use husk_runtime::state::Status;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Result, ShimError};
+use crate::stdio::IoPaths;
 
 /// The type URL containerd's clients look the metrics type up by.
 pub const METRICS_TYPE: &str = "io.containerd.cgroups.v2.Metrics";
@@ -118,6 +122,45 @@ pub fn exec_process(a: Option<&Any>, terminal: bool) -> Result<oci::Process> {
     }
     p.set_terminal(Some(terminal));
     Ok(p)
+}
+
+fn io_paths(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<IoPaths> {
+    let io = IoPaths {
+        stdin: stdin.to_string(),
+        stdout: stdout.to_string(),
+        stderr: stderr.to_string(),
+        terminal,
+    };
+    io.check()?;
+    Ok(io)
+}
+
+/// What a CreateTaskRequest asks for, checked: the bundle and the stdio.
+pub fn create_request(req: &api::CreateTaskRequest) -> Result<(PathBuf, IoPaths)> {
+    husk_runtime::container::check_id(&req.id)?;
+    if !req.checkpoint.is_empty() {
+        return Err(ShimError::Unsupported(
+            "checkpoint: husk cannot restore a container from a checkpoint",
+        ));
+    }
+    if !req.bundle.starts_with('/') {
+        return Err(ShimError::field(
+            "bundle",
+            format!("{:?}: not an absolute path", req.bundle),
+        ));
+    }
+    let io = io_paths(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
+    Ok((PathBuf::from(&req.bundle), io))
+}
+
+/// What an ExecProcessRequest asks for, checked: the process and its stdio.
+pub fn exec_request(req: &api::ExecProcessRequest) -> Result<(oci::Process, IoPaths)> {
+    if req.exec_id.is_empty() {
+        return Err(ShimError::field("exec_id", "must not be empty"));
+    }
+    let process = exec_process(req.spec.as_ref(), req.terminal)?;
+    let io = io_paths(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
+    Ok((process, io))
 }
 
 /// A signal number from KillRequest.signal.
@@ -238,6 +281,67 @@ mod tests {
         };
         let r: oci::LinuxResources = json_any("resources", Some(&a)).unwrap();
         assert_eq!(r.memory().as_ref().unwrap().limit(), Some(104857600));
+    }
+
+    #[test]
+    fn create_requests() {
+        let mut req = api::CreateTaskRequest {
+            id: "c1".into(),
+            bundle: "/run/containerd/b/c1".into(),
+            stdin: "/run/fifo/c1-stdin".into(),
+            stdout: "/run/fifo/c1-stdout".into(),
+            terminal: true,
+            ..Default::default()
+        };
+        let (bundle, io) = create_request(&req).unwrap();
+        assert_eq!(bundle, PathBuf::from("/run/containerd/b/c1"));
+        assert_eq!(io.stdout, "/run/fifo/c1-stdout");
+        assert!(io.terminal);
+        req.stderr = "file:///var/log/c1".into();
+        assert!(create_request(&req)
+            .unwrap_err()
+            .to_string()
+            .starts_with("stderr: file:///var/log/c1: log URIs are not supported"));
+        req.stderr.clear();
+        req.bundle = "rel".into();
+        assert_eq!(
+            create_request(&req).unwrap_err().to_string(),
+            "bundle: \"rel\": not an absolute path"
+        );
+        req.bundle = "/b".into();
+        req.checkpoint = "/cp".into();
+        assert_eq!(
+            create_request(&req).unwrap_err().code(),
+            containerd_shim::protos::ttrpc::Code::UNIMPLEMENTED
+        );
+        req.checkpoint.clear();
+        req.id = "../etc".into();
+        assert!(create_request(&req).is_err());
+    }
+
+    #[test]
+    fn exec_requests() {
+        let mut req = api::ExecProcessRequest {
+            id: "c1".into(),
+            exec_id: "e1".into(),
+            stdout: "/run/fifo/e1-stdout".into(),
+            spec: MessageField::some(Any {
+                value: br#"{"args":["ps"],"cwd":"/","user":{"uid":0,"gid":0},"terminal":true}"#
+                    .to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (p, io) = exec_request(&req).unwrap();
+        // The request's terminal flag wins over the spec's.
+        assert_eq!(p.terminal(), Some(false));
+        assert!(!io.terminal);
+        assert_eq!(io.stdout, "/run/fifo/e1-stdout");
+        req.exec_id.clear();
+        assert_eq!(
+            exec_request(&req).unwrap_err().to_string(),
+            "exec_id: must not be empty"
+        );
     }
 
     #[test]

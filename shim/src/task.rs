@@ -18,7 +18,7 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::topics;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::ExitSignal;
-use husk_protocol::{oci, Event as AgentEvent};
+use husk_protocol::Event as AgentEvent;
 use husk_runtime::container::{self, CreateRequest, ExecRequest};
 use husk_runtime::error::IoContext;
 use husk_runtime::spawn;
@@ -133,29 +133,10 @@ impl TaskService {
     }
 
     pub fn create(&self, req: &api::CreateTaskRequest) -> Result<u32> {
-        container::check_id(&req.id)?;
-        if !req.checkpoint.is_empty() {
-            return Err(ShimError::Unsupported(
-                "checkpoint: husk cannot restore a container from a checkpoint",
-            ));
-        }
-        if !req.bundle.starts_with('/') {
-            return Err(ShimError::field(
-                "bundle",
-                format!("{:?}: not an absolute path", req.bundle),
-            ));
-        }
+        let (bundle, io) = convert::create_request(req)?;
         if lock(&self.s.init).is_some() {
             return Err(ShimError::Exists(format!("container {}", req.id)));
         }
-        let io = IoPaths {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
-        io.check()?;
-        let bundle = PathBuf::from(&req.bundle);
         mount_rootfs(&bundle, &req.rootfs)?;
         let r = self.create_mounted(req, &bundle, io.clone());
         let pid = match r {
@@ -370,17 +351,7 @@ impl TaskService {
 
     pub fn exec(&self, req: &api::ExecProcessRequest) -> Result<()> {
         self.init(&req.id)?;
-        if req.exec_id.is_empty() {
-            return Err(ShimError::field("exec_id", "must not be empty"));
-        }
-        let process: oci::Process = convert::exec_process(req.spec.as_ref(), req.terminal)?;
-        let io = IoPaths {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
-        io.check()?;
+        let (process, io) = convert::exec_request(req)?;
         let mut execs = lock(&self.s.execs);
         if execs.contains_key(&req.exec_id) {
             return Err(ShimError::Exists(format!("exec {}", req.exec_id)));
