@@ -3,7 +3,8 @@
 # local busybox image: echo hi, exit 7, stdin, a TTY (ctr run -t under
 # script), then one detached task: ctr task exec (output and exit status),
 # ctr task ps, pause/resume, ctr task metrics, kill -s TERM seen by ctr task
-# rm. At the end: no husk-vmm, virtiofsd or shim process, no shim state, no
+# rm; and a shim killed under a running task (containerd's cleanup runs the
+# shim's `delete`, which stops the VM). At the end: no husk-vmm, virtiofsd or shim process, no shim state, no
 # rootfs mount left.
 # shellcheck shell=sh
 # shellcheck disable=SC2086  # $R is a command prefix ("ctr run --runtime ..."), split into words on purpose
@@ -17,7 +18,11 @@ command -v script >/dev/null || fail "script (util-linux) not installed"
 tmp=$(mktemp -d); out=$tmp/out
 RT=io.containerd.husk.v2
 R="ctr run --runtime $RT"
-trap 'ctr task kill -s KILL c5 >/dev/null 2>&1; ctr task rm -f c5 >/dev/null 2>&1; ctr c rm c5 >/dev/null 2>&1; daemons_cleanup; rm -rf "$tmp"' EXIT
+cleanup() {
+    for _c in c5 c6; do ctr task rm -f "$_c" >/dev/null 2>&1; ctr container rm "$_c" >/dev/null 2>&1; done
+    daemons_cleanup; rm -rf "$tmp"
+}
+trap cleanup EXIT
 on_fail() { # what the shim, husk and containerd logged
     find /run/husk-shim -name husk.log -o -name console.log 2>/dev/null | while IFS= read -r f; do
         echo "--- $f:"; tail -n 15 "$f"
@@ -73,3 +78,18 @@ timeout -s KILL 60 ctr task rm c5 >"$out" 2>"$out.err"; rc=$?
 { [ "$rc" = 9 ] || { [ "$rc" = 0 ] && grep -q 'exit code 9' "$out.err"; }; } || fail "ctr task rm c5: the TERM trap's exit status 9 not seen (exit $rc): $(cat "$out.err")"
 expect_run "ctr container rm" 0 "" ctr container rm c5
 clean "after the detached task"
+
+# The shim server killed under a running task: containerd sees it gone and
+# runs `containerd-shim-husk-v2 ... delete`, which kills the container and
+# removes its state; the monitor and the VM go with it.
+expect_run "ctr run -d (for a shim crash)" 0 "" $R -d --null-io "$BUSYBOX_REF" c6 sleep 1000
+shim=$(find_procs --cmdline '*containerd-shim-husk-v2 -namespace default -id c6 *' | cut -d' ' -f1)
+[ -n "$shim" ] || fail "no shim server process for c6: $(find_procs --cmdline '*containerd-shim*')"
+kill -KILL $shim
+_i=0
+while ctr task ls 2>/dev/null | grep -q '^c6 '; do
+    _i=$((_i + 1)); [ $_i -lt 300 ] || { on_fail >&2; fail "task c6 still listed 60 s after its shim was killed: $(ctr task ls 2>&1)"; }
+    sleep 0.2
+done
+expect_run "ctr container rm after the shim crash" 0 "" ctr container rm c6
+clean "after a shim crash"
