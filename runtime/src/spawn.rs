@@ -157,6 +157,15 @@ pub fn close_on_exec(fd: &OwnedFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The ready pipe a helper was started with: the write end its parent
+/// ([`spawn_ready`]) dup2'd to `fd` (normally [`READY_FD`]); `None` for a
+/// negative `fd` (no ready pipe).
+pub fn inherited_ready_pipe(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: spawn_ready passes the ready pipe's write end as this
+    // descriptor (dup2 before exec); nothing else in the helper owns it.
+    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
 /// Writes `msg` on the ready pipe, once: `"ok\n"` or `"error: ...\n"`.
 pub fn report(ready: &mut Option<OwnedFd>, msg: &str) {
     if let Some(fd) = ready.take() {

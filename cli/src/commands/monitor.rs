@@ -2,23 +2,15 @@
 //! container's monitor, started by `create` and `run --detach`) and
 //! `__exec` (a detached exec's monitor).
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-
 use husk_runtime::container;
 use husk_runtime::monitor;
 use husk_runtime::session::Terminal;
+use husk_runtime::spawn::inherited_ready_pipe as ready_pipe;
 use husk_runtime::state::Store;
 
 use crate::error::Result;
 
 use crate::args::{ExecMonitorArgs, MonitorArgs};
-
-/// The ready pipe's write end, which the parent dup2'd to `fd`.
-fn ready_pipe(fd: RawFd) -> Option<OwnedFd> {
-    // SAFETY: `create` (or `exec --detach`) passes the ready pipe's write
-    // end as this descriptor (dup2 before exec); nothing else owns it.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-}
 
 /// Runs the monitor; returns the container's exit status. Errors went to
 /// the ready pipe and the log; stderr is the container's.
