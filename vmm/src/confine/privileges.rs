@@ -47,6 +47,11 @@ pub fn drop_privileges() -> Result<(), ConfineError> {
         }
         // SAFETY: prctl with integer arguments only.
         if has == 1 && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+                // Not root (no CAP_SETPCAP): the bounding set stays, but
+                // with no_new_privs and no exec it grants nothing.
+                break;
+            }
             return Err(err("PR_CAPBSET_DROP"));
         }
     }
