@@ -194,6 +194,8 @@ fn common(r: &mut Rules, pid: u32) -> Result<(), BackendError> {
             libc::SYS_getpid,
             libc::SYS_gettid,
             libc::SYS_getrandom,
+            // glibc's malloc sizes its arenas by the CPUs it may run on.
+            libc::SYS_sched_getaffinity,
             libc::SYS_exit,
             libc::SYS_exit_group,
         ],
@@ -230,7 +232,10 @@ fn vcpu(r: &mut Rules) -> Result<(), BackendError> {
             // The serial console file, emptied when it reaches its cap.
             libc::SYS_lseek,
             libc::SYS_ftruncate,
-            // Device resets: vsock connections, the virtio-fs socket.
+            // Device resets: vsock connections and their timer, the
+            // virtio-fs socket.
+            libc::SYS_timerfd_settime,
+            libc::SYS_timerfd_gettime,
             libc::SYS_shutdown,
             libc::SYS_sendto,
             libc::SYS_recvfrom,
@@ -269,6 +274,9 @@ fn main_thread(r: &mut Rules, paths: &[u64]) -> Result<(), BackendError> {
             libc::SYS_epoll_wait,
             libc::SYS_epoll_pwait,
             libc::SYS_epoll_ctl,
+            // vsock's connection timer.
+            libc::SYS_timerfd_settime,
+            libc::SYS_timerfd_gettime,
             libc::SYS_poll,
             libc::SYS_ppoll,
             // vsock: host connections in, guest-initiated ones out.
