@@ -73,6 +73,24 @@ for _ in $(seq 100); do [ -d "/proc/$epid" ] || break; sleep 0.1; done
 assert_eq "$(cat "$tmp/host-out/exec" 2>/dev/null)" detached "detached exec wrote through the bind mount"
 note "exec: status 5, output, --detach with a pid file that lives as long as the process"
 
+# husk-vmm confines itself (vmm/src/confine): every thread of it (main,
+# vCPUs, virtio-fs worker) has its seccomp filter, no_new_privs and no
+# capabilities while the container runs.
+vpids=$(find_procs husk-vmm | cut -d' ' -f1)
+[ "$(echo "$vpids" | wc -w)" = 1 ] || fail "want one husk-vmm, found: $vpids"
+nthreads=0
+for st in /proc/"$vpids"/task/*/status; do
+    # vhost-net's workers (vhost-PID, threads of husk-vmm on Linux >= 6.4) are the
+    # kernel's, not husk-vmm's code.
+    case $(cat "${st%/status}/comm") in vhost-[0-9]*) continue ;; esac
+    nthreads=$((nthreads + 1))
+    for want in 'Seccomp:	2' 'NoNewPrivs:	1' 'CapEff:	0000000000000000' 'CapPrm:	0000000000000000' 'CapBnd:	0000000000000000'; do
+        grep -qx "$want" "$st" || { show "$st"; fail "husk-vmm thread $(cat "${st%/status}/comm"): no '$want' in $st"; }
+    done
+done
+! grep -q seccomp "$ROOT/c1/vmm.log" || { show "$ROOT/c1/vmm.log"; fail "husk-vmm reported a seccomp violation"; }
+note "husk-vmm confined: $nthreads threads with Seccomp 2, NoNewPrivs 1, no capabilities"
+
 # pause / resume
 H pause c1 || fail "husk pause"
 assert_eq "$(status_of c1)" paused "state after pause"

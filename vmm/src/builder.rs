@@ -77,6 +77,8 @@ pub enum StartError {
     SupportedCpuid(kvm_ioctls::Error),
     #[error("vCPU {id}: {source}")]
     Vcpu { id: u8, source: VcpuError },
+    #[error(transparent)]
+    Confine(#[from] crate::confine::ConfineError),
 }
 
 /// Setting up the serial port or the i8042 controller failed.
@@ -186,6 +188,9 @@ pub fn build(p: Prepared) -> Result<Vm, StartError> {
     };
     let vcpus = create_vcpus(&vm, &setup)?;
     timing::mark("vCPUs configured");
+    // Setup is done: every file, device and socket is open. The vCPU
+    // threads inherit this (see `crate::confine`).
+    crate::confine::drop_process_privileges()?;
     let threads = start_vcpus(vcpus, &exit)?;
 
     Ok(Vm {

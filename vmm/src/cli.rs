@@ -9,6 +9,7 @@ use husk_protocol::client::{Client, ReadyListener};
 use husk_protocol::AGENT_PORT;
 
 use crate::config::{ConfigError, ConfigInput, DiskConfig, FsConfig, NetConfig, VmConfig};
+use crate::confine::{self, ThreadKind};
 use crate::timing;
 use crate::vcpu::VmExit;
 use crate::vm::{self, format_tail, Outcome, Vm};
@@ -86,6 +87,11 @@ pub struct RunArgs {
     /// code runs, so it also works on a PVM host.
     #[arg(long)]
     pub startup_only: bool,
+    /// Debugging only: run without the seccomp filters (the privileges are
+    /// still dropped). Same as HUSK_VMM_SECCOMP=off; HUSK_VMM_SECCOMP=log
+    /// has the kernel log what the filters would refuse instead.
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +109,9 @@ pub struct SmokeArgs {
     /// virtio-fs device (repeatable), as for `run`.
     #[arg(long = "fs", value_name = "tag=TAG,socket=PATH[,queue_size=N]")]
     pub fs: Vec<String>,
+    /// Debugging only: run without the seccomp filters, as for `run`.
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 #[derive(Args, Debug)]
@@ -135,10 +144,28 @@ pub fn main(t0: Instant) -> i32 {
     let cli = Cli::parse();
     timing::mark("arguments parsed");
     match cli.cmd {
-        Cmd::Run(a) => run(a),
-        Cmd::Smoke(a) => smoke(a, t0),
+        Cmd::Run(a) => match set_confinement(a.no_seccomp) {
+            Ok(()) => run(a),
+            Err(code) => code,
+        },
+        Cmd::Smoke(a) => match set_confinement(a.no_seccomp) {
+            Ok(()) => smoke(a, t0),
+            Err(code) => code,
+        },
         Cmd::Ping(a) => ping(a),
     }
+}
+
+/// Turns confinement on (see [`crate::confine`]) in the mode that
+/// `--no-seccomp` and `HUSK_VMM_SECCOMP` select; `Err` is the exit code.
+fn set_confinement(no_seccomp: bool) -> Result<(), i32> {
+    let m = confine::Mode::from_flag_and_env(no_seccomp, env("HUSK_VMM_SECCOMP").as_deref())
+        .map_err(fail)?;
+    if m != confine::Mode::Enforce {
+        eprintln!("husk-vmm: seccomp: {m:?} mode (debugging only)");
+    }
+    confine::set_mode(m);
+    Ok(())
 }
 
 /// `None` for no flags, so a config file's list is kept.
@@ -248,8 +275,13 @@ fn smoke(a: SmokeArgs, t0: Instant) -> i32 {
         Ok(d) => d,
         Err(e) => return fail(format_args!("creating a temp dir: {e}")),
     };
+    // Removed by the confined main thread: empty by then (the VM removed
+    // its vsock socket, the client its ready socket).
+    confine::paths::register(&dir);
     let code = smoke_in(&a, t0, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
+    if confine::paths::remove_dir(&dir).is_err() && confine::mode() == confine::Mode::Off {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     code
 }
 
@@ -286,6 +318,10 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
     let client = std::thread::Builder::new()
         .name("smoke-client".into())
         .spawn(move || -> Result<(), String> {
+            if let Err(e) = confine::confine_thread(ThreadKind::SmokeClient, "smoke-client") {
+                exit.request(VmExit::Fatal(e.to_string()));
+                return Err(e.to_string());
+            }
             let r = (|| {
                 // Connect once the agent says it listens: every earlier
                 // attempt costs the booting guest a REQUEST and a RST.

@@ -7,6 +7,7 @@ pub mod cast;
 pub mod cli;
 pub mod cmdline;
 pub mod config;
+pub mod confine;
 pub mod devices;
 pub mod host;
 pub mod kernel;

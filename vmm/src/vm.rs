@@ -17,6 +17,7 @@ use crate::arch::ram;
 use crate::builder;
 pub use crate::builder::{prepare, PrepareError, Prepared, StartError};
 use crate::bus::Bus;
+use crate::confine::ThreadKind;
 use crate::devices::serial::SerialDevice;
 use crate::vstate::vcpu::{self, ExitState, VmExit};
 use crate::vstate::vm::KvmVm;
@@ -172,6 +173,11 @@ impl Vm {
     /// Runs the event loop until the VM stops (or `deadline` passes), then
     /// stops the vCPUs and releases every device.
     pub fn run(mut self, deadline: Option<Instant>) -> Outcome {
+        // Last of all threads (none inherits this filter), before the
+        // event loop reads anything the guest wrote.
+        if let Err(e) = crate::confine::confine_thread(ThreadKind::Main, "main") {
+            self.exit.request(VmExit::Fatal(e.to_string()));
+        }
         while !self.exit.stopping() {
             let timeout = match deadline {
                 None => -1,
@@ -237,7 +243,7 @@ impl Vm {
         drop(em);
         drop(buses);
         if let Some(p) = vsock_uds {
-            let _ = std::fs::remove_file(p);
+            let _ = crate::confine::paths::remove_file(&p);
         }
         if stuck.is_empty() {
             drop(mem);

@@ -14,6 +14,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use super::vm::KvmVm;
 use crate::arch::{cpuid, regs};
 use crate::bus::{lock, Bus};
+use crate::confine::ThreadKind;
 
 /// vCPU threads need little stack: KVM_RUN and register-level device
 /// emulation only (queue processing happens on the main thread).
@@ -261,6 +262,12 @@ impl Vcpu {
             .spawn(move || {
                 let id = self.id;
                 let exit = self.exit.clone();
+                // Before the first KVM_RUN: from here on the guest runs.
+                let name = format!("vcpu{id}");
+                if let Err(e) = crate::confine::confine_thread(ThreadKind::Vcpu, &name) {
+                    exit.request(VmExit::Fatal(format!("vCPU {id}: {e}")));
+                    return;
+                }
                 // A bug in device emulation must end the VM, not leave it
                 // running without this vCPU.
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run())).is_err() {

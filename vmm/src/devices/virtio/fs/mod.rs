@@ -42,6 +42,7 @@ use super::block::read_config_bytes;
 use super::{ActivateError, Interrupt, VirtioDevice, TYPE_FS};
 use crate::bus::lock;
 use crate::config::FS_TAG_MAX;
+use crate::confine::ThreadKind;
 use crate::vstate::vcpu::ExitState;
 
 mod backend;
@@ -195,6 +196,7 @@ impl Fs {
         let (tx, rx) = mpsc::channel();
         let worker_shared = shared.clone();
         let name = format!("fs {tag}: {}", socket.display());
+        let worker_tag = tag.to_string();
         let worker = std::thread::Builder::new()
             .name(format!("vhost-fs-{tag}"))
             .spawn(move || {
@@ -205,6 +207,13 @@ impl Fs {
                         return;
                     }
                 };
+                // Connected and negotiated: from here on the guest's queue
+                // setup reaches this thread.
+                let me = format!("vhost-fs-{worker_tag}");
+                if let Err(e) = crate::confine::confine_thread(ThreadKind::FsWorker, &me) {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
                 let protocol = n.protocol;
                 if tx.send(Ok(n)).is_err() {
                     return;

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -103,9 +103,9 @@ fn bind_listener(path: &Path) -> Result<(UnixListener, Option<(u64, u64)>), Vsoc
     }
     let listener = UnixListener::bind(path).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
-    let uds_id = std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino()));
+    // Removed by the confined main thread when the VM ends.
+    crate::confine::paths::register(path);
+    let uds_id = crate::confine::paths::lstat_id(path);
     Ok((listener, uds_id))
 }
 
@@ -233,9 +233,9 @@ impl Active {
 impl Drop for Vsock {
     fn drop(&mut self) {
         let path = &self.mux.uds_path;
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if Some((meta.dev(), meta.ino())) == self.uds_id {
-                let _ = std::fs::remove_file(path);
+        if let Some(id) = crate::confine::paths::lstat_id(path) {
+            if Some(id) == self.uds_id {
+                let _ = crate::confine::paths::remove_file(path);
             }
         }
     }
