@@ -12,9 +12,10 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+B=$tmp/bundle
 # R is for the tests that source this file.
 # shellcheck disable=SC2034
-B=$tmp/bundle; R=$B/rootfs
+R=$B/rootfs
 # spec ARGS_JSON [TERMINAL]: a config.json shaped like Docker's (runc's
 # default mounts, every namespace, a bind mount of $tmp/host-out at /out).
 spec() {
