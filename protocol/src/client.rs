@@ -922,8 +922,10 @@ mod tests {
                 let _ = s.write_all(b"ERR timeout\n");
             }
         });
-        let e = Client::connect_uds_within(&p, crate::AGENT_PORT, Duration::from_millis(100))
-            .unwrap_err();
+        // Long enough for a second attempt on a loaded machine (each
+        // attempt waits for the fake's answer; the backoff is <= 20 ms).
+        let e =
+            Client::connect_uds_within(&p, crate::AGENT_PORT, Duration::from_secs(2)).unwrap_err();
         let text = e.to_string();
         assert!(
             matches!(e, ClientError::RetryTimeout { attempts, .. } if attempts > 1),
