@@ -4,6 +4,7 @@
 //!
 //! * [`deadline`]: filling a buffer from a stream by a deadline.
 //! * [`mount`]: a mount's flags as mount(2) takes them.
+//! * [`caps`]: capset(2) with 64-bit sets.
 //! * [`fd`]: O_NONBLOCK on any descriptor, the state of a pipe's read end.
 //! * [`scm`]: passing a descriptor over a Unix socket (SCM_RIGHTS).
 //! * [`term`]: a terminal's window size.
@@ -17,6 +18,7 @@
 //! close-on-exec duplicate, `set_nonblocking` on sockets,
 //! `IsTerminal::is_terminal`.
 
+pub mod caps;
 pub mod deadline;
 pub mod fd;
 pub mod mount;

@@ -136,29 +136,6 @@ pub fn apply_bounding(bounding: u64) -> io::Result<()> {
     Ok(())
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_V3: u32 = 0x2008_0522;
-
-/// The low and the high 32 bits of `v` (capset's two data structs).
-fn halves(v: u64) -> (u32, u32) {
-    let lo = u32::try_from(v & 0xffff_ffff).unwrap_or(u32::MAX);
-    let hi = u32::try_from(v >> 32).unwrap_or(u32::MAX);
-    (lo, hi)
-}
-
 /// Sets the effective, permitted and inheritable sets, then the ambient set.
 pub fn apply_sets(c: &CapSets) -> io::Result<()> {
     let last = last_cap();
@@ -167,32 +144,11 @@ pub fn apply_sets(c: &CapSets) -> io::Result<()> {
     } else {
         (1u64 << (last + 1)) - 1
     };
-    let mut hdr = CapHeader {
-        version: CAP_V3,
-        pid: 0,
-    };
-    let (e, p, i) = (
-        halves(c.effective & valid),
-        halves(c.permitted & valid),
-        halves(c.inheritable & valid),
-    );
-    let data = [
-        CapData {
-            effective: e.0,
-            permitted: p.0,
-            inheritable: i.0,
-        },
-        CapData {
-            effective: e.1,
-            permitted: p.1,
-            inheritable: i.1,
-        },
-    ];
-    // SAFETY: capset(2) v3 reads one header and two data structs, which
-    // outlive the call and have the kernel's layout.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    husk_sys::caps::capset(
+        c.effective & valid,
+        c.permitted & valid,
+        c.inheritable & valid,
+    )?;
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(

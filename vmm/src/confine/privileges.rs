@@ -3,23 +3,6 @@
 
 use super::ConfineError;
 
-/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets, as two 32-bit halves.
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
 fn err(step: &'static str) -> ConfineError {
     ConfineError::Privileges {
         step,
@@ -69,22 +52,9 @@ pub fn drop_privileges() -> Result<(), ConfineError> {
     if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
         return Err(err("PR_CAP_AMBIENT_CLEAR_ALL"));
     }
-    let mut header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    let data = [CapData::default(); 2];
-    // SAFETY: `header` and `data` are a valid version-3 header and its two
-    // data structs, alive for the call; pid 0 is the calling thread.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            std::ptr::addr_of_mut!(header),
-            data.as_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(err("capset"));
-    }
+    husk_sys::caps::capset(0, 0, 0).map_err(|source| ConfineError::Privileges {
+        step: "capset",
+        source,
+    })?;
     Ok(())
 }
