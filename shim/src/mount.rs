@@ -17,30 +17,17 @@ pub fn parse_options(options: &[String]) -> (libc::c_ulong, String) {
     let mut data = Vec::new();
     for o in options {
         let (set, clear) = match o.as_str() {
-            "ro" => (libc::MS_RDONLY, 0),
-            "rw" => (0, libc::MS_RDONLY),
             "bind" => (libc::MS_BIND, 0),
             "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
-            "nosuid" => (libc::MS_NOSUID, 0),
-            "suid" => (0, libc::MS_NOSUID),
-            "nodev" => (libc::MS_NODEV, 0),
-            "dev" => (0, libc::MS_NODEV),
-            "noexec" => (libc::MS_NOEXEC, 0),
-            "exec" => (0, libc::MS_NOEXEC),
-            "sync" => (libc::MS_SYNCHRONOUS, 0),
-            "async" => (0, libc::MS_SYNCHRONOUS),
-            "noatime" => (libc::MS_NOATIME, 0),
-            "atime" => (0, libc::MS_NOATIME),
-            "nodiratime" => (libc::MS_NODIRATIME, 0),
-            "diratime" => (0, libc::MS_NODIRATIME),
-            "relatime" => (libc::MS_RELATIME, 0),
-            "norelatime" => (0, libc::MS_RELATIME),
-            "strictatime" => (libc::MS_STRICTATIME, 0),
             "defaults" => (0, 0),
-            _ => {
-                data.push(o.as_str());
-                continue;
-            }
+            o => match husk_sys::mount::mount_flag(o) {
+                Some((true, f)) => (f, 0),
+                Some((false, f)) => (0, f),
+                None => {
+                    data.push(o);
+                    continue;
+                }
+            },
         };
         flags = (flags | set) & !clear;
     }

@@ -74,38 +74,7 @@ fn paths(list: &Option<Vec<String>>, field: &str) -> Result<Vec<String>, SpecErr
     Ok(out)
 }
 
-/// MS_* flags of mount options; `Some(true)` sets, `Some(false)` clears.
-pub fn mount_flag(o: &str) -> Option<(bool, u64)> {
-    Some(match o {
-        "ro" => (true, libc::MS_RDONLY),
-        "rw" => (false, libc::MS_RDONLY),
-        "nosuid" => (true, libc::MS_NOSUID),
-        "suid" => (false, libc::MS_NOSUID),
-        "nodev" => (true, libc::MS_NODEV),
-        "dev" => (false, libc::MS_NODEV),
-        "noexec" => (true, libc::MS_NOEXEC),
-        "exec" => (false, libc::MS_NOEXEC),
-        "sync" => (true, libc::MS_SYNCHRONOUS),
-        "async" => (false, libc::MS_SYNCHRONOUS),
-        "dirsync" => (true, libc::MS_DIRSYNC),
-        "remount" => (true, libc::MS_REMOUNT),
-        "mand" => (true, libc::MS_MANDLOCK),
-        "nomand" => (false, libc::MS_MANDLOCK),
-        "atime" => (false, libc::MS_NOATIME),
-        "noatime" => (true, libc::MS_NOATIME),
-        "diratime" => (false, libc::MS_NODIRATIME),
-        "nodiratime" => (true, libc::MS_NODIRATIME),
-        "relatime" => (true, libc::MS_RELATIME),
-        "norelatime" => (false, libc::MS_RELATIME),
-        "strictatime" => (true, libc::MS_STRICTATIME),
-        "nostrictatime" => (false, libc::MS_STRICTATIME),
-        "lazytime" => (true, libc::MS_LAZYTIME),
-        "nolazytime" => (false, libc::MS_LAZYTIME),
-        "silent" => (true, libc::MS_SILENT),
-        "loud" => (false, libc::MS_SILENT),
-        _ => return None,
-    })
-}
+pub use husk_sys::mount::mount_flag;
 
 pub fn propagation_flag(o: &str) -> Option<u64> {
     Some(match o {
