@@ -110,6 +110,15 @@ pub fn rules(kind: ThreadKind, pid: u32, paths: &[u64]) -> Result<Rules, Backend
     Ok(r)
 }
 
+/// Talking over a connected socket (vsock's Unix sockets, vhost-user).
+const CONNECTED_SOCKET: [i64; 5] = [
+    libc::SYS_sendto,
+    libc::SYS_recvfrom,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_shutdown,
+];
+
 fn allow(r: &mut Rules, syscalls: &[i64]) {
     for &nr in syscalls {
         // No rules: allowed whatever the arguments. Replaces any
@@ -268,6 +277,7 @@ fn allow_registered_paths(r: &mut Rules, paths: &[u64]) -> Result<(), BackendErr
 }
 
 fn main_thread(r: &mut Rules, paths: &[u64]) -> Result<(), BackendError> {
+    allow(r, &CONNECTED_SOCKET);
     allow(
         r,
         &[
@@ -283,11 +293,6 @@ fn main_thread(r: &mut Rules, paths: &[u64]) -> Result<(), BackendError> {
             libc::SYS_accept,
             libc::SYS_accept4,
             libc::SYS_connect,
-            libc::SYS_sendto,
-            libc::SYS_recvfrom,
-            libc::SYS_sendmsg,
-            libc::SYS_recvmsg,
-            libc::SYS_shutdown,
             libc::SYS_getsockopt,
             // virtio-blk.
             libc::SYS_pread64,
@@ -308,21 +313,12 @@ fn main_thread(r: &mut Rules, paths: &[u64]) -> Result<(), BackendError> {
 }
 
 fn fs_worker(r: &mut Rules) {
-    allow(
-        r,
-        &[
-            libc::SYS_poll,
-            libc::SYS_ppoll,
-            libc::SYS_sendto,
-            libc::SYS_recvfrom,
-            libc::SYS_sendmsg,
-            libc::SYS_recvmsg,
-            libc::SYS_shutdown,
-        ],
-    );
+    allow(r, &CONNECTED_SOCKET);
+    allow(r, &[libc::SYS_poll, libc::SYS_ppoll]);
 }
 
 fn smoke_client(r: &mut Rules) -> Result<(), BackendError> {
+    allow(r, &CONNECTED_SOCKET);
     allow(
         r,
         &[
@@ -331,11 +327,6 @@ fn smoke_client(r: &mut Rules) -> Result<(), BackendError> {
             libc::SYS_accept,
             libc::SYS_accept4,
             libc::SYS_connect,
-            libc::SYS_sendto,
-            libc::SYS_recvfrom,
-            libc::SYS_sendmsg,
-            libc::SYS_recvmsg,
-            libc::SYS_shutdown,
             libc::SYS_getsockopt,
             libc::SYS_setsockopt,
             libc::SYS_unlink,
