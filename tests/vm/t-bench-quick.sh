@@ -23,4 +23,5 @@ expect_in "$tmp/out" "^ratio husk-vmm/qemu-microvm: min [0-9]" "boot ratio not p
 expect_in "$tmp/out" "^ratio husk/crun (median): first byte [0-9]" "husk/crun ratio not printed"
 expect_in "$tmp/out" "^ratio husk/runc (median): first byte [0-9]" "husk/runc ratio not printed"
 expect_in "$tmp/out" "^  steps (median): checks [0-9]*, .* boot to agent ready [0-9]*, create [0-9]*, start [0-9]*" "where husk's start went not printed"
+expect_in "$tmp/out" "^read those [0-9]* files (cat \*/\*) *[0-9]" "the file I/O table not printed"
 note "husk-bench --quick: $(( (t1 - t0) / 1000 )) s"

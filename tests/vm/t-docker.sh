@@ -2,8 +2,9 @@
 # then `docker run --runtime husk` with the local busybox image: echo hello,
 # exit 7, stdin (-i), a TTY (-t), docker exec, docker stop / kill (exit 137),
 # docker rm -f of a running container, a bind mount written from the guest,
-# --network none, the default bridge network (eth0 in the VM; the network
-# itself is t-network.sh's), and a spec husk cannot honour (--ipc container:)
+# file coherence of a volume both ways and docker commit, --network none,
+# the default bridge network (eth0 in the VM; the network itself is
+# t-network.sh's), and a spec husk cannot honour (--ipc container:)
 # failing with husk's one-line reason, a start that fails after create
 # (docker rm then works). After each: no husk-vmm, virtiofsd or
 # monitor and no husk state left.
@@ -79,6 +80,26 @@ expect_run "docker rm" 0 c2 docker rm c2
 expect_run "docker run -d (for rm -f)" 0 "" docker run -d --runtime husk --network none --name c3 busybox sleep 1000
 expect_run "docker rm -f of a running container" 0 c3 docker rm -f c3
 clean "after docker rm -f"
+
+# File coherence (docs/file-io.md): a volume is the host's directory: the
+# guest's writes are on the host at once, the host's reach the guest within
+# the cache timeout of volumes (1 s); `docker commit` keeps the rootfs writes.
+mkdir -p "$tmp/vol"; echo old >"$tmp/vol/f"
+expect_run "docker run -d (volume)" 0 "" docker run -d --runtime husk --network none -v "$tmp/vol:/v" --name c5 busybox sleep 1000
+expect_run "the guest reads the host's file" 0 old docker exec c5 cat /v/f
+expect_run "a name the host has not made yet" 1 "" docker exec c5 cat /v/new
+echo new >"$tmp/vol/f"; echo made >"$tmp/vol/new"; t=$(now_ms)
+wait_logs "the host's change to a file, in the guest" "^new$" docker exec c5 cat /v/f
+wait_logs "the host's new file, in the guest" "^made$" docker exec c5 cat /v/new
+note "the host's writes seen in the guest after $(( $(now_ms) - t )) ms (1 s cache timeout + docker exec)"
+expect_run "the guest writes the volume" 0 "" docker exec c5 sh -c 'echo from-guest >/v/g'
+assert_eq "$(cat "$tmp/vol/g" 2>/dev/null)" from-guest "the guest's write, read on the host at once"
+expect_run "the guest writes its rootfs" 0 "" docker exec c5 sh -c 'echo committed >/made'
+expect_run "docker commit" 0 "" docker commit c5 husk-committed
+expect_run "the committed image holds the guest's write" 0 committed docker run --rm --network none husk-committed cat /made
+expect_run "docker rm -f" 0 c5 docker rm -f c5
+docker rmi husk-committed >/dev/null 2>&1
+clean "after the volume and commit checks"
 
 # a start that fails after create: Docker can remove the container
 expect_run "a failed start" 125 "" docker run --runtime huskfault --network none --name f1 busybox true

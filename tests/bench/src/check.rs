@@ -39,6 +39,7 @@ pub fn problems(r: &Value) -> Vec<String> {
     check_overhead(r, &mut p);
     check_density(r, &mut p);
     check_network(r, &mut p);
+    check_io(r, &mut p);
     check_goals(r, &mut p);
     p
 }
@@ -258,6 +259,32 @@ fn check_density(r: &Value, p: &mut Vec<String>) {
     }
 }
 
+/// File I/O: every operation timed for husk and runc (10 ms steps: a
+/// fast one may read 0) and husk's requests counted (at least one each).
+fn check_io(r: &Value, p: &mut Vec<String>) {
+    let Some(io) = r.get("io").filter(|n| !n.is_null()) else {
+        p.push("no io section".into());
+        return;
+    };
+    let rows = io["rows"].as_array().cloned().unwrap_or_default();
+    if rows.len() != 5 {
+        p.push(format!("io: {} operations, not 5", rows.len()));
+    }
+    for x in &rows {
+        let op = x["op"].as_str().unwrap_or("?");
+        for f in ["husk_ms.median", "runc_ms.median"] {
+            in_range(p, num(x, f), &format!("io {op} {f}"), -1.0, 3600e3);
+        }
+        in_range(
+            p,
+            num(x, "husk_requests_total"),
+            &format!("io {op} husk requests"),
+            0.0,
+            1e8,
+        );
+    }
+}
+
 /// Network: every peer measured (husk, runc, crun, husk-vmm, QEMU), its
 /// figures sane, and the husk/QEMU and husk/runc ratios there.
 fn check_network(r: &Value, p: &mut Vec<String>) {
@@ -385,6 +412,11 @@ mod tests {
                 {"what": "husk (virtio)/runc", "upload": 0.2, "download": 0.2, "requests_per_s": 0.3},
                 {"what": "husk-vmm/qemu-microvm", "upload": 0.8, "download": 0.9, "requests_per_s": 1.1}
             ]},
+            "io": {"rows": (["find", "read-small", "read-big", "create-small", "write-big"]
+                .iter()
+                .map(|op| json!({"op": op, "husk_ms": {"median": 800.0},
+                                 "runc_ms": {"median": 0.0}, "husk_requests_total": 4100}))
+                .collect::<Vec<_>>())},
             "goals": [{"what": "a", "value": 0.8}, {"what": "b", "value": 2.0}, {"what": "c", "value": 400.0}],
             "errors": []
         })
@@ -402,6 +434,7 @@ mod tests {
         r["start"]["runtimes"][0]["status"] = json!("failed: run 1: boom");
         r["overhead"]["vmms"][0]["host_pss_kib"]["median"] = json!(0.0);
         r["density"]["results"][0][1] = json!({"Err": "no sandbox of 5 got ready"});
+        r["io"]["rows"][1]["husk_requests_total"] = json!(0);
         r["goals"][2]["value"] = Value::Null;
         r["startup"]["cpu_ms"]["n"] = json!(9);
         r["errors"] = json!(["start husk: failed"]);
@@ -420,6 +453,7 @@ mod tests {
             "network qemu-microvm: failed: no agent",
             "network runc: p50 99 ms over p99 20 ms",
             "network: no husk/runc ratio",
+            "io read-small husk requests = 0",
         ] {
             assert!(p.contains(want), "{want:?} not in:\n{p}");
         }

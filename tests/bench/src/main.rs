@@ -24,6 +24,7 @@
 
 mod check;
 mod density;
+mod fileio;
 mod mem;
 mod netload;
 mod netsetup;
@@ -50,7 +51,7 @@ use vmms::{BootSpec, TempDir};
 #[derive(Parser)]
 #[command(
     name = "husk-bench",
-    about = "husk benchmarks: VM boot, container start, overhead, density, network",
+    about = "husk benchmarks: VM boot, container start, overhead, density, network, file I/O",
     after_help = "Run where VMs boot: `tests/lab/run -- husk-bench --quick` (nested lab) \
                   or directly on a KVM host. Compare ratios within one run."
 )]
@@ -147,6 +148,9 @@ enum Section {
     Overhead,
     Density,
     Network,
+    /// File I/O in a container's rootfs: husk vs runc, ms, and husk's
+    /// FUSE requests per operation.
+    Io,
 }
 
 fn main() {
@@ -225,6 +229,7 @@ impl Plan {
             Section::Overhead,
             Section::Density,
             Section::Network,
+            Section::Io,
         ];
         let sections: Vec<Section> = if cli.sections.is_empty() {
             all.to_vec()
@@ -314,6 +319,9 @@ fn run(cli: Cli) -> Result<i32, String> {
     if plan.has(Section::Network) {
         measure_network(&cli, &plan, tmp.path(), &mut rep);
     }
+    if plan.has(Section::Io) {
+        measure_io(&cli, tmp.path(), &mut rep);
+    }
     rep.goals = goals(&rep);
     print_goals(&rep.goals, &rep);
     rep.elapsed_s = t_start.elapsed().as_secs_f64();
@@ -393,6 +401,27 @@ fn measure_containers(cli: &Cli, plan: &Plan, tmp: &Path, rep: &mut Report) {
         print_overhead(&o);
         rep.overhead = Some(o);
     }
+}
+
+/// The file I/O section: husk and runc on the same data set.
+fn measure_io(cli: &Cli, tmp: &Path, rep: &mut Report) {
+    let (size, runs) = if cli.quick {
+        (fileio::IoSize::QUICK, 1)
+    } else {
+        (fileio::IoSize::FULL, 2)
+    };
+    let io = fileio::io_section(
+        &Runtime::find("husk", cli.husk.as_deref()),
+        &Runtime::find("runc", cli.runc.as_deref()),
+        &busybox_path(cli),
+        &size,
+        runs,
+        Duration::from_secs(cli.timeout.max(600)),
+        tmp,
+    );
+    fileio::print_io(&io);
+    rep.errors.extend(io.errors.iter().cloned());
+    rep.io = Some(io);
 }
 
 /// Says which runtimes are missing and makes the busybox bundles for start

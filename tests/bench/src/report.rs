@@ -26,6 +26,7 @@ pub struct Report {
     pub overhead: Option<OverheadReport>,
     pub density: Option<DensityReport>,
     pub network: Option<NetworkReport>,
+    pub io: Option<crate::fileio::IoReport>,
     pub goals: Vec<Goal>,
     pub errors: Vec<String>,
     pub elapsed_s: f64,

@@ -460,9 +460,14 @@ pub fn force_delete(bin: &Path, root: &Path, id: &str) {
 /// Runs `cmd` with stdin, stdout and stderr away from us; the error carries
 /// its stderr.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
+    run_bounded_out(cmd, Stdio::null(), timeout)
+}
+
+/// [`run_bounded`] with its stdout to `out`.
+pub fn run_bounded_out(cmd: &mut Command, out: Stdio, timeout: Duration) -> Result<(), String> {
     let mut child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(out)
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
