@@ -3,8 +3,9 @@
 # local busybox image: echo hi, exit 7, stdin, a TTY (ctr run -t under
 # script), then one detached task: ctr task exec (output and exit status),
 # ctr task ps, pause/resume, ctr task metrics, kill -s TERM seen by ctr task
-# rm; and a shim killed under a running task (containerd's cleanup runs the
-# shim's `delete`, which stops the VM). At the end: no husk-vmm, virtiofsd or shim process, no shim state, no
+# rm; containerd restarted under a running task (it reconnects to the shim:
+# exec, kill, wait, rm); and a shim killed under a running task
+# (containerd's cleanup runs the shim's `delete`, which stops the VM). At the end: no husk-vmm, virtiofsd or shim process, no shim state, no
 # rootfs mount left.
 # shellcheck shell=sh
 # shellcheck disable=SC2086  # $R is a command prefix ("ctr run --runtime ..."), split into words on purpose
@@ -19,7 +20,7 @@ tmp=$(mktemp -d); out=$tmp/out
 RT=io.containerd.husk.v2
 R="ctr run --runtime $RT"
 cleanup() {
-    for _c in c5 c6; do ctr task rm -f "$_c" >/dev/null 2>&1; ctr container rm "$_c" >/dev/null 2>&1; done
+    for _c in c5 c6 c7; do ctr task rm -f "$_c" >/dev/null 2>&1; ctr container rm "$_c" >/dev/null 2>&1; done
     daemons_cleanup; rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -78,6 +79,29 @@ timeout -s KILL 60 ctr task rm c5 >"$out" 2>"$out.err"; rc=$?
 { [ "$rc" = 9 ] || { [ "$rc" = 0 ] && grep -q 'exit code 9' "$out.err"; }; } || fail "ctr task rm c5: the TERM trap's exit status 9 not seen (exit $rc): $(cat "$out.err")"
 expect_run "ctr container rm" 0 "" ctr container rm c5
 clean "after the detached task"
+
+# containerd restarted under a running task: the shim (its own session) and
+# the VM go on; the new containerd finds the task from the shim's address
+# file and reconnects, and the task can be killed, waited and removed.
+expect_run "ctr run -d (for a containerd restart)" 0 "" $R -d --null-io "$BUSYBOX_REF" c7 sleep 1000
+vm_before=$(find_procs husk-vmm | cut -d' ' -f1)
+stop_containerd
+# shellcheck disable=SC2119  # no extra containerd arguments
+start_containerd || fail "containerd did not start again"
+assert_eq "$(find_procs husk-vmm | cut -d' ' -f1)" "$vm_before" "the VM across a containerd restart"
+expect_run "ctr task ls after the restart" 0 "" ctr task ls
+grep -q '^c7 .*RUNNING' "$out" || { on_fail >&2; fail "c7 not RUNNING after containerd restarted: $(cat "$out")"; }
+expect_run "ctr task exec after the restart" 0 reconnected ctr task exec --exec-id r1 c7 echo reconnected </dev/null
+expect_run "ctr task kill -s KILL after the restart" 0 "" ctr task kill -s KILL c7
+_i=0
+until ctr task ls 2>/dev/null | grep -q '^c7 .*STOPPED'; do
+    _i=$((_i + 1)); [ $_i -lt 300 ] || { on_fail >&2; fail "c7 not STOPPED 60 s after SIGKILL: $(ctr task ls 2>&1)"; }
+    sleep 0.2
+done
+timeout -s KILL 60 ctr task rm c7 >"$out" 2>"$out.err"; rc=$?
+{ [ "$rc" = 137 ] || { [ "$rc" = 0 ] && grep -q 'exit code 137' "$out.err"; }; } || fail "ctr task rm c7: status 137 not seen (exit $rc): $(cat "$out.err")"
+expect_run "ctr container rm" 0 "" ctr container rm c7
+clean "after a containerd restart"
 
 # The shim server killed under a running task: containerd sees it gone and
 # runs `containerd-shim-husk-v2 ... delete`, which kills the container and

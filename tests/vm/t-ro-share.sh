@@ -3,7 +3,8 @@
 # virtio-fs share (tag "husk") itself, around the guest's own read-only
 # mounts: virtiofsd serves host binds that are read-only themselves, and
 # nosuid,nodev (seen in the monitor's mount namespace). A read-write volume
-# reached the same way takes the write (so the check can fail). One VM.
+# reached the same way takes the write (so the check can fail). And
+# virtiofsd itself is confined: its namespaces, seccomp, capabilities. One VM.
 # shellcheck shell=sh
 . ./lib.sh
 . ./cli-lib.sh # $tmp, $ROOT, H, $B, $R; cleaned up on exit
@@ -52,6 +53,25 @@ for m in rootfs m3 m5; do
 done
 case ",$(opts m4)," in *,rw,*nosuid*nodev*) ;; *) fail "share m4 on the host: options '$(opts m4)', want rw,nosuid,nodev" ;; esac
 note "host binds: rootfs $(opts rootfs), m3 $(opts m3), m4 $(opts m4), m5 $(opts m5)"
+# virtiofsd's own confinement (QEMU 7.2's, on by default): the process that
+# serves the share runs in mount, pid and network namespaces of its own,
+# pivoted into the share, under a seccomp filter with no_new_privs, with only
+# the capabilities file serving needs (no CAP_SYS_ADMIN, CAP_NET_*, ...).
+vfsd=
+for p in $(find_procs virtiofsd | awk '{ print $1 }'); do
+    grep -q '^Seccomp:[[:space:]]*2$' "/proc/$p/status" 2>/dev/null && vfsd=$p
+done
+[ -n "$vfsd" ] || fail "no virtiofsd under seccomp: $(find_procs virtiofsd)"
+st() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$vfsd/status"; }
+assert_eq "$(st NoNewPrivs)" 1 "virtiofsd NoNewPrivs"
+cap=$(st CapEff)
+for bit in 21 12 16 17 19 25; do # SYS_ADMIN NET_ADMIN SYS_MODULE SYS_RAWIO SYS_PTRACE SYS_TIME
+    [ $(( (0x$cap >> bit) & 1 )) = 0 ] || fail "virtiofsd has capability $bit (CapEff $cap)"
+done
+[ "$(readlink "/proc/$vfsd/ns/net")" != "$(readlink /proc/self/ns/net)" ] || fail "virtiofsd in the host's network namespace"
+[ "$(readlink "/proc/$vfsd/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ] || fail "virtiofsd in the host's mount namespace"
+assert_eq "$(cd "/proc/$vfsd/root" && echo *)" "m3 m4 m5 rootfs" "virtiofsd's root (the share, not the host's)"
+note "virtiofsd $vfsd: Seccomp 2, NoNewPrivs 1, CapEff $cap, own mount and network namespaces, root = the share"
 H start ro1 || fail "start"
 _i=0
 until H state ro1 2>/dev/null | grep -q '"status": "stopped"'; do
