@@ -14,6 +14,7 @@ pub mod container;
 pub mod error;
 pub mod hooks;
 pub mod host_config;
+pub mod layers;
 pub mod log;
 pub mod monitor;
 pub mod net;
