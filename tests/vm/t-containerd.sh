@@ -46,6 +46,21 @@ clean() { # WHAT: nothing of husk's or the shim's is left
     [ "$_m" = 0 ] || fail "$1: $_m rootfs mounts left: $(grep /run/husk-containerd /proc/mounts)"
 }
 
+# stopped_with ID STATUS WHAT: task ID is STOPPED within 60 s (after WHAT)
+# and `ctr task rm` reports STATUS. ctr task rm warns of a non-zero exit
+# status ("exit with non-zero exit code 9") and exits 0; some ctr versions
+# exit with the status instead.
+stopped_with() {
+    _i=0
+    until ctr task ls 2>/dev/null | grep -q "^$1 .*STOPPED"; do
+        _i=$((_i + 1)); [ $_i -lt 300 ] || { on_fail >&2; fail "$1 not STOPPED 60 s after $3: $(ctr task ls 2>&1)"; }
+        sleep 0.2
+    done
+    timeout -s KILL 60 ctr task rm "$1" >"$out" 2>"$out.err"; _rc=$?
+    { [ "$_rc" = "$2" ] || { [ "$_rc" = 0 ] && grep -q "exit code $2" "$out.err"; }; } \
+        || fail "ctr task rm $1: exit status $2 after $3 not seen (exit $_rc): $(cat "$out.err")"
+}
+
 expect_run "ctr run --runtime $RT --rm busybox echo hi" 0 hi $R --rm "$BUSYBOX_REF" c1 echo hi </dev/null
 expect_run "exit 7" 7 "" $R --rm "$BUSYBOX_REF" c2 sh -c 'exit 7' </dev/null
 echo through-stdin >"$tmp/in"
@@ -68,15 +83,7 @@ expect_run "exec after resume" 0 resumed ctr task exec --exec-id e3 c5 echo resu
 expect_run "ctr task metrics" 0 "" ctr task metrics c5
 { grep -q 'memory.usage' "$out" && grep -q 'pids.current' "$out"; } || fail "ctr task metrics: no cgroup v2 metrics: $(cat "$out")"
 expect_run "ctr task kill -s TERM" 0 "" ctr task kill -s TERM c5
-_i=0
-until ctr task ls 2>/dev/null | grep -q '^c5 .*STOPPED'; do
-    _i=$((_i + 1)); [ $_i -lt 300 ] || { on_fail >&2; fail "c5 not STOPPED 60 s after SIGTERM: $(ctr task ls 2>&1)"; }
-    sleep 0.2
-done
-# ctr task rm warns of a non-zero exit status ("exit with non-zero exit code
-# 9") and exits 0; some ctr versions exit with the status instead.
-timeout -s KILL 60 ctr task rm c5 >"$out" 2>"$out.err"; rc=$?
-{ [ "$rc" = 9 ] || { [ "$rc" = 0 ] && grep -q 'exit code 9' "$out.err"; }; } || fail "ctr task rm c5: the TERM trap's exit status 9 not seen (exit $rc): $(cat "$out.err")"
+stopped_with c5 9 "SIGTERM (the trap's exit 9)"
 expect_run "ctr container rm" 0 "" ctr container rm c5
 clean "after the detached task"
 
@@ -93,13 +100,7 @@ expect_run "ctr task ls after the restart" 0 "" ctr task ls
 grep -q '^c7 .*RUNNING' "$out" || { on_fail >&2; fail "c7 not RUNNING after containerd restarted: $(cat "$out")"; }
 expect_run "ctr task exec after the restart" 0 reconnected ctr task exec --exec-id r1 c7 echo reconnected </dev/null
 expect_run "ctr task kill -s KILL after the restart" 0 "" ctr task kill -s KILL c7
-_i=0
-until ctr task ls 2>/dev/null | grep -q '^c7 .*STOPPED'; do
-    _i=$((_i + 1)); [ $_i -lt 300 ] || { on_fail >&2; fail "c7 not STOPPED 60 s after SIGKILL: $(ctr task ls 2>&1)"; }
-    sleep 0.2
-done
-timeout -s KILL 60 ctr task rm c7 >"$out" 2>"$out.err"; rc=$?
-{ [ "$rc" = 137 ] || { [ "$rc" = 0 ] && grep -q 'exit code 137' "$out.err"; }; } || fail "ctr task rm c7: status 137 not seen (exit $rc): $(cat "$out.err")"
+stopped_with c7 137 SIGKILL
 expect_run "ctr container rm" 0 "" ctr container rm c7
 clean "after a containerd restart"
 
