@@ -1,5 +1,5 @@
 # Faults and a short soak through the `husk` CLI, as a daemon would see them:
-# - 20 run cycles leave nothing behind: no process, mount, cgroup, network
+# - 15 run cycles leave nothing behind: no process, mount, cgroup, network
 #   link, socket, state directory or open fd more than before them (the
 #   long soak: `tests/lab/run -- env HUSK_SOAK_CYCLES=1000 tests/vm/run-all
 #   t-faults.sh`);
@@ -31,7 +31,7 @@ census_same() {
 mem_avail_kib() { awk '/^MemAvailable:/ { print $2 }' /proc/meminfo; }
 
 # --- soak: create/start/delete cycles through `husk run` --------------------
-cycles=${HUSK_SOAK_CYCLES:-20}
+cycles=${HUSK_SOAK_CYCLES:-15}
 spec '["sh","-c","echo cycle"]'
 H run --bundle "$B" warm </dev/null >"$tmp/out" 2>"$tmp/err" || { show "$tmp/err"; fail "husk run (warm-up)"; }
 leak_census >"$tmp/before"; m0=$(mem_avail_kib); t0=$(now_ms)
@@ -76,6 +76,7 @@ note "a guest that restarts itself: the container stopped, delete left nothing"
 # saying why, `husk state` says stopped, delete works and leaves nothing.
 crashed() {
     wait_rc "$1" 30
+    ms=$(($(now_ms) - t0))
     [ "$rc" = 255 ] || { show "$tmp/$1.out" "$tmp/$1.err" "$ROOT/$1/console.log"; fail "$2: husk run exited $rc, want 255"; }
     expect_in "$tmp/$1.err" "the microVM stopped unexpectedly" "$2: husk run did not say why"
     assert_eq "$(status_of "$1")" stopped "$2: husk state"
@@ -92,7 +93,7 @@ t0=$(now_ms)
 # shellcheck disable=SC2046  # one pid per word
 kill -9 $(find_procs husk-vmm | cut -d' ' -f1)
 crashed v1 "husk-vmm killed"
-note "husk-vmm killed: husk run exited 255 after $(($(now_ms) - t0)) ms, delete left nothing"
+note "husk-vmm killed: husk run exited 255 after $ms ms, delete left nothing"
 
 # --- the monitor killed --------------------------------------------------------
 # The pid a daemon waits on: `husk state`'s pid (and --pid-file's).
@@ -103,12 +104,13 @@ mon=$(pid_of m1)
 t0=$(now_ms)
 kill -9 "$mon"
 wait_status m1 stopped 5
+ms=$(($(now_ms) - t0))
 wait_no_procs 10 "the monitor killed"
 t1=$(now_ms)
 H delete m1 2>"$tmp/err" || { show "$tmp/err"; fail "delete after the monitor was killed"; }
 nothing_left "after the monitor was killed"
 census_same "after the monitor was killed"
-note "monitor killed: husk-vmm and virtiofsd gone by themselves $((t1 - t0)) ms later, delete left nothing"
+note "monitor killed: husk state said stopped after $ms ms, husk-vmm and virtiofsd were gone by themselves after $((t1 - t0)) ms, delete left nothing"
 
 # --- a guest root makes the guest kernel panic ---------------------------------
 # guest_root CAPS: the container is root of the guest: in the guest's pid
@@ -137,7 +139,7 @@ wait_status p1 running 60
 t0=$(now_ms)
 touch "$tmp/host-out/go"
 crashed p1 "guest kernel panic"
-note "guest kernel panic: husk run exited 255 after $(($(now_ms) - t0)) ms, delete left nothing"
+note "guest kernel panic: husk run exited 255 after $ms ms, delete left nothing"
 
 # --- a guest root kills the agent ----------------------------------------------
 # The agent is the guest's PID 1: signals from its own pid namespace do not
@@ -160,7 +162,7 @@ wait_status a1 running 60
 t0=$(now_ms)
 touch "$tmp/host-out/go"
 crashed a1 "agent killed"
-note "agent killed: husk run exited 255 after $(($(now_ms) - t0)) ms, delete left nothing"
+note "agent killed: husk run exited 255 after $ms ms, delete left nothing"
 rm -f "$tmp/host-out/go" "$R/panic.sh" "$R/kill-agent.sh"
 
 # --- a full state file system ----------------------------------------------------
