@@ -96,9 +96,14 @@ pub fn create_private_file(p: &Path) -> std::io::Result<File> {
 /// then rename); a new file is [`PRIVATE_FILE_MODE`].
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), IoError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A write that fails (a full file system) leaves no half-written file:
+    // the error names the file meant, which keeps what it had.
     create_private_file(&tmp)
         .and_then(|mut f| f.write_all(data))
-        .during("write", &tmp)?;
+        .during("write", path)
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
     std::fs::rename(&tmp, path)
         .during("rename", path)
         .inspect_err(|_| {

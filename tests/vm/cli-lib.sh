@@ -2,7 +2,8 @@
 # own, sourced after lib.sh: sets $tmp (scratch dir, removed on exit with
 # every container left under $ROOT), $ROOT (husk's --root), H (husk with
 # that --root), $B (bundle dir) and $R (its rootfs), and defines spec,
-# procs, nothing_left, show, status_of and wait_status.
+# procs, nothing_left, show, status_of, pid_of, wait_status, run_bg,
+# wait_rc, wait_no_procs and leak_census.
 # shellcheck shell=sh
 tmp=$(mktemp -d)
 ROOT=$tmp/state
@@ -50,9 +51,46 @@ nothing_left() { # WHAT
 }
 show() { for f in "$@"; do echo "--- $f:" >&2; tail -c 1500 "$f" >&2; done; }
 status_of() { H state "$1" 2>/dev/null | sed -n 's/.*"status": "\([a-z]*\)".*/\1/p'; }
+pid_of() { H state "$1" 2>/dev/null | sed -n 's/.*"pid": \([0-9]*\).*/\1/p'; }
 wait_status() { # ID STATUS SECONDS
     _n=$(($3 * 10))
     while [ $_n -gt 0 ]; do [ "$(status_of "$1")" = "$2" ] && return 0; sleep 0.1; _n=$((_n - 1)); done
     fail "$1 did not become $2 within $3 s (state: $(H state "$1" 2>&1 | tr -d '\n'))"
 }
 
+# run_bg ID: `husk run --keep` of $B as container ID in the background, as
+# a daemon waiting on it; stdout, stderr, exit status in $tmp/ID.{out,err,rc}.
+run_bg() {
+    rm -f "$tmp/$1.rc"
+    (H run --keep --bundle "$B" "$1" </dev/null >"$tmp/$1.out" 2>"$tmp/$1.err"; echo $? >"$tmp/$1.rc") &
+}
+# wait_rc ID SECONDS: waits for run_bg's `husk run` to end; sets $rc.
+wait_rc() {
+    _n=$(($2 * 10))
+    until [ -s "$tmp/$1.rc" ]; do
+        _n=$((_n - 1)); [ $_n -gt 0 ] || { show "$tmp/$1.err"; fail "husk run $1 still running after $2 s"; }
+        sleep 0.1
+    done
+    # shellcheck disable=SC2034  # for the caller
+    rc=$(cat "$tmp/$1.rc")
+}
+# wait_no_procs SECONDS WHAT: fail unless husk's host processes are all gone
+# within SECONDS, by themselves.
+wait_no_procs() {
+    _n=$(($1 * 10))
+    while [ -n "$(procs)" ]; do
+        _n=$((_n - 1)); [ $_n -gt 0 ] || fail "$2: processes left after $1 s: $(procs | tr '\n' ' ')"
+        sleep 0.1
+    done
+}
+_entries() { find "$1" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+# leak_census: one line per kind of thing a container could leave on the host.
+leak_census() {
+    echo "processes: $(procs | wc -l)"
+    echo "mounts: $(wc -l </proc/self/mountinfo)"
+    echo "cgroups: $(find /sys/fs/cgroup -type d | wc -l)"
+    echo "links: $(_entries /sys/class/net)"
+    echo "sockets: $(_entries /run/husk-sock)"
+    echo "state: $(_entries "$ROOT")"
+    echo "fds of this shell: $(_entries /proc/$$/fd)"
+}
