@@ -24,8 +24,10 @@ struct Input {
 }
 
 fn guest() -> &'static Mutex<Guest> {
-    static GUEST: OnceLock<Mutex<Guest>> = OnceLock::new();
-    GUEST.get_or_init(|| {
+    /// The device, and the guest RAM's mappings (kept, not leaked: they
+    /// live as long as the device, and LeakSanitizer sees them).
+    static GUEST: OnceLock<(Mutex<Guest>, Vec<ram::Mapping>)> = OnceLock::new();
+    let (g, _) = GUEST.get_or_init(|| {
         let sock = scratch_path("fs.sock");
         fake_vhost::spawn(&sock).expect("fake vhost-user backend");
         let exit = Arc::new(ExitState::new().expect("exit state"));
@@ -37,10 +39,9 @@ fn guest() -> &'static Mutex<Guest> {
             ram::Backing::SharedMemfd,
         )
         .expect("guest memory");
-        // Mapped for the process's lifetime, as the device is.
-        std::mem::forget(r.mappings);
-        Mutex::new(Guest::new(r.mem, Box::new(fs)))
-    })
+        (Mutex::new(Guest::new(r.mem, Box::new(fs))), r.mappings)
+    });
+    g
 }
 
 fuzz_target!(|input: Input| {
