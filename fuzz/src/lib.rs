@@ -264,11 +264,14 @@ pub struct QueueInput {
     pub avail_idx: Option<u16>,
 }
 
-/// A temp path unique to this process, in /dev/shm when there is one (no
-/// disk I/O for files the targets write and sync).
+/// A temp path unique to this process: in `$HUSK_FUZZ_SCRATCH` if set
+/// (scripts/fuzz-short removes it afterwards), else in /dev/shm when there
+/// is one (no disk I/O for files the targets write and sync).
 pub fn scratch_path(name: &str) -> std::path::PathBuf {
     let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
+    let dir = if let Some(d) = std::env::var_os("HUSK_FUZZ_SCRATCH") {
+        std::path::PathBuf::from(d)
+    } else if shm.is_dir() {
         shm.to_path_buf()
     } else {
         std::env::temp_dir()
