@@ -21,39 +21,9 @@ pub(super) fn error(id: u64, code: ErrorCode, message: impl Into<String>, then: 
 
 /// Decides the reply to one frame body. Never panics on any input.
 pub fn handle_body(body: &[u8], rt: &Runtime) -> Reply {
-    let header: FrameHeader = match decode_body(body) {
-        Ok(h) => h,
-        Err(e) => return error(0, ErrorCode::BadRequest, e.to_string(), Then::Close),
-    };
-    if header.version != PROTOCOL_VERSION {
-        return error(
-            header.id,
-            ErrorCode::UnsupportedVersion,
-            format!(
-                "protocol version {} not supported; this agent speaks {PROTOCOL_VERSION}",
-                header.version
-            ),
-            Then::Continue,
-        );
-    }
-    let frame: RequestFrame = match decode_body(body) {
+    let frame = match decode_request(body) {
         Ok(f) => f,
-        Err(FrameError::Json(e)) if is_unknown_type(body, &e.to_string()) => {
-            return error(
-                header.id,
-                ErrorCode::UnknownRequest,
-                format!("invalid request: {e}"),
-                Then::Continue,
-            );
-        }
-        Err(e) => {
-            // The JSON error alone: it names the bad field.
-            let msg = match e {
-                FrameError::Json(j) => j.to_string(),
-                e => e.to_string(),
-            };
-            return error(header.id, ErrorCode::BadRequest, msg, Then::Continue);
-        }
+        Err(reply) => return *reply,
     };
     let id = frame.id;
     debug!("request {id}: {}", frame.request.name());
@@ -110,6 +80,60 @@ pub fn handle_body(body: &[u8], rt: &Runtime) -> Reply {
             ),
         },
     }
+}
+
+/// The envelope checks of the error policy (see the module above): the
+/// body as a typed request frame, or the error reply it gets. Pure (no
+/// [`Runtime`]), so that the fuzz targets (`fuzz/`) reach it; never panics
+/// on any input.
+pub fn decode_request(body: &[u8]) -> Result<RequestFrame, Box<Reply>> {
+    let header: FrameHeader = match decode_body(body) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(Box::new(error(
+                0,
+                ErrorCode::BadRequest,
+                e.to_string(),
+                Then::Close,
+            )))
+        }
+    };
+    if header.version != PROTOCOL_VERSION {
+        return Err(Box::new(error(
+            header.id,
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} not supported; this agent speaks {PROTOCOL_VERSION}",
+                header.version
+            ),
+            Then::Continue,
+        )));
+    }
+    let frame: RequestFrame = match decode_body(body) {
+        Ok(f) => f,
+        Err(FrameError::Json(e)) if is_unknown_type(body, &e.to_string()) => {
+            return Err(Box::new(error(
+                header.id,
+                ErrorCode::UnknownRequest,
+                format!("invalid request: {e}"),
+                Then::Continue,
+            )));
+        }
+        Err(e) => {
+            // The JSON error alone: it names the bad field.
+            let msg = match e {
+                FrameError::Json(j) => j.to_string(),
+                e => e.to_string(),
+            };
+            return Err(Box::new(error(
+                header.id,
+                ErrorCode::BadRequest,
+                msg,
+                Then::Continue,
+            )));
+        }
+    };
+    Ok(frame)
 }
 
 /// Carries out a container request, or the sandbox's network configuration

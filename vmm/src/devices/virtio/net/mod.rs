@@ -184,10 +184,17 @@ impl Net {
         Net::with_tap(tap, format!("tap {name}"), mac, mtu)
     }
 
-    /// A device on a datagram socket whose peer plays the tap (tests).
-    #[cfg(test)]
-    pub(crate) fn with_socket(fd: std::os::fd::OwnedFd, mac: MacAddr, mtu: Option<u16>) -> Net {
-        Net::with_tap(Tap::socket(fd), "test socket".into(), mac, mtu).unwrap()
+    /// A device on a `SOCK_SEQPACKET` socket whose peer plays the tap
+    /// (one message per frame, each with its 12-byte virtio-net header):
+    /// for the unit tests and, with the `fuzzing` feature, the fuzz
+    /// targets (`fuzz/`), which have no tap.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn with_socket(
+        fd: std::os::fd::OwnedFd,
+        mac: MacAddr,
+        mtu: Option<u16>,
+    ) -> Result<Net, NetError> {
+        Net::with_tap(Tap::socket(fd)?, "test socket".into(), mac, mtu)
     }
 
     fn with_tap(tap: Tap, name: String, mac: MacAddr, mtu: Option<u16>) -> Result<Net, NetError> {

@@ -114,15 +114,20 @@ impl Tap {
         })
     }
 
-    /// A datagram socket standing in for a tap (tests): frames carry the
-    /// header, offloads are not set.
-    #[cfg(test)]
-    pub fn socket(fd: OwnedFd) -> Tap {
-        husk_sys::set_nonblocking(&fd, true).unwrap();
-        Tap {
+    /// A datagram socket standing in for a tap (tests and fuzzing):
+    /// frames carry the header, offloads are not set.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn socket(fd: OwnedFd) -> Result<Tap, NetError> {
+        let shown = fd.as_raw_fd();
+        husk_sys::set_nonblocking(&fd, true).map_err(|source| NetError::Setup {
+            fd: shown,
+            what: "O_NONBLOCK",
+            source,
+        })?;
+        Ok(Tap {
             fd: File::from(fd),
             is_tap: false,
-        }
+        })
     }
 
     /// Reads one frame into `buf` (not empty); `Ok(0)` is end of file (a

@@ -13,11 +13,7 @@ fn config_space_and_features() {
     let (dev, _host) = socket_pair();
     let drv = Driver::new(
         &mem,
-        Box::new(Net::with_socket(
-            dev,
-            super::super::MacAddr(MAC),
-            Some(9000),
-        )),
+        Box::new(Net::with_socket(dev, super::super::MacAddr(MAC), Some(9000)).unwrap()),
     );
     assert_eq!(drv.read32(0x8), TYPE_NET);
     assert_eq!(drv.read_config(0, 6), MAC);
@@ -55,7 +51,7 @@ fn config_space_and_features() {
     let (dev, _host) = socket_pair();
     let drv = Driver::new(
         &mem,
-        Box::new(Net::with_socket(dev, super::super::MacAddr(MAC), None)),
+        Box::new(Net::with_socket(dev, super::super::MacAddr(MAC), None).unwrap()),
     );
     assert_eq!(drv.device_features() & bit(VIRTIO_NET_F_MTU), 0);
     assert_eq!(drv.read_config(10, 2), [0, 0]);

@@ -97,7 +97,7 @@ impl<'a> G<'a> {
     /// A device with `mtu`, brought up with `features`.
     fn with(mem: &'a GuestMemoryMmap, features: u64, mtu: Option<u16>) -> Self {
         let (dev, host) = socket_pair();
-        let net = Net::with_socket(dev, super::MacAddr(MAC), mtu);
+        let net = Net::with_socket(dev, super::MacAddr(MAC), mtu).unwrap();
         let stats = net.counters();
         let mut drv = Driver::new(mem, Box::new(net));
         assert_eq!(drv.read32(0x8), TYPE_NET);

@@ -157,7 +157,7 @@ impl Kernel for Fake {
 fn fake_device(fake: Fake) -> VhostNet<Fake> {
     let (dev, _host) = socket_pair();
     VhostNet::with_kernel(
-        Tap::socket(dev),
+        Tap::socket(dev).unwrap(),
         "test socket".into(),
         MacAddr(MAC),
         Some(1500),
