@@ -76,6 +76,8 @@ pub enum Error {
     Spawn(#[from] SpawnError),
     #[error(transparent)]
     Io(#[from] IoError),
+    #[error(transparent)]
+    HostCgroup(#[from] crate::host_cgroup::CgroupError),
     /// The microVM's configuration could not be handed to husk-vmm.
     #[error(transparent)]
     VmConfig(#[from] husk_vm_config::ConfigError),

@@ -13,6 +13,7 @@ pub mod bundle;
 pub mod container;
 pub mod error;
 pub mod hooks;
+pub mod host_cgroup;
 pub mod host_config;
 pub mod layers;
 pub mod log;

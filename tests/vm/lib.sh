@@ -99,3 +99,14 @@ no_leftovers() {
     _left=$(find_procs husk-vmm | while read -r _p _n; do printf ' /proc/%s' "$_p"; done)
     [ -z "$_left" ] || fail "husk-vmm processes left behind:$_left"
 }
+# host_cgroup_has DIR MEMORY_MAX PID...: the container's host cgroup DIR
+# (husk's monitor, husk-vmm, virtiofsd) holds every PID, and its memory.max
+# is MEMORY_MAX.
+host_cgroup_has() {
+    _hc=$1 _hm=$2; shift 2
+    [ -f "$_hc/cgroup.procs" ] || fail "no host cgroup $_hc"
+    for _p in "$@"; do
+        grep -qx "$_p" "$_hc/cgroup.procs" || fail "pid $_p ($(cat "/proc/$_p/comm" 2>/dev/null)) is not in $_hc: $(tr '\n' ' ' <"$_hc/cgroup.procs")"
+    done
+    assert_eq "$(cat "$_hc/memory.max")" "$_hm" "$_hc/memory.max"
+}

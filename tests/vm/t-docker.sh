@@ -77,8 +77,18 @@ expect_run "docker kill -s TERM reaches the trap" 0 c2 docker kill -s TERM c2
 expect_run "docker wait" 0 9 docker wait c2
 expect_run "docker rm" 0 c2 docker rm c2
 
-expect_run "docker run -d (for rm -f)" 0 "" docker run -d --runtime husk --network none --name c3 busybox sleep 1000
+expect_run "docker run -d -m 256m (for rm -f)" 0 "" docker run -d --runtime husk --network none -m 256m --name c3 busybox sleep 1000
+# Docker's cgroupfs driver names /docker/<id>: husk's monitor (the pid Docker
+# knows), husk-vmm and virtiofsd are in it; memory.max is the VM's RAM
+# (256 MiB + 64) + husk's 128 MiB overhead.
+cg=/sys/fs/cgroup/docker/$(docker inspect -f '{{.Id}}' c3)
+hp=$(find_procs husk-vmm virtiofsd | cut -d' ' -f1)
+{ find_procs husk-vmm | grep -q . && find_procs virtiofsd | grep -q .; } || fail "want husk-vmm and virtiofsd (QEMU's forks a sandboxed child), found: $(find_procs husk-vmm virtiofsd | tr '\n' ' ')"
+# shellcheck disable=SC2086  # one pid per word
+host_cgroup_has "$cg" $(((256 + 64 + 128) << 20)) "$(docker inspect -f '{{.State.Pid}}' c3)" $hp
+note "host cgroup $cg: memory.max $(cat "$cg/memory.max"), memory.current $(($(cat "$cg/memory.current") >> 20)) MiB, pids.current $(cat "$cg/pids.current")"
 expect_run "docker rm -f of a running container" 0 c3 docker rm -f c3
+[ ! -e "$cg" ] || fail "docker rm -f left the host cgroup $cg"
 clean "after docker rm -f"
 
 # File coherence (docs/file-io.md): a volume is the host's directory: the

@@ -32,9 +32,20 @@ note "husk run: 100000 bytes of stdin and EOF reach the container"
 # 1025), not by polling the booting guest.
 grep -q 'reached after its ready signal' "$tmp/debug.log" || { show "$tmp/debug.log"; fail "agent not reached through its ready signal"; }
 note "$(sed -n 's/.*msg="\(agent [^"]*ready after [0-9]* ms\).*/\1/p' "$tmp/debug.log" | head -n 1) (ready signal)"
+# No cgroupsPath: the host cgroup is the id below the parent of the
+# caller's cgroup (as runc makes it); `husk run` (its own monitor) left it
+# and removed it.
+own=$(sed -n 's/^0:://p' /proc/self/cgroup); parent=$(dirname "$own")
+grep -q "host cgroup /sys/fs/cgroup${parent%/}/r2 " "$tmp/debug.log" || { show "$tmp/debug.log"; fail "husk run: not in the host cgroup ${parent%/}/r2"; }
+[ ! -e "/sys/fs/cgroup${parent%/}/r2" ] || fail "husk run left its host cgroup ${parent%/}/r2"
+assert_eq "$(sed -n 's/^0:://p' /proc/self/cgroup)" "$own" "the test shell's cgroup"
+note "husk run: monitor and helpers in host cgroup ${parent%/}/r2, removed at the end"
 
 # --- create / start / state / kill / delete ---------------------------------
 spec '["sh","-c","echo started; trap \"echo got-term; exit 3\" TERM; while :; do sleep 0.1; done"]'
+# A systemd-style cgroupsPath (the lab has no systemd: husk makes the dirs).
+sed -i 's/"linux":{/"linux":{"cgroupsPath":"husktest.slice:husk:c1",/' "$B/config.json"
+cg=/sys/fs/cgroup/husktest.slice/husk-c1.scope
 # With --debug and HUSK_AGENT_DEBUG=1: husk-vmm's boot phases in vmm.log and
 # the agent's steps of the create and the start in console.log.
 (export HUSK_AGENT_DEBUG=1; H --debug --log "$tmp/c1.log" create --bundle "$B" --pid-file "$tmp/pid" c1 >"$tmp/c1.out" 2>"$tmp/c1.err" </dev/null); rc=$?
@@ -45,6 +56,13 @@ assert_eq "$(status_of c1)" created "state after create"
 H state c1 | grep -q "\"pid\": $pid," || fail "state pid is not the pid file's $pid: $(H state c1)"
 H state c1 | grep -q "\"bundle\": \"$B\"" || fail "state bundle: $(H state c1)"
 [ ! -s "$tmp/c1.out" ] || fail "the process ran before start: $(cat "$tmp/c1.out")"
+# The monitor, husk-vmm and virtiofsd are in the container's host cgroup;
+# memory.max is the VM's RAM (the spec's 128 MiB + 64) + 128 MiB overhead.
+hp=$(find_procs husk-vmm virtiofsd | cut -d' ' -f1)
+{ find_procs husk-vmm | grep -q . && find_procs virtiofsd | grep -q .; } || fail "want husk-vmm and virtiofsd (QEMU's forks a sandboxed child), found: $(find_procs husk-vmm virtiofsd | tr '\n' ' ')"
+# shellcheck disable=SC2086  # one pid per word
+host_cgroup_has "$cg" $(((128 + 64 + 128) << 20)) "$pid" $hp
+note "host cgroup $cg: monitor, husk-vmm, virtiofsd; memory.max $(cat "$cg/memory.max"), pids.max $(cat "$cg/pids.max"); memory.current $(($(cat "$cg/memory.current") >> 20)) MiB, pids.current $(cat "$cg/pids.current") after create"
 H start c1 || fail "husk start"
 assert_eq "$(status_of c1)" running "state after start"
 for _ in $(seq 100); do grep -q started "$tmp/c1.out" && break; sleep 0.1; done
@@ -106,6 +124,8 @@ H state c1 | grep -q '"pid": 0,' || fail "a stopped container's pid is not 0: $(
 H kill c1 KILL 2>"$tmp/err" && fail "kill of a stopped container succeeded"
 expect_in "$tmp/err" "not running" "kill of a stopped container says why"
 H delete c1 || fail "husk delete of a stopped container"
+[ ! -e "$cg" ] || fail "host cgroup $cg left after delete"
+rmdir /sys/fs/cgroup/husktest.slice
 H state c1 2>"$tmp/err" && fail "state of a deleted container succeeded"
 nothing_left "after create/start/kill/delete"
 note "create -> created (pid file = monitor), start -> running, pause/resume, kill TERM -> stopped, delete"

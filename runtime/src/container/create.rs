@@ -95,6 +95,9 @@ fn precheck(store: &Store, a: &CreateRequest) -> Result<Bundle> {
 
 /// Removes what a failed create made.
 pub(crate) fn undo_create(store: &Store, id: &str) {
+    if let Err(e) = crate::host_cgroup::remove_recorded(&store.dir(id), true) {
+        crate::warn!("{id}: {e}");
+    }
     let _ = store.remove(id);
     let _ = std::fs::remove_dir_all(monitor::sock_dir(&store.root, id));
 }

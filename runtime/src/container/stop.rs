@@ -9,6 +9,7 @@ use super::create::undo_create;
 use super::{agent_err, check_id, live_status, target_of};
 use crate::error::{Error, Result};
 use crate::hooks;
+use crate::host_cgroup;
 use crate::monitor::{self, Helpers};
 use crate::session::Target;
 use crate::state::StateError;
@@ -176,6 +177,11 @@ fn delete_via(
         }
     }
     stop_sandbox(&dir, &st);
+    // The monitor removes its host cgroup at its end; one it could not (it
+    // was killed) goes now, what is left in it killed: husk-vmm is dead.
+    if let Err(e) = host_cgroup::remove_recorded(&dir, true) {
+        crate::warn!("delete {id}: {e}");
+    }
     let json = monitor::state_json(&st, Status::Stopped, 0);
     // A failing poststop hook is a warning; the rest still run.
     hooks::run_all("poststop", &st.poststop, &json);

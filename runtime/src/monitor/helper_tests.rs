@@ -58,6 +58,7 @@ fn run_helper(dir: &Path, script: &str) -> String {
         logs: vec![],
         tx,
         net: network::Plan::default(),
+        cgroup: None,
     };
     let log = dir.join("helper.log");
     let (_, mut child) = sb

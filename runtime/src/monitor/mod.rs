@@ -27,7 +27,7 @@ use crate::session::{self, SessionError, Target, Terminal};
 use crate::spawn::{self, report};
 use crate::state::{State, Status, Store};
 use crate::util;
-use crate::{hooks, sys};
+use crate::{hooks, host_cgroup, sys};
 
 mod helper_log;
 #[cfg(test)]
@@ -144,6 +144,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         logs: vec![],
         tx,
         net: network::Plan::default(),
+        cgroup: None,
     };
     let t0 = Instant::now();
     let setup = setup(store, id, &mut sb, &opts, t0);
@@ -152,6 +153,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
         Err(e) => {
             log::log("error", &e.to_string());
             sb.stop();
+            leave_cgroup(&mut sb);
             let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
             report(&mut opts.ready, &format!("error: {e}\n"));
             return Err(e);
@@ -171,6 +173,7 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
             };
             log::log("error", &e.to_string());
             sb.stop();
+            leave_cgroup(&mut sb);
             let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
             report(&mut opts.ready, &format!("error: {e}\n"));
             return Err(e);
@@ -224,8 +227,43 @@ pub fn run(store: &Store, id: &str, mut opts: Opts) -> Result<i32> {
     {
         std::thread::sleep(Duration::from_millis(5));
     }
+    leave_cgroup(&mut sb);
     let _ = std::fs::remove_dir_all(sock_dir(&store.root, id));
     Ok(status)
+}
+
+/// The monitor's end (its helpers stopped): back to the cgroup it came
+/// from, the container's host cgroup removed.
+fn leave_cgroup(sb: &mut Sandbox) {
+    if let Some(j) = sb.cgroup.take() {
+        if let Err(e) = j.leave() {
+            crate::warn!("{e}");
+        }
+    }
+}
+
+/// Makes the container's host cgroup (see [`host_cgroup`]) and moves the
+/// monitor into it, so that virtiofsd and husk-vmm start in it.
+fn join_cgroup(id: &str, b: &Bundle, dir: &Path) -> Result<Option<host_cgroup::Joined>> {
+    let root = Path::new(host_cgroup::ROOT);
+    let linux = b.spec.linux().as_ref();
+    let path = linux.and_then(|l| l.cgroups_path().as_ref());
+    let rel = if host_cgroup::unified(root) {
+        let path = path.map(|p| p.to_string_lossy());
+        host_cgroup::plan::resolve(path.as_deref(), id, &host_cgroup::own_cgroup()?)?
+    } else {
+        String::new()
+    };
+    let limits = host_cgroup::plan::limits(
+        linux.and_then(|l| l.resources().as_ref()),
+        b.vcpus,
+        b.memory_mib,
+    );
+    let j = host_cgroup::join(root, &rel, &limits, dir)?;
+    if let Some(j) = &j {
+        crate::debug!("container {id}: host cgroup {} {limits:?}", j.dir.display());
+    }
+    Ok(j)
 }
 
 /// The ready pipe is this process's alone: nothing it starts inherits it.
@@ -289,6 +327,9 @@ fn setup(
     sb.net = network::prepare(id, &b)?;
     phase("network prepared");
 
+    // After the hooks (which run where the daemon runs them), before the
+    // helpers, which inherit it.
+    sb.cgroup = join_cgroup(id, &b, &sb.dir)?;
     let ready = sb.start_helpers(&cfg, &b, &share, &sock_dir(&store.root, id), phase)?;
     // husk-vmm has the taps now: they go away with it.
     sb.net.taps.clear();

@@ -35,6 +35,8 @@ pub(super) struct Sandbox {
     /// The VM's network: taps until husk-vmm has them, tc redirects to
     /// remove at the end.
     pub(super) net: super::network::Plan,
+    /// The container's cgroup on the host, which the monitor joined.
+    pub(super) cgroup: Option<crate::host_cgroup::Joined>,
 }
 
 impl Sandbox {
