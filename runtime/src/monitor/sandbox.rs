@@ -152,6 +152,10 @@ impl Sandbox {
     ) -> Result<ReadyListener> {
         let _ = std::fs::remove_dir_all(sdir);
         util::create_private_dir_all(sdir).at(sdir)?;
+        // husk-vmm's jail ids (see `jail_vmm`): the socket directory is
+        // theirs, so the jailed husk-vmm can remove its socket there.
+        let jail = husk_vm_config::jail_id(std::process::id());
+        jail_owns(sdir, jail)?;
         let fs_sock = sdir.join("fs.sock");
         self.vsock = sdir.join("vsock");
 
@@ -169,6 +173,8 @@ impl Sandbox {
 
         // Before the VMM starts, so the agent's ready signal cannot be missed.
         let ready = ReadyListener::bind(&self.vsock).map_err(Error::ReadySocket)?;
+        // The jailed husk-vmm connects to it when the agent signals.
+        jail_owns(ready.path(), jail)?;
         let vm_json = self.dir.join("vm.json");
         let mut vm = vm_config(cfg, b, &self.vsock, &self.dir, &fs_sock);
         let net = self.net.vm_devices();
@@ -181,6 +187,7 @@ impl Sandbox {
         util::create_private_file(&console).at(&console)?;
         let mut vmm_cmd = Command::new(&cfg.vmm);
         vmm_cmd.arg("run").arg("--config").arg(&vm_json);
+        jail_vmm(&mut vmm_cmd, jail);
         // The taps, by the numbers vm.json names: inherited by husk-vmm
         // alone (they are close-on-exec for everything else).
         let taps: Vec<RawFd> = self.net.taps.iter().map(AsRawFd::as_raw_fd).collect();
@@ -206,6 +213,24 @@ impl Sandbox {
         phase("husk-vmm spawned");
         Ok(ready)
     }
+}
+
+/// husk-vmm jails itself once set up (vmm/src/confine/jail.rs): a root of
+/// its own holding only the socket directory, rlimits, and these ids: the
+/// monitor's pid past `husk_vm_config::JAIL_ID_BASE`, so each container's
+/// husk-vmm has a uid of its own (it dies with its monitor:
+/// `PR_SET_PDEATHSIG`, so the pid is not reused while it runs).
+fn jail_vmm(cmd: &mut Command, id: u32) {
+    cmd.arg("--jail-uid")
+        .arg(id.to_string())
+        .arg("--jail-gid")
+        .arg(id.to_string());
+}
+
+/// Gives `path` to the jail's id `id` (uid and gid).
+fn jail_owns(path: &Path, id: u32) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(id), Some(id)).at(path)?;
+    Ok(())
 }
 
 /// The microVM of a container: sized by its bundle, its share served by
