@@ -31,7 +31,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -206,9 +206,16 @@ pub fn isolate_filesystem(keep: &[PathBuf]) -> Result<(), ConfineError> {
         let at = staging.join(path.strip_prefix("/").unwrap_or(path));
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
             .create(&at)
             .map_err(err(format!("making {}", path.display())))?;
+        // 0755 whatever the umask (the runtime's is 077): the jail's ids
+        // must get through to the kept directory.
+        let mut dir = at.as_path();
+        while dir != staging {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(err(format!("mode of {}", dir.display())))?;
+            dir = dir.parent().unwrap_or(staging);
+        }
         let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
         mount(Some(&src), &at, None, libc::MS_BIND, None)
             .map_err(err(format!("binding {}", path.display())))?;
