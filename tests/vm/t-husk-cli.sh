@@ -109,6 +109,29 @@ done
 ! grep -q seccomp "$ROOT/c1/vmm.log" || { show "$ROOT/c1/vmm.log"; fail "husk-vmm reported a seccomp violation"; }
 note "husk-vmm confined: $nthreads threads with Seccomp 2, NoNewPrivs 1, no capabilities"
 
+# ... and jailed (vmm/src/confine/jail.rs): every thread on one non-root uid
+# and gid, a root that is not the host's (an empty tmpfs holding only the
+# socket directory's path), and limits on files, file size and threads.
+ids=
+for st in /proc/"$vpids"/task/*/status; do
+    case $(cat "${st%/status}/comm") in vhost-[0-9]*) continue ;; esac
+    t=$(awk '/^Uid:/ { u = $2 " " $3 " " $4 " " $5 } /^Gid:/ { g = $2 " " $3 " " $4 " " $5 } END { print u "/" g }' "$st")
+    [ -n "$ids" ] || ids=$t
+    [ "$t" = "$ids" ] || { show "$st"; fail "husk-vmm thread $(cat "${st%/status}/comm"): ids $t, the main thread's $ids"; }
+done
+echo "$ids" | grep -Eqx '([1-9][0-9]* ){3}[1-9][0-9]*/([1-9][0-9]* ){3}[1-9][0-9]*' || { show "/proc/$vpids/status"; fail "husk-vmm's uid and gid are not one non-root id each: $ids"; }
+jr=/proc/$vpids/root
+[ "$(stat -L -c %d:%i "$jr")" != "$(stat -L -c %d:%i /)" ] || fail "husk-vmm's root is the host's"
+jroot=$(find "$jr/" -mindepth 1 -maxdepth 1 | sed "s|^$jr/||" | tr '\n' ' ')
+assert_eq "$jroot" "run " "husk-vmm's root holds only the socket directory's path"
+jsock=$(find "$jr/run/husk-sock" -mindepth 2 -maxdepth 2 -type s -name vsock | sed "s|^$jr||")
+[ -n "$jsock" ] || fail "husk-vmm's jail does not hold its socket directory"
+lim=/proc/$vpids/limits
+lims=$(sed -nE 's/^Max (open files|file size|processes) +([0-9]+) +([0-9]+) .*/\1 \2,/p' "$lim")
+[ "$(echo "$lims" | wc -l)" = 3 ] || { show "$lim"; fail "husk-vmm: open files, file size and processes not all limited: $lims"; }
+lims=$(echo "$lims" | tr '\n' ' ')
+note "husk-vmm jailed: uid/gid $ids, its root holds '$jroot', limits: $lims"
+
 # pause / resume
 H pause c1 || fail "husk pause"
 assert_eq "$(status_of c1)" paused "state after pause"

@@ -65,11 +65,16 @@ no_taps() {
     done
 }
 clean() { wait_no_husk "$1"; no_taps "$1"; }
-# vhost_in_use: whether a running husk-vmm has /dev/vhost-net open.
+# vhost_in_use: whether a running husk-vmm has /dev/vhost-net open, by device
+# number (husk-vmm's jail detached /dev: the fd's path reads /vhost-net).
 vhost_in_use() {
+    _want=$(stat -c %t:%T /dev/vhost-net) || return 1
     for p in $(find_procs husk-vmm | cut -d' ' -f1); do
-        ls -l "/proc/$p/fd" 2>/dev/null
-    done | grep -q /dev/vhost-net
+        for f in /proc/"$p"/fd/*; do
+            [ -c "$f" ] && [ "$(stat -L -c %t:%T "$f" 2>/dev/null)" = "$_want" ] && return 0
+        done
+    done
+    return 1
 }
 
 start_dockerd --add-runtime "husk=$HUSK" || fail "dockerd did not start"

@@ -54,6 +54,19 @@ pub const MAX_MEMORY_MIB: u64 = 256 << 10;
 /// virtio-mmio devices husk-vmm has room for: GSIs 5..=23 of the IOAPIC
 /// (husk-vmm checks that its memory layout agrees).
 pub const MAX_VIRTIO_DEVICES: usize = 19;
+/// First uid and gid of a jailed husk-vmm (`--jail-uid`, `--jail-gid`):
+/// each VM gets `JAIL_ID_BASE` + the pid of a process that lives exactly as
+/// long as it ([`jail_id`]), so no two running VMs share an id. The range
+/// (pids stay below 2^22) lies just above systemd's container range
+/// (524288..=1879048191) and far below its foreign-uid range
+/// (2147352576..), where no account lives.
+pub const JAIL_ID_BASE: u32 = 0x7000_0000;
+
+/// The jail id of the VM whose lifetime is that of process `pid`.
+pub fn jail_id(pid: u32) -> u32 {
+    JAIL_ID_BASE.saturating_add(pid)
+}
+
 /// `sun_path` is 108 bytes including the NUL.
 pub const UNIX_PATH_MAX: usize = 107;
 

@@ -189,7 +189,9 @@ pub fn build(p: Prepared) -> Result<Vm, StartError> {
     let vcpus = create_vcpus(&vm, &setup)?;
     timing::mark("vCPUs configured");
     // Setup is done: every file, device and socket is open. The vCPU
-    // threads inherit this (see `crate::confine`).
+    // threads inherit this (see `crate::confine`): the jail first, while
+    // still root, then the privileges (with the jail's ids).
+    crate::confine::jail_process(|| jail_plan(&p.config))?;
     crate::confine::drop_process_privileges()?;
     let threads = start_vcpus(vcpus, &exit)?;
 
@@ -204,6 +206,28 @@ pub fn build(p: Prepared) -> Result<Vm, StartError> {
         vm,
         ram: ram.mappings,
     })
+}
+
+/// The jail of a VM set up from `config`: the vsock socket's directory
+/// kept (guest-initiated connections reach `<uds>_<port>` there, and the
+/// socket is removed at the end); room for the vCPU threads and the smoke
+/// client, for every vsock connection, and for writes to writable disks.
+fn jail_plan(config: &VmConfig) -> Result<crate::confine::JailPlan, crate::confine::ConfineError> {
+    use crate::confine::jail::Limits;
+    let keep = config
+        .vsock
+        .iter()
+        .filter_map(|v| v.uds.parent().map(std::path::Path::to_path_buf))
+        .collect();
+    let writable: Vec<&std::path::Path> = config
+        .disks
+        .iter()
+        .filter(|d| !d.read_only)
+        .map(|d| d.path.as_path())
+        .collect();
+    let fds = crate::devices::virtio::VSOCK_MAX_CONNECTIONS as u64 + 64;
+    let limits = Limits::measure(u64::from(config.vcpus) + 2, fds, &writable)?;
+    Ok(crate::confine::JailPlan { keep, limits })
 }
 
 /// Step 1: guest RAM, anonymous, MAP_NORESERVE, never pre-faulted; 2 MiB

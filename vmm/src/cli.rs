@@ -92,6 +92,21 @@ pub struct RunArgs {
     /// has the kernel log what the filters would refuse instead.
     #[arg(long)]
     pub no_seccomp: bool,
+    /// The jail's uid (see below), from the end of setup on; the host makes
+    /// the vsock socket's directory, and the sockets husk-vmm connects to in
+    /// it, usable by it. Without it husk-vmm stays uid 0, with no
+    /// capabilities. Unique per VM (RLIMIT_NPROC counts per uid).
+    #[arg(long, value_name = "UID")]
+    pub jail_uid: Option<u32>,
+    /// The jail's gid [default: the uid]
+    #[arg(long, value_name = "GID", requires = "jail_uid")]
+    pub jail_gid: Option<u32>,
+    /// Debugging only: no jail. By default husk-vmm jails itself once set up:
+    /// a mount namespace whose root is an empty read-only tmpfs holding only
+    /// the vsock socket's directory, rlimits on files, file size and
+    /// threads, and --jail-uid/--jail-gid. Same as HUSK_VMM_JAIL=off.
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +127,10 @@ pub struct SmokeArgs {
     /// Debugging only: run without the seccomp filters, as for `run`.
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Debugging only: no jail, as for `run` (smoke's jail ids are
+    /// husk_vm_config::jail_id of its own pid).
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 #[derive(Args, Debug)]
@@ -144,14 +163,20 @@ pub fn main(t0: Instant) -> i32 {
     let cli = Cli::parse();
     timing::mark("arguments parsed");
     match cli.cmd {
-        Cmd::Run(a) => match set_confinement(a.no_seccomp) {
-            Ok(()) => run(a),
-            Err(code) => code,
-        },
-        Cmd::Smoke(a) => match set_confinement(a.no_seccomp) {
-            Ok(()) => smoke(a, t0),
-            Err(code) => code,
-        },
+        Cmd::Run(a) => {
+            let ids = a.jail_uid.map(|u| (u, a.jail_gid.unwrap_or(u)));
+            match set_confinement(a.no_seccomp).and_then(|()| set_jail(a.no_jail, ids)) {
+                Ok(_) => run(a),
+                Err(code) => code,
+            }
+        }
+        Cmd::Smoke(a) => {
+            let id = husk_vm_config::jail_id(std::process::id());
+            match set_confinement(a.no_seccomp).and_then(|()| set_jail(a.no_jail, Some((id, id)))) {
+                Ok(jailed) => smoke(a, t0, jailed),
+                Err(code) => code,
+            }
+        }
         Cmd::Ping(a) => ping(a),
     }
 }
@@ -166,6 +191,29 @@ fn set_confinement(no_seccomp: bool) -> Result<(), i32> {
     }
     confine::set_mode(m);
     Ok(())
+}
+
+/// Enters the jail's mount namespace (see [`confine::jail`]) unless
+/// `--no-jail` or `HUSK_VMM_JAIL=off` says not to; the rest of the jail
+/// follows at the end of setup. Runs first, before any thread starts.
+/// `Ok(true)`: jailed; `Err` is the exit code.
+fn set_jail(no_jail: bool, ids: Option<(u32, u32)>) -> Result<bool, i32> {
+    let on = match env("HUSK_VMM_JAIL").as_deref().map(str::trim) {
+        _ if no_jail => false,
+        None | Some("" | "on" | "1") => true,
+        Some("off" | "0") => false,
+        Some(other) => {
+            return Err(fail(format_args!(
+                "HUSK_VMM_JAIL={other}: expected on or off"
+            )))
+        }
+    };
+    if !on {
+        eprintln!("husk-vmm: jail: off (debugging only)");
+        return Ok(false);
+    }
+    confine::jail::enter(ids).map_err(fail)?;
+    Ok(true)
 }
 
 /// `None` for no flags, so a config file's list is kept.
@@ -236,10 +284,13 @@ fn report(outcome: &Outcome) {
 
 fn run(a: RunArgs) -> i32 {
     let startup_only = a.startup_only;
-    let config = match run_input(a).and_then(|i| VmConfig::from_input(i, env)) {
+    let mut config = match run_input(a).and_then(|i| VmConfig::from_input(i, env)) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    if let Err(e) = absolute_vsock(&mut config) {
+        return fail(e);
+    }
     let vm = match start(config, startup_only) {
         Ok(vm) => vm,
         Err(e) => return fail(e),
@@ -250,6 +301,16 @@ fn run(a: RunArgs) -> i32 {
         report(&outcome);
     }
     outcome.exit_code()
+}
+
+/// The vsock socket's path made absolute: jailed, husk-vmm's working
+/// directory becomes the jail's root.
+fn absolute_vsock(config: &mut VmConfig) -> Result<(), String> {
+    if let Some(v) = config.vsock.as_mut() {
+        v.uds = std::path::absolute(&v.uds)
+            .map_err(|e| format!("vsock-uds: {}: {e}", v.uds.display()))?;
+    }
+    Ok(())
 }
 
 /// A private directory for the smoke test's socket.
@@ -270,19 +331,42 @@ fn temp_dir() -> std::io::Result<PathBuf> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no temp dir")))
 }
 
-fn smoke(a: SmokeArgs, t0: Instant) -> i32 {
+fn smoke(a: SmokeArgs, t0: Instant, jailed: bool) -> i32 {
+    if jailed {
+        // The sockets' directory on a tmpfs of smoke's own mount namespace:
+        // it goes with the process, so the jailed husk-vmm (which cannot
+        // remove the directory it is bound on) leaves nothing on the host.
+        let tmp = std::env::temp_dir();
+        if let Err(e) = confine::jail::private_tmpfs(&tmp) {
+            return fail(e);
+        }
+    }
     let dir = match temp_dir() {
         Ok(d) => d,
         Err(e) => return fail(format_args!("creating a temp dir: {e}")),
     };
+    if let Err(e) = jail_owns(&dir) {
+        return fail(e);
+    }
     // Removed by the confined main thread: empty by then (the VM removed
     // its vsock socket, the client its ready socket).
     confine::paths::register(&dir);
     let code = smoke_in(&a, t0, &dir);
-    if confine::paths::remove_dir(&dir).is_err() && confine::mode() == confine::Mode::Off {
+    if !jailed && confine::paths::remove_dir(&dir).is_err() && confine::mode() == confine::Mode::Off
+    {
         let _ = std::fs::remove_dir_all(&dir);
     }
     code
+}
+
+/// Gives `path` to the jail's ids, if any: the jailed husk-vmm connects to
+/// the ready socket and removes its own in smoke's directory.
+fn jail_owns(path: &Path) -> Result<(), String> {
+    match confine::jail::ids() {
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| format!("giving {} to the jail's ids: {e}", path.display())),
+        None => Ok(()),
+    }
 }
 
 fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
@@ -308,6 +392,9 @@ fn smoke_in(a: &SmokeArgs, t0: Instant, dir: &Path) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(format_args!("the agent's ready socket: {e}")),
     };
+    if let Err(e) = jail_owns(ready.path()) {
+        return fail(e);
+    }
     let vm = match start(config, false) {
         Ok(vm) => vm,
         Err(e) => return fail(e),

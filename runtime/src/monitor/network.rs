@@ -166,6 +166,8 @@ pub(super) fn serve_dns(vsock: &Path, resolver: IpAddr) -> Result<()> {
         path: path.clone().into(),
         source,
     })?;
+    // The jailed husk-vmm connects to it for the guest.
+    super::sandbox::jail_owns(Path::new(&path))?;
     let resolver = SocketAddr::new(resolver, 53);
     std::thread::Builder::new()
         .name("dns".into())

@@ -154,6 +154,9 @@ impl Sandbox {
     ) -> Result<ReadyListener> {
         let _ = std::fs::remove_dir_all(sdir);
         util::create_private_dir_all(sdir).at(sdir)?;
+        // husk-vmm's jail ids (see `jail_vmm`): the socket directory is
+        // theirs, so the jailed husk-vmm can remove its socket there.
+        jail_owns(sdir)?;
         let fs_sock = sdir.join("fs.sock");
         self.vsock = sdir.join("vsock");
 
@@ -171,6 +174,8 @@ impl Sandbox {
 
         // Before the VMM starts, so the agent's ready signal cannot be missed.
         let ready = ReadyListener::bind(&self.vsock).map_err(Error::ReadySocket)?;
+        // The jailed husk-vmm connects to it when the agent signals.
+        jail_owns(ready.path())?;
         let vm_json = self.dir.join("vm.json");
         let mut vm = vm_config(cfg, b, &self.vsock, &self.dir, &fs_sock);
         let net = self.net.vm_devices();
@@ -183,6 +188,7 @@ impl Sandbox {
         util::create_private_file(&console).at(&console)?;
         let mut vmm_cmd = Command::new(&cfg.vmm);
         vmm_cmd.arg("run").arg("--config").arg(&vm_json);
+        jail_vmm(&mut vmm_cmd);
         // The taps, by the numbers vm.json names: inherited by husk-vmm
         // alone (they are close-on-exec for everything else).
         let taps: Vec<RawFd> = self.net.taps.iter().map(AsRawFd::as_raw_fd).collect();
@@ -208,6 +214,29 @@ impl Sandbox {
         phase("husk-vmm spawned");
         Ok(ready)
     }
+}
+
+/// husk-vmm jails itself once set up (vmm/src/confine/jail.rs): a root of
+/// its own holding only the socket directory, rlimits, and these ids: the
+/// monitor's pid past `husk_vm_config::JAIL_ID_BASE`, so each container's
+/// husk-vmm has a uid of its own (it dies with its monitor:
+/// `PR_SET_PDEATHSIG`, so the pid is not reused while it runs).
+fn jail_vmm(cmd: &mut Command) {
+    let id = husk_vm_config::jail_id(std::process::id());
+    cmd.arg("--jail-uid")
+        .arg(id.to_string())
+        .arg("--jail-gid")
+        .arg(id.to_string());
+}
+
+/// Gives `path` to husk-vmm's jail id (uid and gid, see [`jail_vmm`]):
+/// the socket directory, and every socket the host listens on at
+/// `<vsock>_<port>` for guest-initiated connections, which the jailed
+/// husk-vmm connects to (that takes write permission on the socket).
+pub(super) fn jail_owns(path: &Path) -> Result<()> {
+    let id = husk_vm_config::jail_id(std::process::id());
+    std::os::unix::fs::chown(path, Some(id), Some(id)).at(path)?;
+    Ok(())
 }
 
 /// The microVM of a container: sized by its bundle, its share served by

@@ -17,6 +17,12 @@
 //! and stack: the main thread installs its own last ([`crate::vm::Vm::run`]),
 //! after every other thread has started, so none inherits it.
 //!
+//! Before both, the process jails itself ([`jail`]): its own mount
+//! namespace (entered at start-up), whose root becomes an empty tmpfs
+//! holding only the vsock socket's directory at the end of setup
+//! ([`jail_process`]), rlimits, and, given `--jail-uid`, an unprivileged uid
+//! and gid that each thread switches to as it drops its privileges.
+//!
 //! [`Mode`]: `--no-seccomp` or `HUSK_VMM_SECCOMP=off` skips the filters (the
 //! privileges are still dropped); `HUSK_VMM_SECCOMP=log` installs them with
 //! `SECCOMP_RET_LOG` as the default action (the kernel logs each syscall a
@@ -25,6 +31,7 @@
 //! `smoke` (unit tests, library use), is off.
 
 pub mod allowlist;
+pub mod jail;
 pub mod paths;
 mod privileges;
 
@@ -95,6 +102,11 @@ pub enum ConfineError {
     },
     #[error("SIGSYS handler: {0}")]
     Handler(std::io::Error),
+    #[error("jail: {step}: {source}")]
+    Jail {
+        step: String,
+        source: std::io::Error,
+    },
     #[error("dropping privileges ({step}): {source}")]
     Privileges {
         step: &'static str,
@@ -135,6 +147,30 @@ pub fn drop_process_privileges() -> Result<(), ConfineError> {
         drop_privileges()?;
     }
     Ok(())
+}
+
+/// What the main thread's jail keeps and allows (see [`jail`]).
+#[derive(Debug)]
+pub struct JailPlan {
+    /// Directories still reached by path (the vsock socket's).
+    pub keep: Vec<std::path::PathBuf>,
+    pub limits: jail::Limits,
+}
+
+/// The main thread's jail, after setup and before it starts the vCPU
+/// threads: the host's root replaced by `plan`'s directories, the limits
+/// set. A no-op unless [`set_mode`] was called and [`jail::enter`] ran
+/// (the uid switch is part of each thread's [`drop_privileges`]).
+pub fn jail_process(
+    plan: impl FnOnce() -> Result<JailPlan, ConfineError>,
+) -> Result<(), ConfineError> {
+    if !active() || !jail::entered() {
+        return Ok(());
+    }
+    let plan = plan()?;
+    jail::isolate_filesystem(&plan.keep)?;
+    plan.limits.apply()?;
+    jail::set_not_dumpable()
 }
 
 /// The BPF program of `kind`'s allowlist for this process (`pid`: the

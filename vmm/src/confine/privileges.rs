@@ -10,9 +10,10 @@ fn err(step: &'static str) -> ConfineError {
     }
 }
 
-/// Sets `PR_SET_NO_NEW_PRIVS`, then empties the bounding set, the ambient
-/// set, and the effective, permitted and inheritable sets of the calling
-/// thread. Idempotent: a thread that has already dropped them (or never had
+/// Sets `PR_SET_NO_NEW_PRIVS`, then empties the bounding set and the
+/// ambient set, switches to the jail's ids if it has some
+/// ([`super::jail::switch_ids`]), and empties the effective, permitted and
+/// inheritable sets of the calling thread. Idempotent: a thread that has already dropped them (or never had
 /// them) succeeds.
 pub fn drop_privileges() -> Result<(), ConfineError> {
     // SAFETY: prctl with integer arguments only.
@@ -51,6 +52,11 @@ pub fn drop_privileges() -> Result<(), ConfineError> {
     };
     if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
         return Err(err("PR_CAP_AMBIENT_CLEAR_ALL"));
+    }
+    // The jail's ids, if any: before the capabilities that allow it go
+    // (the switch itself empties the effective and permitted sets).
+    if let Some((uid, gid)) = super::jail::ids() {
+        super::jail::switch_ids(uid, gid)?;
     }
     husk_sys::caps::capset(0, 0, 0).map_err(|source| ConfineError::Privileges {
         step: "capset",

@@ -36,7 +36,7 @@ pub use block::{Block, BlockError};
 pub use fs::{Fs, FsError, CONNECT_TIMEOUT as FS_CONNECT_TIMEOUT};
 pub use mmio::{VirtioMmioDevice, MMIO_WINDOW_SIZE};
 pub use net::{Net, NetCounters, NetError, VhostError, VhostNet, VHOST_NET_PATH};
-pub use vsock::{Vsock, VsockError};
+pub use vsock::{Vsock, VsockError, MAX_CONNECTIONS as VSOCK_MAX_CONNECTIONS};
 
 /// virtio device id of a network device (spec §5.1).
 pub const TYPE_NET: u32 = 1;

@@ -103,6 +103,11 @@ fn bind_listener(path: &Path) -> Result<(UnixListener, Option<(u64, u64)>), Vsoc
     }
     let listener = UnixListener::bind(path).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
+    // A jailed husk-vmm's own socket is its jail ids' (the host, as root,
+    // connects either way): `smoke`'s client connects to it jailed.
+    if let Some((uid, gid)) = crate::confine::jail::ids() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(bind_err)?;
+    }
     // Removed by the confined main thread when the VM ends.
     crate::confine::paths::register(path);
     let uds_id = crate::confine::paths::lstat_id(path);

@@ -35,6 +35,7 @@ mod packet;
 mod unix;
 
 pub use device::{Vsock, VsockError};
+pub use muxer::MAX_CONNECTIONS;
 
 #[cfg(test)]
 mod tests;
