@@ -51,6 +51,10 @@ pub const FSIZE_FLOOR: u64 = 64 << 20;
 
 static ENTERED: AtomicBool = AtomicBool::new(false);
 static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+/// The parent-death signal husk-vmm was started with (the monitor arms
+/// SIGKILL) and the parent's pid then: a change of uid clears the signal,
+/// so [`switch_ids`] arms it again and checks the parent is still there.
+static PARENT_DEATH: OnceLock<(libc::c_int, libc::pid_t)> = OnceLock::new();
 
 fn err(step: impl Into<String>) -> impl FnOnce(io::Error) -> ConfineError {
     let step = step.into();
@@ -78,6 +82,13 @@ pub fn enter(ids: Option<(u32, u32)>) -> Result<(), ConfineError> {
             });
         }
         let _ = IDS.set((uid, gid));
+    }
+    let mut sig: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes an int through the pointer.
+    if unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) } == 0 && sig != 0
+    {
+        // SAFETY: getppid has no preconditions.
+        let _ = PARENT_DEATH.set((sig, unsafe { libc::getppid() }));
     }
     let threads = std::fs::read_dir("/proc/self/task")
         .map_err(err("reading /proc/self/task"))?
@@ -353,8 +364,37 @@ pub fn switch_ids(uid: u32, gid: u32) -> Result<(), ConfineError> {
         if unsafe { libc::syscall(libc::SYS_setresuid, u, u, u) } != 0 {
             return Err(last(format!("setresuid({uid})")));
         }
+        rearm_parent_death()?;
     }
     set_not_dumpable()
+}
+
+/// The change of ids cleared the parent-death signal (prctl(2)): without it
+/// a husk-vmm whose monitor is killed would run on. Arms it again, and
+/// fails if the parent died meanwhile (husk-vmm then has another parent).
+/// Only the main thread's matters (the monitor's child); harmless on others.
+fn rearm_parent_death() -> Result<(), ConfineError> {
+    let Some(&(sig, ppid)) = PARENT_DEATH.get() else {
+        return Ok(());
+    };
+    // SAFETY: prctl with integer arguments only.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::c_ulong::try_from(sig).unwrap_or(0),
+        )
+    } != 0
+    {
+        return Err(last("PR_SET_PDEATHSIG"));
+    }
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != ppid {
+        return Err(ConfineError::Jail {
+            step: "PR_SET_PDEATHSIG".into(),
+            source: io::Error::other(format!("the parent (pid {ppid}) is gone")),
+        });
+    }
+    Ok(())
 }
 
 /// `PR_SET_DUMPABLE` 0 for the process.

@@ -63,6 +63,9 @@ fn child_report(keep: &Path, id: u32) -> String {
     // its ids through to the kept one.
     // SAFETY: umask has no preconditions.
     unsafe { libc::umask(0o077) };
+    // As the monitor starts husk-vmm: killed when its parent dies.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if let Err(e) = enter(Some((id, id))) {
         line("error", e.to_string());
         return out;
@@ -111,6 +114,10 @@ fn child_report(keep: &Path, id: u32) -> String {
     let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
     line("ids", format!("{uid}:{gid}"));
     line("dumpable", dumpable.to_string());
+    let mut sig: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes an int through the pointer.
+    unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) };
+    line("pdeathsig", sig.to_string());
     for (name, res) in [
         ("nofile", libc::RLIMIT_NOFILE),
         ("fsize", libc::RLIMIT_FSIZE),
@@ -184,6 +191,8 @@ fn a_jailed_process_sees_only_what_it_keeps_as_its_ids() {
     assert_eq!(get("write-root"), libc::EROFS.to_string());
     assert_eq!(get("ids"), format!("{id}:{id}"));
     assert_eq!(get("dumpable"), "0");
+    // The change of uid clears it; the jail arms it again.
+    assert_eq!(get("pdeathsig"), libc::SIGKILL.to_string());
     assert_eq!(get("nofile"), "64/64");
     assert_eq!(get("fsize"), format!("{0}/{0}", 1 << 20));
     assert_eq!(get("nproc"), "8/8");
