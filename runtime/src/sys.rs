@@ -340,8 +340,11 @@ pub fn relay_sigset() -> husk_sys::SignalSet {
 /// signals from the daemon's or the monitor's terminal), death with its
 /// parent, so nothing outlives the monitor, and umask 077: the sockets and
 /// files it makes (virtiofsd's and husk-vmm's sockets, the console) are
-/// its owner's alone, whatever the caller's umask.
-pub fn child_setup() -> io::Result<()> {
+/// its owner's alone, whatever the caller's umask. `parent` is the
+/// spawning process's pid: if it died before the death signal was armed
+/// (the child then has another parent), the child fails with ESRCH instead
+/// of running on alone.
+pub fn child_setup(parent: libc::pid_t) -> io::Result<()> {
     // SAFETY: setsid(2) and umask(2) are async-signal-safe (between fork
     // and exec).
     unsafe { libc::setsid() };
@@ -353,6 +356,10 @@ pub fn child_setup() -> io::Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: getppid(2) is async-signal-safe.
+    if unsafe { libc::getppid() } != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
     Ok(())
 }
 
@@ -361,6 +368,22 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::os::unix::net::UnixListener;
+
+    /// A child whose parent is not the one it was spawned for (the monitor
+    /// died before the death signal was armed) does not run.
+    #[test]
+    fn a_child_of_a_gone_parent_does_not_run() {
+        use std::os::unix::process::CommandExt;
+        let me = crate::util::pid(std::process::id());
+        let run = |parent: libc::pid_t| {
+            let mut cmd = std::process::Command::new("/bin/true");
+            // SAFETY: child_setup only makes async-signal-safe calls.
+            unsafe { cmd.pre_exec(move || child_setup(parent)) };
+            cmd.status().map_err(|e| e.raw_os_error())
+        };
+        assert!(run(me).unwrap().success());
+        assert_eq!(run(me + 1_000_000).unwrap_err(), Some(libc::ESRCH));
+    }
 
     #[test]
     fn console_fd_passing() {

@@ -48,8 +48,9 @@ impl Sandbox {
     ) -> Result<(i32, Child)> {
         let (out, drained) = helper_log::start(log, helper_log::LOG_CAP).at(log)?;
         let err = out.try_clone().at(log)?;
+        let me = crate::util::pid(std::process::id());
         // SAFETY: child_setup only makes async-signal-safe calls.
-        let spawned = unsafe { cmd.pre_exec(sys::child_setup) }
+        let spawned = unsafe { cmd.pre_exec(move || sys::child_setup(me)) }
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
