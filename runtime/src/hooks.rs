@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::io;
 use std::path::PathBuf;
@@ -102,18 +102,10 @@ fn run_one(kind: &str, i: usize, h: &Hook, state_json: &str) -> Result<(), HookE
         .map(Duration::from_secs)
         .unwrap_or(MAX_HOOK_TIME)
         .min(MAX_HOOK_TIME);
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(what(HookFailure::TimedOut(limit.as_secs())));
-            }
-            Err(e) => return Err(what(e.into())),
-        }
+    let status = match crate::util::wait_by(&mut child, limit) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(what(HookFailure::TimedOut(limit.as_secs()))),
+        Err(e) => return Err(what(e.into())),
     };
     if !status.success() {
         let mut err = String::new();

@@ -24,7 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a layer has no image (the caller falls back to virtio-fs).
 #[derive(Debug, thiserror::Error)]
@@ -257,29 +257,22 @@ impl LayerCache {
     }
 }
 
-/// Runs `cmd` to its end within `limit`; the error is its last stderr line.
+/// Runs `cmd` to its end within `limit`; the error is the last line of the
+/// first 4 KiB of its stderr.
 fn run_by(cmd: &mut Command, limit: Duration) -> Result<(), String> {
     let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
-    let end = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) if st.success() => return Ok(()),
-            Ok(Some(st)) => {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                let last = err.lines().last().unwrap_or("").trim().to_string();
-                return Err(format!("{st}: {last}"));
+    match crate::util::wait_by(&mut child, limit) {
+        Ok(Some(st)) if st.success() => Ok(()),
+        Ok(Some(st)) => {
+            let mut err = String::new();
+            if let Some(e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut std::io::Read::take(e, 4096), &mut err);
             }
-            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("not done within {} s", limit.as_secs()));
-            }
-            Err(e) => return Err(e.to_string()),
+            let last = err.lines().last().unwrap_or("").trim().to_string();
+            Err(format!("{st}: {last}"))
         }
+        Ok(None) => Err(format!("not done within {} s", limit.as_secs())),
+        Err(e) => Err(e.to_string()),
     }
 }
 
